@@ -1,0 +1,125 @@
+"""Model sources: one small module per input format, and the registry that maps names to them.
+
+A source turns what the user gave (a file path, a ``module:factory`` reference, a live module)
+into a :class:`LoadedModel`: the artifact file(s) for a version folder, the platform that runs
+them, and the tensor :class:`Signature`. Everything downstream (spec, render, repository) is
+format-agnostic; adding a format means adding a module here and one ``register`` call.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from packager.errors import SourceError
+from packager.spec import TensorSpec
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Inputs and outputs with FULL shapes (batch dim included, -1 where dynamic).
+
+    ``batchable`` is true when every tensor's first dim is dynamic: Triton can then own the
+    batch dim (max_batch_size > 0) and the spec's dims drop it.
+    """
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def batchable(self) -> bool:
+        tensors = self.inputs + self.outputs
+        return bool(tensors) and all(t.dims and t.dims[0] == -1 for t in tensors)
+
+
+@dataclass
+class LoadedModel:
+    """What a source hands to the builder."""
+
+    format: str  # artifact format in the repository: "onnx" | "torchscript"
+    platform: str  # Triton platform that runs the artifact natively
+    signature: Signature
+    files: dict[str, Path]  # name inside the version folder -> file to copy there
+    record: dict[str, Any] = field(default_factory=dict)  # facts for the build record
+    # Holds temporary files (e.g. an export) alive until the build is written.
+    workdir: tempfile.TemporaryDirectory[str] | None = None
+
+    def close(self) -> None:
+        if self.workdir is not None:
+            self.workdir.cleanup()
+            self.workdir = None
+
+
+class Source(Protocol):
+    """One input format."""
+
+    name: str
+    description: str
+
+    def sniff(self, ref: Any) -> bool:
+        """True when ``ref`` (a path, string or object) is in this format; judged by content."""
+
+    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+        """Read/export ``ref``; raise :class:`SourceError` with a clear message on failure."""
+
+
+_REGISTRY: dict[str, Callable[[], Source]] = {}
+
+
+def register(name: str, factory: Callable[[], Source]) -> None:
+    """Register a source format under ``name`` (factory is called lazily)."""
+    _REGISTRY[name] = factory
+
+
+def names() -> list[str]:
+    """Registered format names, for CLI choices and docs."""
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> Source:
+    _load_builtin()
+    try:
+        return _REGISTRY[name]()
+    except KeyError:
+        raise SourceError(f"unknown source format {name!r}; choose from: {', '.join(_REGISTRY)}") from None
+
+
+def detect(ref: Any) -> Source:
+    """The first registered source whose ``sniff`` accepts ``ref``."""
+    _load_builtin()
+    if isinstance(ref, (str, Path)) and not _looks_like_reference(ref) and not Path(ref).exists():
+        raise SourceError(f"model file {str(ref)!r} does not exist")
+    for name in _REGISTRY:
+        src = _REGISTRY[name]()
+        if src.sniff(ref):
+            return src
+    raise SourceError(
+        f"cannot tell the format of {ref!r}: it is not one of {', '.join(_REGISTRY)}. "
+        "Pass an ONNX file, a TorchScript file, or a PyTorch 'module:factory' reference"
+    )
+
+
+def _looks_like_reference(ref: str | Path) -> bool:
+    text = str(ref)
+    return ":" in text and not Path(text).exists() and "/" not in text.split(":", 1)[1]
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    # Importing the modules registers them; they import their heavy libraries lazily.
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from packager.sources import onnx_file, torchscript_file  # noqa: F401
+
+    try:
+        from packager.sources import pytorch_module  # noqa: F401
+    except ImportError:  # pragma: no cover - only while the module is being written
+        pass

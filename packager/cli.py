@@ -20,7 +20,8 @@ COMMANDS: dict[str, str] = {
     "inspect": "packager.commands.build:inspect_cmd",
     "validate": "packager.commands.build:validate_cmd",
     "serve": "packager.commands.serve:serve",
-    "docker": "packager.commands.serve:docker",
+    "docker": "packager.commands.deploy:docker",
+    "k8s": "packager.commands.deploy:k8s",
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
 }

@@ -89,9 +89,7 @@ def parse(name: str | DType) -> DType:
     try:
         return BY_WIRE[key]
     except KeyError:
-        raise DTypeError(
-            f"unknown data type {name!r}; use one of: {', '.join(NAMES)}"
-        ) from None
+        raise DTypeError(f"unknown data type {name!r}; use one of: {', '.join(NAMES)}") from None
 
 
 def from_numpy(dtype: Any) -> DType:

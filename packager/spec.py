@@ -7,6 +7,7 @@ config.pbtxt. ``problems(spec)`` lists *every* problem at once so a user fixes t
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -14,9 +15,10 @@ from packager import dtypes
 from packager.dtypes import DType
 from packager.errors import SpecError
 
-Kind = Literal["KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL"]
+# Plain strings (checked by problems()): values arrive from CLI options, YAML and protobuf enums.
+Kind = str
 KINDS: tuple[str, ...] = ("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL")
-TimeoutAction = Literal["REJECT", "DELAY"]
+TimeoutAction = str
 
 # Triton uses the model name as a directory name and in URLs (/v2/models/<name>).
 # We accept what is safe in both: no separators, no "..", no leading dot or dash.
@@ -28,7 +30,9 @@ def name_problem(name: str, what: str = "model name") -> str | None:
     if not name:
         return f"{what} is empty"
     if name in (".", "..") or "/" in name or "\\" in name:
-        return f"{what} {name!r} contains a path separator or is '.'/'..'; use letters, digits, _ . -"
+        return (
+            f"{what} {name!r} contains a path separator or is '.'/'..'; use letters, digits, _ . -"
+        )
     if not _NAME_RE.match(name):
         return (
             f"{what} {name!r} has characters Triton rejects in names or URLs; "
@@ -113,9 +117,7 @@ class VersionPolicy:
                 return cls("specific", versions=tuple(int(v) for v in arg.split(",")))
         except ValueError:
             pass
-        raise SpecError(
-            [f"version policy {text!r} is not one of: latest[:N], all, specific:V1,V2"]
-        )
+        raise SpecError([f"version policy {text!r} is not one of: latest[:N], all, specific:V1,V2"])
 
     def __str__(self) -> str:
         if self.kind == "latest":
@@ -155,7 +157,7 @@ class GpuOptimization:
     """ONNX Runtime accelerators for GPU deployments (``optimization.execution_accelerators``)."""
 
     tensorrt: bool = False
-    tensorrt_precision: Literal["FP32", "FP16"] = "FP16"
+    tensorrt_precision: str = "FP16"  # FP32 | FP16
     tensorrt_max_workspace_bytes: int = 1 << 30
     cuda_graphs: bool = False
 
@@ -179,7 +181,7 @@ class ModelSpec:
     dynamic_batching: DynamicBatching | None = None
     version_policy: VersionPolicy | None = None
     warmup: tuple[Warmup, ...] = ()
-    parameters: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     gpu_optimization: GpuOptimization | None = None
     default_model_filename: str | None = None
     # Ensemble wiring, rendered verbatim (see packager.ensemble); empty for ordinary models.
@@ -193,7 +195,7 @@ class ModelSpec:
         object.__setattr__(self, "instance_groups", tuple(self.instance_groups))
         object.__setattr__(self, "warmup", tuple(self.warmup))
         params = self.parameters
-        if isinstance(params, dict):
+        if isinstance(params, Mapping):
             params = tuple(sorted((str(k), str(v)) for k, v in params.items()))
         object.__setattr__(self, "parameters", tuple(params))
 
@@ -250,7 +252,9 @@ def problems(spec: ModelSpec) -> list[str]:
     out.extend(_version_problems(spec))
     out.extend(_warmup_problems(spec))
     if spec.gpu_optimization is not None and spec.platform not in ("onnxruntime_onnx", None):
-        out.append("GPU optimization options (TensorRT, CUDA graphs) apply to ONNX Runtime models only")
+        out.append(
+            "GPU optimization options (TensorRT, CUDA graphs) apply to ONNX Runtime models only"
+        )
     return out
 
 
@@ -307,7 +311,9 @@ def _batching_problems(spec: ModelSpec) -> list[str]:
     qp = db.default_queue_policy
     if qp is not None:
         if qp.timeout_action not in ("REJECT", "DELAY"):
-            out.append(f"queue policy timeout action must be REJECT or DELAY, got {qp.timeout_action!r}")
+            out.append(
+                f"queue policy timeout action must be REJECT or DELAY, got {qp.timeout_action!r}"
+            )
         if qp.default_timeout_us < 0 or qp.max_queue_size < 0:
             out.append("queue policy timeout and max queue size must be >= 0")
     return out
@@ -338,8 +344,12 @@ def _warmup_problems(spec: ModelSpec) -> list[str]:
                     f"warmup {w.name!r}: no input {wi.name!r}; inputs are: {', '.join(inputs)}"
                 )
             elif any(d < 1 for d in wi.dims):
-                out.append(f"warmup {w.name!r}: input {wi.name!r} needs concrete dims, got {list(wi.dims)}")
-        if {wi.name for wi in w.inputs} != set(inputs) and all(wi.name in inputs for wi in w.inputs):
+                out.append(
+                    f"warmup {w.name!r}: input {wi.name!r} needs concrete dims, got {list(wi.dims)}"
+                )
+        if {wi.name for wi in w.inputs} != set(inputs) and all(
+            wi.name in inputs for wi in w.inputs
+        ):
             missing = sorted(set(inputs) - {wi.name for wi in w.inputs})
             out.append(f"warmup {w.name!r}: missing inputs {', '.join(missing)}")
     return out
@@ -351,8 +361,12 @@ def default_warmup(spec: ModelSpec, batch_size: int = 1) -> Warmup:
         name=f"random_batch_{batch_size}",
         batch_size=batch_size if spec.max_batch_size else 1,
         inputs=tuple(
-            WarmupInput(t.name, t.dtype, tuple(1 if d < 0 else d for d in t.dims),
-                        data="zero" if t.dtype.wire == "BYTES" else "random")
+            WarmupInput(
+                t.name,
+                t.dtype,
+                tuple(1 if d < 0 else d for d in t.dims),
+                data="zero" if t.dtype.wire == "BYTES" else "random",
+            )
             for t in spec.inputs
         ),
     )

@@ -8,6 +8,7 @@ format-agnostic; adding a format means adding a module here and one ``register``
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,7 +86,9 @@ def get(name: str) -> Source:
     try:
         return _REGISTRY[name]()
     except KeyError:
-        raise SourceError(f"unknown source format {name!r}; choose from: {', '.join(_REGISTRY)}") from None
+        raise SourceError(
+            f"unknown source format {name!r}; choose from: {', '.join(_REGISTRY)}"
+        ) from None
 
 
 def detect(ref: Any) -> Source:
@@ -119,7 +122,5 @@ def _load_builtin() -> None:
     _loaded = True
     from packager.sources import onnx_file, torchscript_file  # noqa: F401
 
-    try:
-        from packager.sources import pytorch_module  # noqa: F401
-    except ImportError:  # pragma: no cover - only while the module is being written
-        pass
+    with contextlib.suppress(ImportError):  # absent only while the module is being written
+        from packager.sources import pytorch_module  # type: ignore[attr-defined,unused-ignore]  # noqa: F401

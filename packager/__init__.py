@@ -1,0 +1,59 @@
+"""triton-packager: package trained models for NVIDIA Triton Inference Server.
+
+The public API; heavy modules are imported on first use so ``import packager`` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packager.errors import PackagerError
+from packager.spec import (
+    DynamicBatching,
+    GpuOptimization,
+    InstanceGroup,
+    ModelSpec,
+    QueuePolicy,
+    TensorSpec,
+    VersionPolicy,
+    Warmup,
+    WarmupInput,
+)
+
+__all__ = [
+    "DynamicBatching",
+    "GpuOptimization",
+    "InstanceGroup",
+    "LocalServer",
+    "ModelSpec",
+    "PackagerError",
+    "QueuePolicy",
+    "TensorSpec",
+    "VersionPolicy",
+    "Warmup",
+    "WarmupInput",
+    "build",
+    "inspect",
+    "render_config",
+    "validate",
+]
+
+_LAZY = {
+    "build": "packager.builder:build",
+    "inspect": "packager.builder:inspect",
+    "validate": "packager.validation:validate",
+    "render_config": "packager.render:render_config",
+    "LocalServer": "packager.server:LocalServer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    target = _LAZY.get(name)
+    if target is None:
+        raise AttributeError(f"module 'packager' has no attribute {name!r}")
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value

@@ -1,0 +1,378 @@
+"""``build``, ``inspect`` and ``validate``: parse options, call the library, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from packager.spec import QueuePolicy
+
+
+def _int_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
+
+
+def _dynamic_axes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for v in values:
+        name, _, axis = v.rpartition(":")
+        if not name or not axis.isdigit():
+            raise click.BadParameter(f"{v!r} is not NAME:AXIS", param_hint="--dynamic-axis")
+        out.setdefault(name, []).append(int(axis))
+    return out
+
+
+def _parameters(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{v!r} is not KEY=VALUE", param_hint="--parameter")
+        out[key] = val
+    return out
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--name", "-n", required=True, help="Model name in the repository (folder and URL name)."
+)
+@click.option(
+    "--output",
+    "-o",
+    default="model_repository",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Model repository to write into (created if missing).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="Artifact format: auto (detect a file by content), onnx or torchscript "
+    "(for a PyTorch module: the export target, default onnx).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["native", "python"]),
+    default="native",
+    show_default=True,
+    help="native: Triton's onnxruntime/libtorch backend; python: run the artifact in "
+    "Triton's Python backend (what the embedded server supports).",
+)
+@click.option(
+    "--max-batch-size",
+    type=int,
+    default=None,
+    help="Largest batch Triton may form; 0 = the model does not batch. "
+    "Default: 32 when every tensor has a dynamic first dim, else 0.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "gpu", "cpu", "model"]),
+    default="auto",
+    show_default=True,
+    help="Instance group kind.",
+)
+@click.option(
+    "--gpus", callback=_int_list, default=None, help="GPU ids for KIND_GPU instances, e.g. 0,1."
+)
+@click.option(
+    "--instances",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Instances per device (per GPU for --kind gpu).",
+)
+@click.option(
+    "--dynamic-batching/--no-dynamic-batching",
+    default=None,
+    help="Server-side batching of concurrent requests. Default: on when max batch size > 0.",
+)
+@click.option(
+    "--preferred-batch-size",
+    type=int,
+    multiple=True,
+    help="Preferred batch size of the dynamic batcher (repeatable).",
+)
+@click.option(
+    "--max-queue-delay-us",
+    type=int,
+    default=0,
+    show_default=True,
+    help="How long the batcher may hold a request to form a bigger batch.",
+)
+@click.option("--preserve-ordering", is_flag=True, help="Return responses in request order.")
+@click.option(
+    "--priority-levels",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Number of request priority levels.",
+)
+@click.option(
+    "--default-priority-level",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Priority of requests that name none (1..priority levels).",
+)
+@click.option(
+    "--queue-timeout-us",
+    type=int,
+    default=None,
+    help="Default queue timeout per request; with --timeout-action.",
+)
+@click.option(
+    "--timeout-action",
+    type=click.Choice(["REJECT", "DELAY"]),
+    default="REJECT",
+    show_default=True,
+    help="What happens to a request that times out in the queue.",
+)
+@click.option(
+    "--max-queue-size", type=int, default=0, show_default=True, help="Queue bound (0 = unbounded)."
+)
+@click.option(
+    "--version",
+    "version",
+    type=int,
+    default=None,
+    help="Version number to write. Default: the next free number.",
+)
+@click.option("--version-policy", default=None, help="latest[:N] | all | specific:V1,V2")
+@click.option(
+    "--warmup",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Add a random-data warmup request of this batch size (0 = none).",
+)
+@click.option(
+    "--parameter", "parameters", multiple=True, help="Free config parameter KEY=VALUE (repeatable)."
+)
+@click.option(
+    "--tensorrt", is_flag=True, help="GPU: ONNX Runtime with the TensorRT execution accelerator."
+)
+@click.option(
+    "--tensorrt-precision",
+    type=click.Choice(["FP32", "FP16"]),
+    default="FP16",
+    show_default=True,
+    help="TensorRT precision mode.",
+)
+@click.option("--cuda-graphs", is_flag=True, help="GPU: capture CUDA graphs (ONNX Runtime).")
+@click.option(
+    "--input",
+    "input_specs",
+    multiple=True,
+    help="Input NAME:DTYPE:DIMS without the batch dim, e.g. x:FP32:3,224,224 (TorchScript/PyTorch).",
+)
+@click.option(
+    "--example-input",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=".npz of example inputs (batch dim first) to run the model with.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PyTorch: state_dict (.pt, loaded with weights_only=True) or .safetensors.",
+)
+@click.option(
+    "--output-name", "output_names", multiple=True, help="Name an output (repeatable, in order)."
+)
+@click.option(
+    "--dynamic-axis",
+    "dynamic_axes",
+    multiple=True,
+    help="PyTorch->ONNX: another dynamic axis NAME:AXIS (repeatable).",
+)
+@click.option("--opset", type=int, default=None, help="PyTorch->ONNX opset version.")
+@click.option(
+    "--torchscript-mode",
+    type=click.Choice(["trace", "script"]),
+    default="trace",
+    show_default=True,
+    help="PyTorch->TorchScript: torch.jit.trace or torch.jit.script.",
+)
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="PyTorch: compare the exported model with the source module.",
+)
+@click.option("--atol", type=float, default=None, help="Verification absolute tolerance.")
+@click.option("--rtol", type=float, default=None, help="Verification relative tolerance.")
+@click.option("--force", is_flag=True, help="Replace an existing version.")
+@click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build(
+    model: str,
+    fmt: str,
+    input_specs: tuple[str, ...],
+    dynamic_axes: tuple[str, ...],
+    parameters: tuple[str, ...],
+    output_names: tuple[str, ...],
+    as_json: bool,
+    queue_timeout_us: int | None,
+    timeout_action: str,
+    max_queue_size: int,
+    atol: float | None,
+    rtol: float | None,
+    **options: Any,
+) -> None:
+    """Package MODEL (an .onnx / TorchScript file, or a PyTorch module:factory) into a Triton repository."""
+    from packager.builder import build as build_model
+
+    queue_policy = None
+    if queue_timeout_us is not None or max_queue_size:
+        queue_policy = QueuePolicy(
+            timeout_action,
+            queue_timeout_us or 0,
+            max_queue_size=max_queue_size,
+        )
+    extra: dict[str, Any] = {}
+    if atol is not None:
+        extra["atol"] = atol
+    if rtol is not None:
+        extra["rtol"] = rtol
+    if dynamic_axes:
+        extra["dynamic_axes"] = _dynamic_axes(dynamic_axes)
+    if options["opset"] is None:
+        options.pop("opset")
+    if options["example_input"] is not None:
+        extra["example_inputs"] = options["example_input"]
+    options.pop("example_input")
+    if options["weights"] is None:
+        options.pop("weights")
+    result = build_model(
+        model,
+        format=fmt,
+        input_specs=list(input_specs),
+        output_names=list(output_names) or None,
+        parameters=_parameters(parameters),
+        preferred_batch_sizes=options.pop("preferred_batch_size"),
+        gpus=options.pop("gpus") or (),
+        queue_policy=queue_policy,
+        **extra,
+        **options,
+    )
+    if options["dry_run"]:
+        click.echo(result.config, nl=False)
+        return
+    assert result.written is not None
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "model": result.spec.name,
+                    "version": result.written.version,
+                    "model_dir": str(result.written.model_dir),
+                    "files": list(result.written.files),
+                    "record": result.record,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return
+    click.echo(
+        f"built {result.spec.name} version {result.written.version} "
+        f"({result.spec.runtime}, max_batch_size {result.spec.max_batch_size}) in {result.written.model_dir}"
+    )
+    for f in result.written.files:
+        click.echo(f"  {f}")
+
+
+@click.command("inspect")
+@click.argument("model")
+@click.option(
+    "--format", "fmt", default="auto", show_default=True, help="auto, onnx, torchscript, pytorch."
+)
+@click.option(
+    "--input", "input_specs", multiple=True, help="Input NAME:DTYPE:DIMS (TorchScript/PyTorch)."
+)
+@click.option(
+    "--example-input", type=click.Path(dir_okay=False), default=None, help=".npz of example inputs."
+)
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="PyTorch weights.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def inspect_cmd(
+    model: str,
+    fmt: str,
+    input_specs: tuple[str, ...],
+    example_input: str | None,
+    weights: str | None,
+    as_json: bool,
+) -> None:
+    """Show MODEL's inputs and outputs: names, dtypes, dims and whether it has a batch axis."""
+    from packager.builder import inspect
+
+    opts: dict[str, Any] = {"input_specs": list(input_specs)}
+    if example_input:
+        opts["example_inputs"] = example_input
+    if weights:
+        opts["weights"] = weights
+    result = inspect(model, format=fmt, **opts)
+    data = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(
+        f"{model}: {data['format']} ({data['platform']}), "
+        f"batch axis: {'yes' if data['batch_axis'] else 'no'}"
+    )
+    rows = [
+        (role, t["name"], t["dtype"], str(t["dims"]))
+        for role in ("inputs", "outputs")
+        for t in data[role]
+    ]
+    click.echo(
+        _table(("", "name", "dtype", "dims (-1 = dynamic)"), [(r[0][:-1], *r[1:]) for r in rows])
+    )
+
+
+@click.command("validate")
+@click.argument("repository", type=click.Path(file_okay=False))
+@click.option("--no-checksums", is_flag=True, help="Skip checking SHA256SUMS of each version.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def validate_cmd(repository: str, no_checksums: bool, as_json: bool) -> None:
+    """Check every model in REPOSITORY: schema, rules, files, checksums. Exit 1 on any problem."""
+    from packager.validation import validate
+
+    report = validate(Path(repository), checksums=not no_checksums)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        if not report.models:
+            click.echo(f"{repository}: no models found (a model is a folder with config.pbtxt)")
+        for m in report.models:
+            mark = click.style("ok", fg="green") if m.ok else click.style("FAIL", fg="red")
+            click.echo(
+                f"{mark:>4} {m.name} ({m.runtime}, versions {', '.join(map(str, m.versions)) or '-'})"
+            )
+            for p in m.problems:
+                click.echo(f"       - {p}")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

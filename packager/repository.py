@@ -1,0 +1,350 @@
+"""The model repository: layout, versions, checksums, and the ONLY code that writes into one.
+
+Layout::
+
+    <repo>/<model>/config.pbtxt
+    <repo>/<model>/<extra model-level files, e.g. labels.txt>
+    <repo>/<model>/<version>/<artifacts>      model.onnx | model.pt | model.py + artifact
+    <repo>/<model>/<version>/SHA256SUMS       sha256 of every other file in the folder (sha256sum -c format)
+    <repo>/<model>/<version>/build.json       how the version was made (deterministic: no timestamps)
+
+Writes are staged: the model folder is rebuilt in a hidden folder inside the repository (same
+file system), then exchanged with the live one in one ``renameat2(RENAME_EXCHANGE)`` where the
+kernel has it, so a crash leaves either the old or the new model, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packager.errors import RepositoryError
+from packager.render import parse_config, render_config
+from packager.spec import ModelSpec, name_problem
+
+CONFIG = "config.pbtxt"
+CHECKSUMS = "SHA256SUMS"
+RECORD = "build.json"
+STAGING_PREFIX = ".tp-staging-"
+# Files we write beside artifacts: not covered by the checksum file itself.
+_META = {CHECKSUMS}
+
+FileSource = Path | bytes | str  # a path to copy, or content (str is written as UTF-8)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Where a build went."""
+
+    model_dir: Path
+    version: int
+    files: tuple[str, ...]  # paths relative to the repository, sorted
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_config(model_dir: Path | str) -> Any:
+    """Parse ``<model_dir>/config.pbtxt`` with Triton's schema (``model_config_pb2.ModelConfig``)."""
+    path = Path(model_dir) / CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RepositoryError(f"{path} does not exist; is {model_dir} a model folder?") from None
+    return parse_config(text)
+
+
+def list_models(repo: Path | str) -> list[Path]:
+    """Model folders (those holding a config.pbtxt), sorted by name; hidden folders skipped."""
+    root = Path(repo)
+    if not root.is_dir():
+        raise RepositoryError(f"repository {root} does not exist or is not a folder")
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()
+    )
+
+
+def versions(model_dir: Path | str) -> list[int]:
+    """Numeric version folders, ascending. Triton ignores other names; so do we."""
+    out = []
+    for p in Path(model_dir).iterdir():
+        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"):
+            out.append(int(p.name))
+    return sorted(out)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checksum_lines(version_dir: Path) -> list[str]:
+    """``sha256sum``-format lines for every file under ``version_dir`` except the checksum file."""
+    lines = []
+    for p in sorted(version_dir.rglob("*")):
+        rel = p.relative_to(version_dir).as_posix()
+        if p.is_file() and rel not in _META and "__pycache__" not in rel:
+            lines.append(f"{sha256_file(p)}  {rel}")
+    return lines
+
+
+def verify_checksums(version_dir: Path) -> list[str]:
+    """Problems with ``version_dir``'s SHA256SUMS: missing file, changed file, extra artifact."""
+    path = version_dir / CHECKSUMS
+    if not path.is_file():
+        return [f"{version_dir.name}/: no {CHECKSUMS} file (was it built by triton-packager?)"]
+    expected = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        digest, _, rel = line.partition("  ")
+        expected[rel] = digest
+    problems = []
+    for rel, digest in expected.items():
+        f = version_dir / rel
+        if not f.is_file():
+            problems.append(f"{version_dir.name}/{rel}: listed in {CHECKSUMS} but missing")
+        elif sha256_file(f) != digest:
+            problems.append(
+                f"{version_dir.name}/{rel}: checksum mismatch (file changed after build)"
+            )
+    actual = {line.partition("  ")[2] for line in checksum_lines(version_dir)}
+    for rel in sorted(actual - set(expected)):
+        problems.append(f"{version_dir.name}/{rel}: not listed in {CHECKSUMS} (added after build)")
+    return problems
+
+
+def read_record(version_dir: Path) -> dict[str, Any]:
+    path = Path(version_dir) / RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_model(
+    repo: Path | str,
+    spec: ModelSpec,
+    files: Mapping[str, FileSource],
+    *,
+    version: int | None = None,
+    force: bool = False,
+    record: Mapping[str, Any] | None = None,
+    model_files: Mapping[str, FileSource] | None = None,
+) -> WriteResult:
+    """Write one model version (and its config) into ``repo`` atomically.
+
+    ``files`` go into the version folder; ``model_files`` (e.g. a labels file) beside config.pbtxt.
+    ``version`` None means the next free number. An existing version is replaced only with ``force``.
+    """
+    return write_models(
+        repo, [ModelWrite(spec, files, version, record or {}, model_files or {})], force=force
+    )[0]
+
+
+@dataclass
+class ModelWrite:
+    """One model version to write; several of them go in together with :func:`write_models`."""
+
+    spec: ModelSpec
+    files: Mapping[str, FileSource]
+    version: int | None = None
+    record: Mapping[str, Any] | None = None
+    model_files: Mapping[str, FileSource] | None = None
+
+
+def write_models(
+    repo: Path | str, writes: list[ModelWrite], *, force: bool = False
+) -> list[WriteResult]:
+    """Write several models all-or-nothing: everything is staged and checked before any swap."""
+    root = Path(repo)
+    names = [w.spec.name for w in writes]
+    problems = [p for n in names if (p := name_problem(n)) is not None]
+    if len(set(names)) != len(names):
+        problems.append(
+            f"the same model is written twice: {sorted(n for n in names if names.count(n) > 1)}"
+        )
+    if root.exists() and not root.is_dir():
+        problems.append(f"output {root} exists and is not a folder")
+    if problems:
+        raise RepositoryError("; ".join(problems))
+    configs = {w.spec.name: render_config(w.spec) for w in writes}  # SpecError before any I/O
+
+    created_root = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RepositoryError(f"cannot create repository folder {root}: {exc.strerror}") from exc
+    stage = lock = None
+    try:
+        lock = _lock(root)
+        _recover(root)
+        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+        results = [_stage_one(root, stage, w, configs[w.spec.name], force) for w in writes]
+        for w in writes:
+            _swap_in(root, stage, w.spec.name)
+        return results
+    except OSError as exc:
+        raise RepositoryError(
+            f"writing to {root} failed: {exc.strerror or exc}; the repository was left as it was"
+        ) from exc
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+        if created_root and not any(root.iterdir()):
+            root.rmdir()
+
+
+def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool) -> WriteResult:
+    name = w.spec.name
+    live = root / name
+    staged = stage / name
+    if live.is_symlink():
+        raise RepositoryError(f"{live} is a symlink; refusing to write through it")
+    if live.exists():
+        # Hard links make the copy cheap; we only ever add or replace whole files in the stage.
+        shutil.copytree(live, staged, symlinks=True, copy_function=_link_or_copy)
+    else:
+        staged.mkdir()
+    existing = versions(staged)
+    version = w.version if w.version is not None else (max(existing) + 1 if existing else 1)
+    if version < 1:
+        raise RepositoryError(f"version must be a positive integer, got {version}")
+    vdir = staged / str(version)
+    if vdir.exists():
+        if not force:
+            raise RepositoryError(
+                f"{name}/{version} already exists; pass --force to replace it, or omit --version "
+                f"to add version {max(existing) + 1}"
+            )
+        shutil.rmtree(vdir)
+    vdir.mkdir()
+    for rel, src in w.files.items():
+        _put(vdir / rel, src)
+    for rel, src in (w.model_files or {}).items():
+        target = staged / rel
+        if target.exists():
+            target.unlink()
+        _put(target, src)
+    record = dict(w.record or {})
+    record.setdefault("model", name)
+    record["version"] = version
+    _put(vdir / RECORD, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    (staged / CONFIG).unlink(missing_ok=True)
+    _put(staged / CONFIG, config)
+    _put(vdir / CHECKSUMS, "\n".join(checksum_lines(vdir)) + "\n")
+    files = sorted(p.relative_to(stage).as_posix() for p in staged.rglob("*") if p.is_file())
+    return WriteResult(root / name, version, tuple(files))
+
+
+def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:
+    """Stage a copy of model ``name``, let ``mutate(staged_dir)`` change it, then swap it in."""
+    root = Path(repo)
+    live = root / name
+    if not live.is_dir():
+        raise RepositoryError(f"model {name!r} not found in {root}")
+    lock = _lock(root)
+    _recover(root)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    try:
+        shutil.copytree(live, stage / name, symlinks=True, copy_function=_link_or_copy)
+        mutate(stage / name)
+        read_config(stage / name)  # never swap in a config Triton cannot parse
+        _swap_in(root, stage, name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.close(lock)
+
+
+def _lock(root: Path) -> int:
+    """Hold an exclusive lock on the repository folder itself (no lock file left behind)."""
+    import fcntl
+
+    fd = os.open(root, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _put(target: Path, src: FileSource) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, Path):
+        shutil.copyfile(src, target)
+    elif isinstance(src, bytes):
+        target.write_bytes(src)
+    else:
+        target.write_text(src, encoding="utf-8")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2). False where the kernel/libc cannot."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _swap_in(root: Path, stage: Path, name: str) -> None:
+    live, staged = root / name, stage / name
+    if not live.exists():
+        os.rename(staged, live)
+    elif not _exchange(staged, live):
+        # Fallback: two renames; _recover() repairs the gap if we die between them.
+        old = stage / f"{name}.old"
+        os.rename(live, old)
+        os.rename(staged, live)
+    _fsync_dir(root)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _recover(root: Path) -> None:
+    """Undo what a killed build left: restore a model moved aside, drop stale staging folders."""
+    for stage in root.glob(STAGING_PREFIX + "*"):
+        for old in stage.glob("*.old"):
+            name = old.name[: -len(".old")]
+            if not (root / name).exists():
+                os.rename(old, root / name)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def iter_version_dirs(model_dir: Path) -> Iterator[Path]:
+    for v in versions(model_dir):
+        yield model_dir / str(v)

@@ -1,0 +1,171 @@
+"""``packager.validate``: check an existing model repository, model by model.
+
+Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
+folder; there is at least one version folder and each holds the model file; checksums match;
+the config's tensors agree with the model file (ONNX); ensembles name models that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packager import spec as specs
+from packager.errors import PackagerError, SourceError
+from packager.render import spec_from_config
+from packager.repository import CONFIG, list_models, read_config, verify_checksums, versions
+
+_DEFAULT_FILE = {
+    "onnxruntime_onnx": "model.onnx",
+    "onnxruntime": "model.onnx",
+    "pytorch_libtorch": "model.pt",
+    "pytorch": "model.pt",
+    "python": "model.py",
+}
+
+
+@dataclass
+class ModelReport:
+    name: str
+    runtime: str = "?"
+    versions: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass
+class ValidationReport:
+    repository: Path
+    models: list[ModelReport]
+
+    @property
+    def ok(self) -> bool:
+        return all(m.ok for m in self.models) and bool(self.models)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repository": str(self.repository),
+            "ok": self.ok,
+            "models": [
+                {
+                    "name": m.name,
+                    "runtime": m.runtime,
+                    "versions": m.versions,
+                    "ok": m.ok,
+                    "problems": m.problems,
+                }
+                for m in self.models
+            ],
+        }
+
+
+def validate(repository: str | Path, *, checksums: bool = True) -> ValidationReport:
+    """Report every problem in every model of ``repository`` (never raises for model problems)."""
+    root = Path(repository)
+    models = list_models(root)
+    reports = [_check_model(d, checksums) for d in models]
+    names = {r.name for r in reports}
+    for r, d in zip(reports, models, strict=True):
+        r.problems.extend(_ensemble_problems(d, names))
+    stray = sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (p / CONFIG).exists()
+    )
+    for s in stray:
+        reports.append(
+            ModelReport(s, problems=[f"folder {s}/ has no {CONFIG}; Triton will fail to load it"])
+        )
+    return ValidationReport(root, reports)
+
+
+def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
+    report = ModelReport(model_dir.name)
+    try:
+        config = read_config(model_dir)
+    except PackagerError as exc:
+        report.problems.append(str(exc).replace("\n", " "))
+        return report
+    try:
+        spec = spec_from_config(config)
+    except PackagerError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.runtime = spec.runtime
+    if spec.name != model_dir.name:
+        report.problems.append(
+            f"config name {spec.name!r} differs from folder {model_dir.name!r}; Triton refuses to load it"
+        )
+    report.problems.extend(specs.problems(spec))
+    report.versions = versions(model_dir)
+    if not report.versions:
+        report.problems.append("no version folder (a positive integer such as 1/)")
+    filename = spec.default_model_filename or _DEFAULT_FILE.get(spec.runtime)
+    for v in report.versions:
+        vdir = model_dir / str(v)
+        if spec.runtime != "ensemble" and filename and not (vdir / filename).exists():
+            report.problems.append(f"{v}/{filename} is missing")
+        if checksums and spec.runtime != "ensemble":
+            report.problems.extend(verify_checksums(vdir))
+        report.problems.extend(_dims_problems(spec, vdir))
+    return report
+
+
+def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
+    """Compare the config's tensors with the ONNX graph (the artifact of native or python models)."""
+    artifact = vdir / "model.onnx"
+    if not artifact.is_file():
+        return []
+    from packager.sources.onnx_file import load_proto, signature_of
+
+    try:
+        sig = signature_of(load_proto(artifact, external=False), artifact)
+    except SourceError as exc:
+        return [f"{vdir.name}/model.onnx: {exc}"]
+    strip = 1 if spec.max_batch_size > 0 else 0
+    out = []
+    for role, declared, actual in (
+        ("input", spec.inputs, sig.inputs),
+        ("output", spec.outputs, sig.outputs),
+    ):
+        have = {t.name: t for t in actual}
+        for t in declared:
+            m = have.get(t.name)
+            if m is None:
+                out.append(
+                    f"{vdir.name}: config {role} {t.name!r} is not in model.onnx ({', '.join(have)})"
+                )
+                continue
+            if m.dtype != t.dtype:
+                out.append(
+                    f"{vdir.name}: {role} {t.name!r} is {t.dtype.config} in config but {m.dtype.config} in model.onnx"
+                )
+            model_dims = m.dims[strip:]
+            if strip and m.dims and m.dims[0] != -1:
+                out.append(
+                    f"{vdir.name}: {role} {t.name!r} has a fixed first dim {m.dims[0]} but max_batch_size > 0"
+                )
+            if len(model_dims) != len(t.dims) or any(
+                a != -1 and b != -1 and a != b for a, b in zip(model_dims, t.dims, strict=False)
+            ):
+                out.append(
+                    f"{vdir.name}: {role} {t.name!r} dims {list(t.dims)} contradict model.onnx "
+                    f"{list(model_dims)} (batch dim {'excluded' if strip else 'included'})"
+                )
+    return out
+
+
+def _ensemble_problems(model_dir: Path, names: set[str]) -> list[str]:
+    try:
+        config = read_config(model_dir)
+    except PackagerError:
+        return []
+    return [
+        f"ensemble step uses model {s.model_name!r}, which is not in the repository"
+        for s in config.ensemble_scheduling.step
+        if s.model_name not in names
+    ]

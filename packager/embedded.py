@@ -1,0 +1,246 @@
+"""The tritonserver binary of the nvidia-pytriton wheel: locate it, prepare its backend folder,
+build its environment, and read its log.
+
+:mod:`packager.server` runs it; this module knows where things are and what the log means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import re
+import shutil
+import socket
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from packager.errors import ServerError
+
+TRITON_VERSION = "2.51.0"  # the server inside nvidia-pytriton 0.7.0
+TRITON_NGC_RELEASE = "24.10"  # nvcr.io/nvidia/tritonserver:<release>-py3 carries the same server
+PYTRITON_DIST = "nvidia-pytriton"
+
+# Bumped whenever the prepared backend folder changes shape, so stale caches are not reused.
+_BACKEND_LAYOUT = "1"
+_SYS_PATH_ENV = "TRITON_PACKAGER_SYS_PATH"
+
+# Prepended to NVIDIA's triton_python_backend_utils.py in our backend folder. The Python backend
+# stub starts its interpreter in *isolated* mode (PYTHONPATH is ignored, no user site), so models
+# could not import numpy/onnxruntime/torch from the caller's environment. The stub imports this
+# module before any model.py, which makes it the one place to extend sys.path.
+_SYS_PATH_PRELUDE = f'''\
+# --- added by triton-packager: the stub runs Python isolated and ignores PYTHONPATH; extend
+# --- sys.path with the server owner's environment, right after the standard library.
+import os as _tp_os
+import sys as _tp_sys
+
+
+def _tp_extend_sys_path():
+    extra = [p for p in _tp_os.environ.get("{_SYS_PATH_ENV}", "").split(_tp_os.pathsep) if p]
+    extra = [p for p in extra if p not in _tp_sys.path]
+    at = len(_tp_sys.path)
+    for i, entry in enumerate(_tp_sys.path):
+        if entry.endswith("lib-dynload"):
+            at = i + 1
+    _tp_sys.path[at:at] = extra
+
+
+_tp_extend_sys_path()
+del _tp_extend_sys_path, _tp_os, _tp_sys
+# --- end of triton-packager prelude; NVIDIA's module follows unchanged.
+'''
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating and preparing the binary
+
+
+def _pytriton_root() -> Path:
+    try:
+        dist = importlib.metadata.distribution(PYTRITON_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ServerError(
+            "the embedded Triton server is not installed; install it with "
+            "`pip install --no-deps nvidia-pytriton==0.7.0` (it carries tritonserver "
+            f"{TRITON_VERSION}), or deploy with Docker (`triton-packager docker`)"
+        ) from None
+    return Path(str(dist.locate_file("pytriton/tritonserver")))
+
+
+def tritonserver_binary() -> Path:
+    """Path of the ``tritonserver`` executable from the nvidia-pytriton wheel."""
+    binary = _pytriton_root() / "bin" / "tritonserver"
+    if not binary.is_file():
+        raise ServerError(
+            f"{binary} is missing: the nvidia-pytriton install is incomplete; reinstall it with "
+            "`pip install --force-reinstall --no-deps nvidia-pytriton==0.7.0`"
+        )
+    return binary
+
+
+def _cache_root() -> Path:
+    env = os.environ.get("TRITON_PACKAGER_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "triton-packager"
+
+
+def prepare_backends(cache_dir: Path | None = None) -> Path:
+    """Create (once) and return a ``--backend-directory`` holding the Python backend.
+
+    ``python/`` gets links to ``libtriton_python.so`` and to the stub built for the running
+    Python version, and a copy of ``triton_python_backend_utils.py`` with a sys.path prelude.
+    The folder is keyed by the wheel location so that two environments never share one.
+    """
+    root = _pytriton_root()
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / minor / "triton_python_backend_stub"
+    lib = root / "backends" / "python" / "libtriton_python.so"
+    utils = root / "backends" / "python" / "triton_python_backend_utils.py"
+    if not stub.is_file():
+        have = sorted(p.name for p in (root / "python_backend_stubs").glob("3.*"))
+        raise ServerError(
+            f"the embedded Triton server has no Python backend stub for Python {minor} "
+            f"(it has: {', '.join(have) or 'none'}); run triton-packager with one of those versions"
+        )
+    for needed in (lib, utils):
+        if not needed.is_file():
+            raise ServerError(f"{needed} is missing: reinstall nvidia-pytriton==0.7.0 --no-deps")
+
+    key = hashlib.sha256(f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}".encode()).hexdigest()[:10]
+    target = (cache_dir or _cache_root()) / f"backends-{TRITON_VERSION}-py{minor}-{key}"
+    python_dir = target / "python"
+    if _backend_dir_ok(python_dir, stub, lib):
+        return target
+
+    # Build next to the target and rename: concurrent starts (pytest -n, two shells) never see
+    # a half-made folder.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=target.parent))
+    try:
+        (staging / "python").mkdir()
+        (staging / "python" / "triton_python_backend_stub").symlink_to(stub)
+        (staging / "python" / "libtriton_python.so").symlink_to(lib)
+        text = _SYS_PATH_PRELUDE + utils.read_text(encoding="utf-8")
+        (staging / "python" / "triton_python_backend_utils.py").write_text(text, encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not _backend_dir_ok(python_dir, stub, lib):  # someone else won the race: fine
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _backend_dir_ok(python_dir: Path, stub: Path, lib: Path) -> bool:
+    try:
+        return (
+            (python_dir / "triton_python_backend_stub").resolve() == stub.resolve()
+            and (python_dir / "libtriton_python.so").resolve() == lib.resolve()
+            and (python_dir / "triton_python_backend_utils.py").is_file()
+        )
+    except OSError:
+        return False
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for tritonserver and its Python stubs."""
+    env = dict(os.environ if base is None else base)
+    lib_paths = [str(_pytriton_root().parent.parent / "nvidia_pytriton.libs")]
+    # The stub links libpython3.X.so. Prefer the running interpreter's own (pyenv, setup-python)
+    # so that model.py runs under the exact Python that installed numpy/torch.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    soname = sysconfig.get_config_var("INSTSONAME")
+    shared = sysconfig.get_config_var("Py_ENABLE_SHARED") and libdir and soname
+    if shared and (Path(libdir) / soname).exists():
+        lib_paths.insert(0, libdir)
+    if env.get("LD_LIBRARY_PATH"):
+        lib_paths.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_paths)
+    env[_SYS_PATH_ENV] = os.pathsep.join(_importable_paths())
+    return env
+
+
+def _importable_paths() -> list[str]:
+    """sys.path of this process without the standard library and the current directory."""
+    stdlib = {
+        os.path.realpath(p)
+        for key in ("stdlib", "platstdlib")
+        if (p := sysconfig.get_paths().get(key))
+    }
+    out: list[str] = []
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        real = os.path.realpath(entry)
+        if real in stdlib or real.endswith("lib-dynload") or entry in out:
+            continue
+        out.append(os.path.abspath(entry))
+    return out
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host`` (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host if host not in ("", "0.0.0.0") else "127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the server's log
+
+# One log line: `E1127 16:32:27.053018 2907 model_lifecycle.cc:642] "message"`
+_LOG_LINE = re.compile(r'^([IWE])\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] "(.*)"\s*$')
+_LOAD_FAILED = re.compile(r"^failed to load '([^']+)' version (\d+): (.*)$", re.S)
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
+
+
+def load_failures(log: str) -> list[tuple[str, str, str]]:
+    """(model, version, reason) for every "failed to load" line of a tritonserver log."""
+    found = []
+    for line in log.splitlines():
+        m = _LOG_LINE.match(line)
+        if m and m.group(1) == "E":
+            f = _LOAD_FAILED.match(_unescape(m.group(2)))
+            if f:
+                found.append((f.group(1), f.group(2), f.group(3).strip()))
+    return found
+
+
+def error_lines(log: str) -> list[str]:
+    """The server's own error messages: E-lines and ``error: ...`` lines, unescaped."""
+    out = []
+    for line in log.splitlines():
+        m = _LOG_LINE.match(line)
+        if m and m.group(1) == "E":
+            msg = _unescape(m.group(2)).strip()
+            if "CudaDriverHelper" not in msg:  # printed on every machine without a GPU
+                out.append(msg)
+        elif line.startswith("error:"):
+            out.append(line.strip())
+    return out
+
+
+def describe_failure(log: str) -> str:
+    """The most useful explanation of a failed start found in the log."""
+    failures = load_failures(log)
+    if failures:
+        return "\n".join(
+            f"model '{name}' version {version} failed to load: {reason}"
+            for name, version, reason in failures
+        )
+    errors = error_lines(log)
+    if errors:
+        return "\n".join(errors[-5:])
+    tail = [line for line in log.splitlines() if line.strip() and line[:1] not in "|+"]
+    return "\n".join(tail[-10:]) or "(the server wrote nothing)"

@@ -1,0 +1,419 @@
+"""The embedded Triton server: the real ``tritonserver`` 2.51.0 binary from the nvidia-pytriton wheel.
+
+::
+
+    with LocalServer("model_repository") as server:      # free ports, loopback only
+        server.http_url                                   # "127.0.0.1:PORT"
+        server.models()                                   # [(name, version, state, reason), ...]
+
+The wheel ships only Triton's Python backend. Repositories whose models use the native ONNX Runtime
+or LibTorch backends are served through a generated shadow copy (see :mod:`packager.shadow`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from packager.embedded import (
+    TRITON_NGC_RELEASE,
+    TRITON_VERSION,
+    describe_failure,
+    free_port,
+    load_failures,
+    prepare_backends,
+    server_environment,
+    tritonserver_binary,
+)
+from packager.errors import ServerError
+
+__all__ = [
+    "CONTROL_MODES",
+    "TRITON_NGC_RELEASE",
+    "TRITON_VERSION",
+    "LocalServer",
+    "ModelState",
+    "free_port",
+    "started_pids",
+]
+
+EXIT_TIMEOUT_S = 5  # seconds Triton waits for connections and in-flight requests on SIGTERM
+ControlMode = Literal["none", "explicit", "poll"]
+CONTROL_MODES: tuple[str, ...] = ("none", "explicit", "poll")
+
+
+class ModelState(NamedTuple):
+    """One row of Triton's repository index."""
+
+    name: str
+    version: str
+    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING or "" (never loaded)
+    reason: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Keeping track of servers so that none outlives its Python process
+
+_LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+_STARTED_PIDS: list[int] = []  # every tritonserver pid this process started (tests check them)
+
+
+def started_pids() -> list[int]:
+    """Process ids of every tritonserver this Python process has started (also stopped ones)."""
+    return list(_STARTED_PIDS)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        server.stop(grace_s=5.0)
+
+
+def _parent_death_hook() -> Any:
+    """A pre-exec function that makes the kernel SIGTERM the server when we die (Linux only).
+
+    Covers the case atexit cannot: our Python process killed with SIGKILL. ctypes is loaded
+    here, in the parent, so the child runs no import between fork and exec.
+    """
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:  # pragma: no cover - runs in the child
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
+
+
+class LocalServer:
+    """A real tritonserver on this machine, started on a model repository.
+
+    Ports given as 0 are picked free. ``start()`` returns once ``/v2/health/ready`` answers 200;
+    a model that fails to load, or a server that exits, raises :class:`ServerError` with the
+    server's own message. ``stop()`` sends SIGTERM, then SIGKILL to the whole process group.
+    """
+
+    def __init__(
+        self,
+        repository: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 0,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
+        model_control_mode: ControlMode | str = "none",
+        load_models: Sequence[str] = (),
+        startup_timeout_s: float = 60.0,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+        shadow: bool = True,
+    ) -> None:
+        if model_control_mode not in CONTROL_MODES:
+            raise ServerError(
+                f"model control mode {model_control_mode!r} is not one of: {', '.join(CONTROL_MODES)}"
+            )
+        if load_models and model_control_mode != "explicit":
+            raise ServerError("load_models needs model_control_mode='explicit'")
+        self.repository = Path(repository)
+        self.host = host
+        self._wanted_ports = (int(http_port), int(grpc_port), int(metrics_port))
+        self.http_port, self.grpc_port, self.metrics_port = self._wanted_ports
+        self.model_control_mode = str(model_control_mode)
+        self.load_models = tuple(load_models)
+        self.startup_timeout_s = float(startup_timeout_s)
+        self.log_verbose = int(log_verbose)
+        self.extra_args = tuple(extra_args)
+        self.shadow = shadow
+        self.shadowed: list[str] = []  # one line per model served through the Python runtime
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._log_path: Path | None = None
+        self._final_log = ""
+        self._lock = threading.Lock()
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    @property
+    def _client_host(self) -> str:
+        # A server bound to all interfaces is reached over loopback from here.
+        return "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self._client_host}:{self.metrics_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_text(self) -> str:
+        """Everything the server has written to stdout/stderr so far (kept after ``stop``)."""
+        if self._log_path is not None and self._log_path.exists():
+            return self._log_path.read_text(encoding="utf-8", errors="replace")
+        return self._final_log
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}, http {self.http_url}" if self.is_running else "stopped"
+        return f"LocalServer({str(self.repository)!r}, {state})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalServer:
+        """Start the server and wait until it is ready; raise ServerError with its reason if not."""
+        with self._lock:
+            if self.is_running:
+                return self
+            if not self.repository.is_dir():
+                raise ServerError(
+                    f"model repository {str(self.repository)!r} is not a directory; "
+                    "build one with `triton-packager build`"
+                )
+            self._workdir = Path(tempfile.mkdtemp(prefix="triton-packager-server-"))
+            try:
+                served = self._served_repository()
+                backends = prepare_backends()
+                # Ports we picked can be taken between picking and binding: retry with new ones.
+                attempts = 3 if 0 in self._wanted_ports else 1
+                for attempt in range(attempts):
+                    self._launch(served, backends, attempt)
+                    try:
+                        self._wait_ready()
+                        break
+                    except _PortTaken:
+                        self._terminate(grace_s=2.0)
+                        if attempt == attempts - 1:
+                            raise ServerError(
+                                "tritonserver could not bind its ports:\n"
+                                + describe_failure(self.log_text())
+                            ) from None
+            except BaseException:
+                self._terminate(grace_s=2.0)
+                self._cleanup()
+                raise
+            _LIVE.add(self)
+            return self
+
+    def _served_repository(self) -> Path:
+        if not self.shadow:
+            return self.repository
+        from packager.shadow import needs_shadow, shadow_repository
+
+        assert self._workdir is not None
+        if not needs_shadow(self.repository):
+            return self.repository
+        shadow_dir = self._workdir / "repository"
+        self.shadowed = shadow_repository(self.repository, shadow_dir)
+        return shadow_dir
+
+    def _launch(self, repository: Path, backends: Path, attempt: int) -> None:
+        assert self._workdir is not None
+        ports = [p or free_port(self.host) for p in self._wanted_ports]
+        self.http_port, self.grpc_port, self.metrics_port = ports
+        args = [
+            str(tritonserver_binary()),
+            f"--model-repository={repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        if not any(a.startswith("--exit-timeout-secs") for a in self.extra_args):
+            # Triton waits up to this long for clients to close keep-alive connections on
+            # SIGTERM (default 30 s); in-flight inferences still get this long to finish.
+            args.append(f"--exit-timeout-secs={EXIT_TIMEOUT_S}")
+        if self.model_control_mode == "poll":
+            args.append("--repository-poll-secs=2")
+        args += [f"--load-model={name}" for name in self.load_models]
+        args += list(self.extra_args)
+        self._log_path = self._workdir / f"tritonserver-{attempt}.log"
+        # The death signal follows the *thread* that forked: only safe from the main thread.
+        on_main_thread = threading.current_thread() is threading.main_thread()
+        with open(self._log_path, "wb") as log:
+            self._proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=server_environment(),
+                cwd=self._workdir,
+                # Own process group: Ctrl-C in a terminal reaches us, not the server (serve
+                # forwards it), and stop() can kill the Python stubs along with the server.
+                start_new_session=True,
+                preexec_fn=_parent_death_hook() if on_main_thread else None,
+            )
+        _STARTED_PIDS.append(self._proc.pid)
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                log = self.log_text()
+                if "already in use" in log and not load_failures(log):
+                    raise _PortTaken()
+                raise ServerError(
+                    f"tritonserver exited with code {code} while starting on "
+                    f"{self.repository}:\n{describe_failure(log)}"
+                )
+            if _http_status(url, timeout=1.0) == 200:
+                break
+            if time.monotonic() > deadline:
+                failures = load_failures(self.log_text())
+                detail = describe_failure(self.log_text()) if failures else self._loading_summary()
+                raise ServerError(
+                    f"tritonserver was not ready within {self.startup_timeout_s:.0f} s "
+                    f"(raise startup_timeout_s / --startup-timeout for large models):\n{detail}"
+                )
+            time.sleep(0.1)
+        # With --exit-on-error=false the server becomes ready despite failed models: report them.
+        bad = [m for m in self.models() if m.state == "UNAVAILABLE" and m.reason]
+        wanted = set(self.load_models) if self.model_control_mode == "explicit" else None
+        bad = [m for m in bad if wanted is None or m.name in wanted or "*" in wanted]
+        if bad and "--exit-on-error=false" not in self.extra_args:
+            raise ServerError(
+                "\n".join(
+                    f"model '{m.name}' version {m.version} failed to load: {m.reason}" for m in bad
+                )
+            )
+
+    def _loading_summary(self) -> str:
+        try:
+            rows = self.models()
+        except ServerError:
+            return describe_failure(self.log_text())
+        return "\n".join(
+            f"{m.name} v{m.version}: {m.state or 'not loaded'} {m.reason}" for m in rows
+        )
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Stop the server: SIGTERM, then SIGKILL to its process group after ``grace_s``."""
+        with self._lock:
+            self._terminate(grace_s)
+            self._cleanup()
+            _LIVE.discard(self)
+
+    def _terminate(self, grace_s: float) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # The group also holds the Python backend stubs; SIGKILL whatever is left of it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def _cleanup(self) -> None:
+        if self._log_path is not None and self._log_path.exists():
+            self._final_log = self._log_path.read_text(encoding="utf-8", errors="replace")
+        self._log_path = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # -- repository API ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelState]:
+        """The repository index: one (name, version, state, reason) per model version."""
+        rows = self._post("/v2/repository/index", {})
+        return [
+            ModelState(
+                str(r.get("name", "")),
+                str(r.get("version", "")),
+                str(r.get("state", "")),
+                str(r.get("reason", "")),
+            )
+            for r in rows
+        ]
+
+    def load_model(self, name: str) -> None:
+        """Load (or reload) a model; explicit mode only. Raises ServerError with the reason."""
+        self._post(f"/v2/repository/models/{name}/load", {}, what=f"loading model '{name}'")
+
+    def unload_model(self, name: str) -> None:
+        """Unload a model; explicit mode only."""
+        self._post(f"/v2/repository/models/{name}/unload", {}, what=f"unloading model '{name}'")
+
+    def _post(self, path: str, body: dict[str, Any], what: str = "") -> Any:
+        if not self.is_running:
+            raise ServerError("the server is not running; call start() first")
+        req = urllib.request.Request(
+            f"http://{self.http_url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=120) as resp:
+                text = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("error", detail)
+            raise ServerError(f"{what or path} failed: {detail}") from None
+        except OSError as exc:
+            raise ServerError(
+                f"{what or path} failed: cannot reach {self.http_url}: {exc}"
+            ) from exc
+        return json.loads(text) if text.strip() else None
+
+
+class _PortTaken(Exception):
+    """The server exited because a port was taken between picking and binding it."""
+
+
+def _http_status(url: str, timeout: float) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return None

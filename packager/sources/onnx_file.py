@@ -125,6 +125,19 @@ def _self_contained(model: Any, path: Path, workdir: Path) -> Path:
     target = workdir / "model.onnx"
     if not external:
         return path  # copied as is by the writer
+    missing = sorted(
+        {
+            e.value
+            for t in external
+            for e in t.external_data
+            if e.key == "location" and not (path.parent / e.value).is_file()
+        }
+    )
+    if missing:
+        raise SourceError(
+            f"{path} keeps its weights in external data file(s) that are missing: "
+            f"{', '.join(missing)}; copy them next to the model (torch's exporter writes NAME.onnx.data)"
+        )
     full = load_proto(path, external=True)
     if full.ByteSize() < _INLINE_LIMIT:
         import onnx

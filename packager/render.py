@@ -148,6 +148,7 @@ def spec_from_config(config: Any) -> ModelSpec:
             ),
             cuda_graphs=config.optimization.cuda.graphs,
         )
+    order = {t.name: i for i, t in enumerate(config.input)}
     warmups = tuple(
         Warmup(
             w.name,
@@ -160,7 +161,8 @@ def spec_from_config(config: Any) -> ModelSpec:
                     data="zero" if v.zero_data else "random",
                     input_data_file=v.input_data_file or None,
                 )
-                for key, v in w.inputs.items()
+                # protobuf maps have no order; keep the model's input order for stable output
+                for key, v in sorted(w.inputs.items(), key=lambda kv: order.get(kv[0], 1 << 30))
             ),
             max(w.count, 1),
         )

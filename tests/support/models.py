@@ -44,17 +44,35 @@ def mlp() -> nn.Module:
 def cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(4, 5),
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 5),
     ).eval()
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
-            axes: dict[str, dict[int, str]]) -> Path:
+def _export(
+    module: nn.Module,
+    args: tuple,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    axes: dict[str, dict[int, str]],
+) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=axes, dynamo=False, opset_version=17)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
     return path
 
 
@@ -63,16 +81,42 @@ def export_all(folder: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     out: dict[str, Path] = {}
     b = {0: "batch"}
-    out["mlp"] = _export(mlp(), (torch.randn(2, 16),), folder / "mlp.onnx", ["input"], ["output"],
-                         {"input": b, "output": b})
-    out["cnn"] = _export(cnn(), (torch.randn(2, 3, 8, 8),), folder / "cnn.onnx", ["image"], ["logits"],
-                         {"image": b, "logits": b})
+    out["mlp"] = _export(
+        mlp(),
+        (torch.randn(2, 16),),
+        folder / "mlp.onnx",
+        ["input"],
+        ["output"],
+        {"input": b, "output": b},
+    )
+    out["cnn"] = _export(
+        cnn(),
+        (torch.randn(2, 3, 8, 8),),
+        folder / "cnn.onnx",
+        ["image"],
+        ["logits"],
+        {"image": b, "logits": b},
+    )
     two = TwoInTwoOut().eval()
-    out["two_io"] = _export(two, (torch.randn(2, 8), torch.randn(2, 3)), folder / "two_io.onnx",
-                            ["x", "y"], ["sum", "total"], {"x": b, "y": b, "sum": b, "total": b})
-    out["int64"] = _export(Embed().eval(), (torch.randint(0, 16, (2, 5)),), folder / "embed.onnx",
-                           ["ids"], ["vec"], {"ids": {0: "batch", 1: "seq"}, "vec": b})
-    out["fixed"] = _export(mlp(), (torch.randn(1, 16),), folder / "fixed.onnx", ["input"], ["output"], {})
+    out["two_io"] = _export(
+        two,
+        (torch.randn(2, 8), torch.randn(2, 3)),
+        folder / "two_io.onnx",
+        ["x", "y"],
+        ["sum", "total"],
+        {"x": b, "y": b, "sum": b, "total": b},
+    )
+    out["int64"] = _export(
+        Embed().eval(),
+        (torch.randint(0, 16, (2, 5)),),
+        folder / "embed.onnx",
+        ["ids"],
+        ["vec"],
+        {"ids": {0: "batch", 1: "seq"}, "vec": b},
+    )
+    out["fixed"] = _export(
+        mlp(), (torch.randn(1, 16),), folder / "fixed.onnx", ["input"], ["output"], {}
+    )
     ts = torch.jit.trace(mlp(), torch.randn(2, 16))
     ts.save(str(folder / "mlp_ts.pt"))
     out["torchscript"] = folder / "mlp_ts.pt"
@@ -84,9 +128,17 @@ def export_external(folder: Path) -> Path:
     path = folder / "ext.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(mlp(), (torch.randn(2, 16),), str(path), input_names=["input"],
-                          output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                          dynamo=True, external_data=True, verbose=False)
+        torch.onnx.export(
+            mlp(),
+            (torch.randn(2, 16),),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            dynamo=True,
+            external_data=True,
+            verbose=False,
+        )
     return path
 
 

@@ -31,7 +31,10 @@ def test_onnx_numbers_match_onnx() -> None:
 
     for d in dtypes.ALL:
         if d.onnx is not None:
-            assert onnx.helper.tensor_dtype_to_np_dtype(d.onnx) == d.numpy or d.wire in ("BYTES", "BF16")
+            assert onnx.helper.tensor_dtype_to_np_dtype(d.onnx) == d.numpy or d.wire in (
+                "BYTES",
+                "BF16",
+            )
 
 
 def test_config_names_exist_in_tritons_schema() -> None:

@@ -51,7 +51,10 @@ def test_everything_round_trips() -> None:
         parameters={"b": "2", "a": 'quote " and \\ backslash'},
         gpu_optimization=GpuOptimization(True, "FP32", 1 << 28, cuda_graphs=True),
         outputs=(TensorSpec("output", "FP32", (4,), label_filename="labels.txt"),),
-        inputs=(TensorSpec("input", "FP32", (16,)), TensorSpec("opt", "BYTES", (1,), optional=True)),
+        inputs=(
+            TensorSpec("input", "FP32", (16,)),
+            TensorSpec("opt", "BYTES", (1,), optional=True),
+        ),
     )
     full = full.replace(warmup=(default_warmup(full, 4),))
     text = render_config(full)
@@ -84,13 +87,24 @@ def test_ensemble_steps_render() -> None:
     from types import SimpleNamespace
 
     s = ModelSpec(
-        name="pipe", platform="ensemble", max_batch_size=8,
-        inputs=(TensorSpec("text", "BYTES", (1,)),), outputs=(TensorSpec("label", "BYTES", (1,)),),
+        name="pipe",
+        platform="ensemble",
+        max_batch_size=8,
+        inputs=(TensorSpec("text", "BYTES", (1,)),),
+        outputs=(TensorSpec("label", "BYTES", (1,)),),
         ensemble_steps=(
-            SimpleNamespace(model_name="pre", model_version=-1, input_map=(("raw", "text"),),
-                            output_map=(("ids", "_ids"),)),
-            SimpleNamespace(model_name="post", model_version=1, input_map=(("ids", "_ids"),),
-                            output_map=(("label", "label"),)),
+            SimpleNamespace(
+                model_name="pre",
+                model_version=-1,
+                input_map=(("raw", "text"),),
+                output_map=(("ids", "_ids"),),
+            ),
+            SimpleNamespace(
+                model_name="post",
+                model_version=1,
+                input_map=(("ids", "_ids"),),
+                output_map=(("label", "label"),),
+            ),
         ),
     )
     c = parse_config(render_config(s))

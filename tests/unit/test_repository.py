@@ -22,7 +22,9 @@ SPEC = GOLDEN["cpu_no_batch"]
 
 
 def test_first_write_makes_version_1_with_checksums_and_record(tmp_path: Path) -> None:
-    r = write_model(tmp_path / "repo", SPEC, {"model.pt": b"weights"}, record={"format": "torchscript"})
+    r = write_model(
+        tmp_path / "repo", SPEC, {"model.pt": b"weights"}, record={"format": "torchscript"}
+    )
     assert r.version == 1
     vdir = tmp_path / "repo" / "scorer" / "1"
     assert (vdir / "model.pt").read_bytes() == b"weights"
@@ -90,8 +92,13 @@ def test_write_models_is_all_or_nothing(tmp_path: Path) -> None:
     before = snapshot(repo)
     other = GOLDEN["gpu_batching"]
     with pytest.raises(RepositoryError):
-        write_models(repo, [ModelWrite(other, {"model.onnx": b"x"}),
-                            ModelWrite(SPEC, {"model.pt": b"y"}, version=1)])
+        write_models(
+            repo,
+            [
+                ModelWrite(other, {"model.onnx": b"x"}),
+                ModelWrite(SPEC, {"model.pt": b"y"}, version=1),
+            ],
+        )
     assert snapshot(repo) == before
 
 

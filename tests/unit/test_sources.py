@@ -29,7 +29,10 @@ def test_onnx_signature(model_files: dict[str, Path]) -> None:
     info = inspect(model_files["two_io"])
     d = info.to_dict()
     assert d["batch_axis"] is True
-    assert [(t["name"], t["dtype"], t["dims"]) for t in d["inputs"]] == [("x", "FP32", [-1, 8]), ("y", "FP32", [-1, 3])]
+    assert [(t["name"], t["dtype"], t["dims"]) for t in d["inputs"]] == [
+        ("x", "FP32", [-1, 8]),
+        ("y", "FP32", [-1, 3]),
+    ]
     assert [t["name"] for t in d["outputs"]] == ["sum", "total"]
     emb = inspect(model_files["int64"]).to_dict()
     assert emb["inputs"][0]["dtype"] == "INT64" and emb["inputs"][0]["dims"] == [-1, -1]
@@ -62,10 +65,16 @@ def test_external_data_is_inlined(external_onnx: Path, tmp_path: Path) -> None:
     r = build(external_onnx, name="ext", output=tmp_path / "repo")
     assert r.written is not None
     art = r.written.model_dir / "1" / "model.onnx"
-    assert sorted(p.name for p in art.parent.iterdir()) == ["SHA256SUMS", "build.json", "model.onnx"]
+    assert sorted(p.name for p in art.parent.iterdir()) == [
+        "SHA256SUMS",
+        "build.json",
+        "model.onnx",
+    ]
     x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
-    np.testing.assert_allclose(reference(str(art), {"input": x})["output"],
-                               reference(str(external_onnx), {"input": x})["output"])
+    np.testing.assert_allclose(
+        reference(str(art), {"input": x})["output"],
+        reference(str(external_onnx), {"input": x})["output"],
+    )
     assert validate(tmp_path / "repo").ok
 
 
@@ -82,15 +91,24 @@ def test_build_strips_batch_dim_and_validates(model_files: dict[str, Path], tmp_
         r = build(model_files[name], name=name, output=tmp_path / "repo", max_batch_size=16)
         c = parse_config(r.config)
         assert c.max_batch_size == 16
-        assert [list(t.dims) for t in c.input] == [list(t.dims[1:]) for t in inspect(model_files[name]).signature.inputs]
-    ts = build(model_files["torchscript"], name="ts", output=tmp_path / "repo", input_specs=["INPUT__0:FP32:16"])
+        assert [list(t.dims) for t in c.input] == [
+            list(t.dims[1:]) for t in inspect(model_files[name]).signature.inputs
+        ]
+    ts = build(
+        model_files["torchscript"],
+        name="ts",
+        output=tmp_path / "repo",
+        input_specs=["INPUT__0:FP32:16"],
+    )
     assert ts.spec.platform == "pytorch_libtorch"
     report = validate(tmp_path / "repo")
     assert report.ok, report.to_dict()
     assert [m.name for m in report.models] == ["cnn", "int64", "mlp", "ts", "two_io"]
 
 
-def test_batching_a_model_without_batch_axis_is_refused(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_batching_a_model_without_batch_axis_is_refused(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     with pytest.raises(SpecError, match="dynamic first"):
         build(model_files["fixed"], name="f", output=tmp_path / "repo", max_batch_size=8)
     r = build(model_files["fixed"], name="f", output=tmp_path / "repo", dry_run=True)
@@ -98,7 +116,9 @@ def test_batching_a_model_without_batch_axis_is_refused(model_files: dict[str, P
     assert r.spec.inputs[0].dims == (1, 16)
 
 
-def test_validate_finds_dims_that_contradict_the_model(model_files: dict[str, Path], tmp_path: Path) -> None:
+def test_validate_finds_dims_that_contradict_the_model(
+    model_files: dict[str, Path], tmp_path: Path
+) -> None:
     repo = tmp_path / "repo"
     build(model_files["mlp"], name="mlp", output=repo)
     cfg = repo / "mlp" / "config.pbtxt"

@@ -56,12 +56,16 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_preferred_batch_size_above_max_is_rejected() -> None:
-    assert any("preferred batch size 16 > max_batch_size 8" in p
-               for p in problems(spec(dynamic_batching=DynamicBatching((4, 16)))))
+    assert any(
+        "preferred batch size 16 > max_batch_size 8" in p
+        for p in problems(spec(dynamic_batching=DynamicBatching((4, 16))))
+    )
 
 
 def test_priority_and_queue_policy_rules() -> None:
-    p = problems(spec(dynamic_batching=DynamicBatching(priority_levels=2, default_priority_level=3)))
+    p = problems(
+        spec(dynamic_batching=DynamicBatching(priority_levels=2, default_priority_level=3))
+    )
     assert any("default priority level 3" in x for x in p)
     p = problems(spec(dynamic_batching=DynamicBatching(default_queue_policy=QueuePolicy("DROP"))))
     assert any("REJECT or DELAY" in x for x in p)
@@ -73,8 +77,10 @@ def test_names_triton_rejects(name: str) -> None:
 
 
 def test_gpus_only_with_kind_gpu() -> None:
-    assert any("only allowed with KIND_GPU" in p
-               for p in problems(spec(instance_groups=(InstanceGroup("KIND_CPU", 1, (0,)),))))
+    assert any(
+        "only allowed with KIND_GPU" in p
+        for p in problems(spec(instance_groups=(InstanceGroup("KIND_CPU", 1, (0,)),)))
+    )
 
 
 def test_version_policy_parse() -> None:
@@ -91,6 +97,9 @@ def test_default_warmup_covers_every_input_with_concrete_dims() -> None:
     s = spec(inputs=(TensorSpec("x", "FP32", (-1, 3)), TensorSpec("t", "BYTES", (1,))))
     w = default_warmup(s, 4)
     assert w.batch_size == 4
-    assert [(i.name, i.dims, i.data) for i in w.inputs] == [("x", (1, 3), "random"), ("t", (1,), "zero")]
+    assert [(i.name, i.dims, i.data) for i in w.inputs] == [
+        ("x", (1, 3), "random"),
+        ("t", (1,), "zero"),
+    ]
     assert problems(s.replace(warmup=(w,))) == []
     assert problems(s.replace(warmup=(default_warmup(s, 64),)))  # above max_batch_size

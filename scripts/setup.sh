@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install everything the project needs. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# shellcheck disable=SC1091
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip() { python -m pip "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || true; }
+# torch first and pinned: this machine carries the CPU wheel of 2.13.0 on disk; a looser
+# requirement would download a CUDA build of several GB.
+python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+pip install -q -e ".[dev]"
+# The embedded server: Triton 2.51.0's binary ships in this wheel. --no-deps because we run only
+# the binary; the wheel's Python package and its pinned dependencies are not needed.
+python -c "import importlib.metadata as m; m.distribution('nvidia-pytriton')" 2>/dev/null \
+  || pip install -q --no-deps nvidia-pytriton==0.7.0
+python -c "import packager, torch, onnxruntime, tritonclient.grpc; import importlib.metadata as m; \
+assert m.version('nvidia-pytriton') == '0.7.0'; print('environment ready: torch', torch.__version__)"

@@ -190,7 +190,7 @@ def test_usage_errors_exit_2() -> None:
 def test_every_command_has_help() -> None:
     from packager.cli import COMMANDS
 
-    code, out = run("--help")
+    code, _ = run("--help")
     assert code == 0
     for name in sorted(COMMANDS):
         code, text = run(name, "--help")

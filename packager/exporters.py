@@ -1,0 +1,259 @@
+"""The two exporters behind :mod:`packager.export`: ONNX (torch.export based) and TorchScript.
+
+Each takes the generated wrapper module (fixed named tensor inputs, flat tuple of tensor
+outputs) and writes the artifact into a work directory. Exporter chatter (progress prints,
+logs, deprecation notices) is silenced; failures become :class:`ExportError` with the root
+cause and a hint at what to change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager import dtypes
+from packager.errors import ExportError
+from packager.sources import Signature
+from packager.spec import TensorSpec
+
+# protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph itself.
+ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 64 * 1024**2
+
+
+@contextlib.contextmanager
+def quiet(caught: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Silence the exporters' prints, logs and warnings; collect the warnings in ``caught``."""
+    saved = {n: logging.getLogger(n).level for n in ("torch", "onnxscript", "onnx_ir")}
+    for n in saved:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    sink = io.StringIO()
+    try:
+        with (
+            warnings.catch_warnings(record=True) as got,
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                caught.extend(got)
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # Callers add their own full stop after the quoted line.
+    return text.splitlines()[0].rstrip(".:") if text else repr(exc)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: torch.onnx wraps the real reason in a long report."""
+    seen = {id(exc)}
+    while (nxt := exc.__cause__ or exc.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        exc = nxt
+    return exc
+
+
+# --- ONNX --------------------------------------------------------------------------------------
+
+
+def export_onnx(
+    wrapper: Any,
+    args: tuple[Any, ...],
+    output_names: list[str],
+    dynamic: Mapping[str, frozenset[int]],
+    opset: int | None,
+    workdir: Path,
+) -> tuple[dict[str, Path], int]:
+    """Export with torch.export; returns the files for the version folder and the real opset.
+
+    Axis 0 of every input, and the axes in ``dynamic``, become symbolic dims. The weights are
+    stored inside ``model.onnx`` (one self-contained file) unless that would pass protobuf's
+    2 GB limit; then the external data file the graph names is returned beside it.
+    """
+    import onnx
+    import torch
+
+    input_names = list(dynamic)
+    shapes = {
+        n: {ax: torch.export.Dim.DYNAMIC for ax in sorted({0} | set(dynamic[n]))}
+        for n in input_names
+    }
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with quiet(caught):
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                None,
+                input_names=input_names,
+                output_names=output_names,
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                verbose=False,
+            )
+    except Exception as exc:
+        root = root_cause(exc)
+        raise ExportError(
+            f"cannot export the model to ONNX: {type(root).__name__}: {first_line(root)}. {_onnx_hint(root)}"
+        ) from exc
+    if program is None:  # pragma: no cover - only the legacy exporter returns None
+        raise ExportError("torch.onnx.export returned no program")
+    dst = workdir / "model.onnx"
+    size = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values())
+    program.save(str(dst), external_data=size >= ONNX_SINGLE_FILE_LIMIT)
+    model = onnx.load(str(dst), load_external_data=False)
+    files = {"model.onnx": dst}
+    for loc in external_locations(model):
+        # Only for > 2 GB models: the data file must sit beside model.onnx in the version folder.
+        if "/" in loc or "\\" in loc or not (workdir / loc).is_file():
+            raise ExportError(
+                f"the exported ONNX graph refers to external data {loc!r} that was not written"
+            )
+        files[loc] = workdir / loc
+    real = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset is not None and real != opset:
+        raise ExportError(
+            f"the ONNX exporter could not produce opset {opset} (it made opset {real}); "
+            f"use --opset {real} or leave --opset out"
+        )
+    return files, int(real)
+
+
+def external_locations(model: Any) -> list[str]:
+    """File names of every external data blob an ONNX model refers to."""
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    locs = []
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            loc = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if loc not in locs:
+                locs.append(loc)
+    return locs
+
+
+def _onnx_hint(root: BaseException) -> str:
+    text = f"{type(root).__name__} {root}"
+    if "data-dependent" in text or "GuardOnDataDependent" in text:
+        return (
+            "forward() has Python control flow (if/while) or shapes that depend on tensor values, "
+            "which torch.export cannot capture. Use tensor ops (torch.where, torch.cond) instead of "
+            "Python branches, or try --format torchscript --torchscript-mode script"
+        )
+    if "Constraints violated" in text or "specialized" in text:
+        return (
+            "The model fixes the size of an axis that must be dynamic (axis 0 is always dynamic so "
+            "that Triton can batch requests); remove hard-coded sizes such as x.view(2, -1)"
+        )
+    return (
+        "Make forward() exportable with torch.export (https://pytorch.org/docs/stable/export.html) "
+        "or try --format torchscript"
+    )
+
+
+def onnx_signature(path: Path, out_dynamic: Mapping[str, frozenset[int]]) -> Signature:
+    """Inputs/outputs as the graph declares them; a symbolic dim is -1."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+
+    def spec(v: Any) -> TensorSpec:
+        dims = tuple(
+            d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim
+        )
+        return TensorSpec(v.name, dtypes.from_onnx(v.type.tensor_type.elem_type), dims)
+
+    inputs = tuple(spec(v) for v in graph.input if v.name not in inits)
+    outputs = tuple(spec(v) for v in graph.output)
+    for out in outputs:
+        fixed = sorted(
+            a for a in out_dynamic.get(out.name, ()) if a < len(out.dims) and out.dims[a] != -1
+        )
+        if fixed:
+            raise ExportError(
+                f"output {out.name!r} axis {fixed[0]} was declared dynamic but the exported graph fixes "
+                f"it at {out.dims[fixed[0]]}; declare the input axis it follows as dynamic instead"
+            )
+    return Signature(inputs, outputs)
+
+
+# --- TorchScript -------------------------------------------------------------------------------
+
+
+def export_torchscript(wrapper: Any, args: tuple[Any, ...], mode: str, dst: Path) -> list[str]:
+    """Trace or script ``wrapper`` into ``dst``; returns the tracer's warnings, once each."""
+    import torch
+
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with quiet(caught):
+            if mode == "script":
+                compiled = torch.jit.script(wrapper)
+            else:
+                # check_trace off: verification compares the saved file on two batch sizes instead.
+                compiled = torch.jit.trace(wrapper, args, check_trace=False)
+            compiled.save(str(dst))
+    except Exception as exc:
+        root = root_cause(exc)
+        advice = (
+            "torch.jit.script understands a typed subset of Python (no numpy, no **kwargs, "
+            "no dynamic attributes); try the default --torchscript-mode trace"
+            if mode == "script"
+            else "Tracing needs a forward() that computes with torch ops on tensors; "
+            "try --torchscript-mode script or --format onnx"
+        )
+        raise ExportError(
+            f"cannot {mode} the model to TorchScript: {type(root).__name__}: {first_line(root)}. {advice}"
+        ) from exc
+    notes = (
+        str(w.message).strip().splitlines()[0]
+        for w in caught
+        if issubclass(w.category, torch.jit.TracerWarning)
+    )
+    return list(dict.fromkeys(notes))
+
+
+def observed_signature(
+    arrays: Mapping[str, np.ndarray],
+    dynamic: Mapping[str, frozenset[int]],
+    ref1: Mapping[str, np.ndarray],
+    ref2: Mapping[str, np.ndarray],
+    out_dynamic: Mapping[str, frozenset[int]],
+) -> Signature:
+    """TorchScript records no shapes: inputs from the examples; outputs from two runs, where a
+    dim that changed with the batch size (or a dynamic input axis) is dynamic."""
+    inputs = tuple(
+        TensorSpec(
+            n,
+            dtypes.from_numpy(a.dtype),
+            tuple(-1 if i == 0 or i in dynamic.get(n, ()) else d for i, d in enumerate(a.shape)),
+        )
+        for n, a in arrays.items()
+    )
+    outputs = []
+    for name, a in ref1.items():
+        b = ref2[name]
+        if a.ndim != b.ndim:
+            raise ExportError(
+                f"output {name!r} changes rank with the batch size ({a.shape} vs {b.shape})"
+            )
+        dims = tuple(
+            -1 if x != y or i in out_dynamic.get(name, ()) else x
+            for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True))
+        )
+        outputs.append(TensorSpec(name, dtypes.from_numpy(a.dtype), dims))
+    return Signature(inputs, tuple(outputs))

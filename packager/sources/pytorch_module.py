@@ -1,0 +1,83 @@
+"""PyTorch ``nn.Module`` source: a live module or a ``module.path:factory_or_class`` reference.
+
+The module is exported (ONNX by default, or TorchScript) and verified by :mod:`packager.export`;
+the artifact then follows the same spec -> render -> repository path as a model file.
+torch is imported only inside ``load``: the registry imports this module eagerly.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from packager.errors import SourceError
+from packager.sources import LoadedModel, register
+from packager.verify import DEFAULT_ATOL, DEFAULT_RTOL
+from packager.weights import import_reference, instantiate, is_reference, load_weights
+
+# Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
+OPTIONS = (
+    "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes",
+    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size",
+)  # fmt: skip
+
+
+class PyTorchModuleSource:
+    name = "pytorch"
+    description = "PyTorch nn.Module (live, or module.path:factory) exported to ONNX or TorchScript"
+
+    def sniff(self, ref: Any) -> bool:
+        torch = sys.modules.get("torch")  # a live module implies torch is already imported
+        if torch is not None and isinstance(ref, torch.nn.Module):
+            return True
+        return is_reference(ref)
+
+    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+        from packager.export import export_module
+        from packager.repository import sha256_file
+
+        if is_reference(ref):
+            module = instantiate(import_reference(ref), ref)
+            source: dict[str, Any] = {"format": "pytorch", "reference": ref}
+        elif self.sniff(ref):
+            module = ref
+            cls = type(ref)
+            source = {"format": "pytorch", "class": f"{cls.__module__}.{cls.__qualname__}"}
+        else:
+            raise SourceError(
+                f"{ref!r} is neither an nn.Module nor a module.path:factory reference"
+            )
+        weights = options.get("weights")
+        if weights:
+            load_weights(module, weights)
+            source["weights"] = Path(weights).name
+            source["weights_sha256"] = sha256_file(Path(weights))
+        return export_module(
+            module,
+            format=_target(options.get("format")),
+            example_inputs=options.get("example_inputs"),
+            input_specs=options.get("input_specs"),
+            output_names=options.get("output_names"),
+            dynamic_axes=options.get("dynamic_axes"),
+            opset=options.get("opset"),
+            torchscript_mode=options.get("torchscript_mode") or "trace",
+            verify=options.get("verify", True) is not False,
+            atol=_number(options.get("atol"), DEFAULT_ATOL),
+            rtol=_number(options.get("rtol"), DEFAULT_RTOL),
+            batch_size=int(options.get("batch_size") or 2),
+            record={"source": source},
+        )
+
+
+def _number(value: Any, default: float) -> float:
+    return default if value is None else float(value)
+
+
+def _target(fmt: Any) -> str:
+    # "auto" and the source's own name mean: the default export target.
+    return "onnx" if fmt in (None, "", "auto", "pytorch") else str(fmt)
+
+
+register("pytorch", PyTorchModuleSource)

@@ -1,6 +1,6 @@
 """Docker assets for a model repository: a Dockerfile, a compose file and the ``docker run`` line.
 
-The image is NVIDIA's Triton release that matches the embedded server (``packager.versions``)
+The image is NVIDIA's Triton release that matches the embedded server (``packager.releases``)
 plus the pip packages that Python-backend models import; the models themselves are *not* baked
 in but mounted read-only at /models, so a rebuilt repository needs a restart, not a new image.
 Nothing here needs a Docker engine: rendering is pure, writing never clobbers a file that
@@ -21,7 +21,7 @@ from pathlib import Path
 import jinja2
 
 from packager import footprint, render
-from packager import versions as rel
+from packager import releases as rel
 from packager.errors import PackagerError
 
 DOCKERFILE = "Dockerfile"

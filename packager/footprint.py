@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packager import versions as rel
+from packager import releases as rel
 from packager.errors import PackagerError
 from packager.repository import list_models, read_config
 from packager.repository import versions as version_numbers

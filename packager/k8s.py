@@ -24,7 +24,7 @@ import yaml
 
 from packager import footprint
 from packager import k8s_resources as res
-from packager import versions as rel
+from packager import releases as rel
 from packager.docker import MARKER, check_image, image_tag, write_generated
 from packager.errors import PackagerError
 from packager.k8s_resources import GPU, Plan, StorageUri

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from packager import versions as rel
+from packager import releases as rel
 from packager.docker import PORTS, image_tag
 from packager.errors import PackagerError
 

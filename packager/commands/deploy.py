@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from packager import versions as rel
+from packager import releases as rel
 
 
 def _notes(notes: tuple[str, ...]) -> None:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "k8s": "packager.commands.deploy:k8s",
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
+    "versions": "packager.commands.manifest:versions",
 }
 
 

@@ -41,10 +41,16 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command()
-@click.argument("model")
+@click.argument("model", required=False)
 @click.option(
-    "--name", "-n", required=True, help="Model name in the repository (folder and URL name)."
+    "--file",
+    "-f",
+    "manifest",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Build every model, Python step and ensemble of a deploy manifest (YAML) instead of MODEL.",
 )
+@click.option("--name", "-n", help="Model name in the repository (folder and URL name).")
 @click.option(
     "--output",
     "-o",
@@ -218,7 +224,8 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(
-    model: str,
+    model: str | None,
+    manifest: str | None,
     fmt: str,
     input_specs: tuple[str, ...],
     dynamic_axes: tuple[str, ...],
@@ -232,7 +239,17 @@ def build(
     rtol: float | None,
     **options: Any,
 ) -> None:
-    """Package MODEL (an .onnx / TorchScript file, or a PyTorch module:factory) into a Triton repository."""
+    """Package MODEL (an .onnx / TorchScript file, or a PyTorch module:factory) into a Triton repository,
+    or with -f every model of a deploy manifest."""
+    if manifest is not None or model is None:
+        from packager.commands.manifest import build_manifest_cmd
+
+        build_manifest_cmd(click.get_current_context(), model, manifest)
+        return
+    if not options["name"]:
+        raise click.UsageError(
+            "Missing option '--name' / '-n' (the model's name in the repository)."
+        )
     from packager.builder import build as build_model
 
     queue_policy = None

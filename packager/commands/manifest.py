@@ -87,7 +87,7 @@ def versions(
 
     Adding a version is a build: `build ... --version N` or `version:` in a manifest.
     """
-    from packager.versioning import update_versions
+    from packager.versions import update_versions
 
     report = update_versions(Path(repository), model, policy=policy, remove=remove)
     if as_json:

@@ -2,7 +2,8 @@
 
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
 folder; there is at least one version folder and each holds the model file; checksums match;
-the config's tensors agree with the model file (ONNX); ensembles name models that exist.
+the config's tensors agree with the model file (ONNX); ensembles name models that exist and
+wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.ensemble`).
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def validate(repository: str | Path, *, checksums: bool = True) -> ValidationRep
     root = Path(repository)
     models = list_models(root)
     reports = [_check_model(d, checksums) for d in models]
-    names = {r.name for r in reports}
+    specs = _specs(models)
     for r, d in zip(reports, models, strict=True):
-        r.problems.extend(_ensemble_problems(d, names))
+        r.problems.extend(_ensemble_problems(specs.get(d.name), specs))
     stray = sorted(
         p.name
         for p in root.iterdir()
@@ -159,13 +160,23 @@ def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
     return out
 
 
-def _ensemble_problems(model_dir: Path, names: set[str]) -> list[str]:
-    try:
-        config = read_config(model_dir)
-    except PackagerError:
+def _specs(model_dirs: list[Path]) -> dict[str, specs.ModelSpec]:
+    """Specs of every model whose config parses (the others are reported by _check_model)."""
+    out = {}
+    for d in model_dirs:
+        try:
+            out[d.name] = spec_from_config(read_config(d))
+        except PackagerError:
+            continue
+    return out
+
+
+def _ensemble_problems(
+    spec: specs.ModelSpec | None, members: dict[str, specs.ModelSpec]
+) -> list[str]:
+    """Ensembles: members exist, every tensor is wired, dtypes/shapes agree, no cycle, batching."""
+    if spec is None or spec.platform != "ensemble":
         return []
-    return [
-        f"ensemble step uses model {s.model_name!r}, which is not in the repository"
-        for s in config.ensemble_scheduling.step
-        if s.model_name not in names
-    ]
+    from packager.ensemble import wiring_problems
+
+    return [f"ensemble {p}" for p in wiring_problems(spec, members)]

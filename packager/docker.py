@@ -185,6 +185,7 @@ def render_docker(
         "base_image": image,
         "pip": [json.dumps(p) for p in packages],
         "pip_reason": ", ".join(python_models) if python_models else "",
+        "extras": bool(pip),
         "uid": rel.NGC_USER_ID,
         "ports": PORTS,
         "repository": CONTAINER_REPOSITORY,

@@ -167,7 +167,7 @@ def render_docker(
     shm = footprint.docker_size(
         footprint.parse_size(shm_size) if shm_size else footprint.shm_bytes(models)
     )
-    repo_rel = Path(os.path.relpath(repo.resolve(), out.resolve())).as_posix()
+    repo_rel = path_from(out, repo)
     tag = local_image_tag(repo, image)
 
     regen = ["triton-packager", "docker", repo_rel, "--output", ".", "--gpus", str(gpu)]
@@ -237,6 +237,15 @@ def write_docker(
     assets = render_docker(repo, output_dir, **options)  # type: ignore[arg-type]
     write_generated(output_dir, assets.files, force=force)
     return assets
+
+
+def path_from(folder: Path | str, target: Path | str) -> str:
+    """``target`` as written in files that live in ``folder``: relative, so the pair can move
+    together, unless the two share nothing but the file system root."""
+    a, b = Path(folder).resolve(), Path(target).resolve()
+    if os.path.commonpath([a, b]) == a.anchor:
+        return b.as_posix()
+    return Path(os.path.relpath(b, a)).as_posix()
 
 
 def render_template(name: str, **context: object) -> str:

@@ -12,7 +12,6 @@ always right.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ import yaml
 from packager import footprint
 from packager import k8s_resources as res
 from packager import releases as rel
-from packager.docker import MARKER, check_image, image_tag, write_generated
+from packager.docker import MARKER, check_image, image_tag, path_from, write_generated
 from packager.errors import PackagerError
 from packager.k8s_resources import GPU, Plan, StorageUri
 
@@ -127,7 +126,7 @@ def render_k8s(
         if o.service_monitor:
             docs[SERVICE_MONITOR] = res.service_monitor(plan)
 
-    repo_rel = Path(os.path.relpath(repo.resolve(), Path(output_dir).resolve())).as_posix()
+    repo_rel = path_from(output_dir, repo)
     header = f"{MARKER}. Regenerate from this folder instead of editing:\n#   {_regenerate(repo_rel, o)}\n"
     files = {
         fname: header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)

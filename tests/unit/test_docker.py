@@ -318,3 +318,12 @@ def test_committed_docker_assets_are_what_the_generator_writes() -> None:
         assert committed == text, (
             f"docker/{name} is stale: run `triton-packager docker model_repository --gpus all`"
         )
+
+
+def test_repository_path_in_generated_files(tmp_path: Path) -> None:
+    from packager.docker import path_from
+
+    # Relative when the two live in one tree, so the folder pair can move together...
+    assert path_from(tmp_path / "deploy" / "docker", tmp_path / "repo") == "../../repo"
+    # ...absolute when they share only the root: a chain of ../ would say nothing useful.
+    assert path_from("/proc/deploy", tmp_path / "repo") == (tmp_path / "repo").resolve().as_posix()

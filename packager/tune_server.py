@@ -1,0 +1,254 @@
+"""Measuring tuning candidates on a real Triton server in explicit model-control mode.
+
+Each candidate is loaded with a *config override* (``POST /v2/repository/models/<m>/load`` with
+``{"parameters": {"config": "<json>"}}``): Triton uses the given config instead of the file, so
+the repository on disk is never touched while searching. The override starts from the config the
+server itself serves for the model (so it keeps whatever the server needs, e.g. the Python-backend
+shadow of an ONNX model on the embedded server) and changes only the tuned knobs; dynamic
+batching settings other than the queue delay come from the user's config.pbtxt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.errors import PackagerError
+from packager.tune_search import Candidate, Point, Trial, TuneError
+
+
+@dataclass(frozen=True)
+class LoadJob:
+    """One measurement window for the load generator: batch-1 requests from ``concurrency`` workers."""
+
+    url: str  # host:port of the HTTP endpoint
+    model: str
+    inputs: Mapping[str, np.ndarray]
+    concurrency: int
+    duration_s: float
+    warmup_s: float
+    protocol: str = "http"
+
+
+LoadFn = Callable[[LoadJob], Point]
+
+
+def current_candidate(config: Any) -> Candidate:
+    """The candidate a parsed ``ModelConfig`` describes (Triton's defaults where unset)."""
+    instances = sum(max(g.count, 1) for g in config.instance_group) or 1
+    batching = config.HasField("dynamic_batching")
+    delay = config.dynamic_batching.max_queue_delay_microseconds if batching else 0
+    return Candidate(
+        instances, config.max_batch_size, batching and config.max_batch_size > 0, delay
+    )
+
+
+def override_config(served: Mapping[str, Any], user: Any, c: Candidate) -> dict[str, Any]:
+    """``served`` (the server's JSON config for the model) with ``c``'s settings applied.
+
+    ``user`` is the parsed config.pbtxt: it supplies the dynamic batching fields we do not tune
+    (preferred sizes, priorities, queue policy). Triton auto-completes the served config, e.g. it
+    fills ``preferred_batch_size`` with the old max batch size, which would be invalid for a
+    smaller one; so the served dynamic batching block is never reused.
+    """
+    from google.protobuf import json_format
+
+    cfg = copy.deepcopy(dict(served))
+    if int(cfg.get("max_batch_size", 0)) > 0:
+        cfg["max_batch_size"] = c.max_batch_size
+    groups = [dict(g) for g in cfg.get("instance_group", [])]
+    if len(groups) > 1 and c.instances == sum(int(g.get("count", 1)) for g in groups):
+        pass  # several groups (e.g. per GPU) measured as they are
+    else:
+        group = groups[0] if groups else {"kind": "KIND_CPU"}
+        group["count"] = c.instances
+        cfg["instance_group"] = [group]
+    if c.dynamic_batching:
+        db: dict[str, Any] = {}
+        if user.HasField("dynamic_batching"):
+            db = json_format.MessageToDict(user.dynamic_batching, preserving_proto_field_name=True)
+        db["max_queue_delay_microseconds"] = c.queue_delay_us
+        preferred = [
+            int(b) for b in db.pop("preferred_batch_size", []) if int(b) <= c.max_batch_size
+        ]
+        if preferred:
+            db["preferred_batch_size"] = preferred
+        cfg["dynamic_batching"] = db
+    else:
+        cfg.pop("dynamic_batching", None)
+    for w in cfg.get("model_warmup", []):
+        if c.max_batch_size > 0 and int(w.get("batch_size", 1)) > c.max_batch_size:
+            w["batch_size"] = c.max_batch_size
+    return cfg
+
+
+def request_inputs(config: Any) -> dict[str, np.ndarray]:
+    """One batch-1 request of random data for every input (dynamic dims set to 1)."""
+    from packager.inputs import random_inputs
+    from packager.render import spec_from_config
+
+    spec = spec_from_config(config)
+    batch = 1 if spec.max_batch_size > 0 else None
+    return random_inputs([t for t in spec.inputs if not t.optional], batch, dynamic=1)
+
+
+class ServerTarget:
+    """Loads, measures and unloads candidates of one model on a server at ``url``.
+
+    ``open()`` loads the model once as the repository has it, to learn the served config;
+    ``close()`` leaves the server as it was found (model loaded from the repository, or unloaded).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model_dir: Path,
+        user_config: Any,
+        *,
+        concurrency: tuple[int, ...],
+        duration_s: float,
+        warmup_s: float,
+        load: LoadFn,
+        protocol: str = "http",
+        timeout_s: float = 300.0,
+    ) -> None:
+        self.url = url.removeprefix("http://").rstrip("/")
+        self.model = model_dir.name
+        self.user_config = user_config
+        self.concurrency = concurrency
+        self.duration_s = duration_s
+        self.warmup_s = warmup_s
+        self.load = load
+        self.protocol = protocol
+        self.timeout_s = timeout_s
+        self.served: dict[str, Any] = {}
+        self.server_version = ""
+        self._was_ready = False
+        self._inputs: dict[str, np.ndarray] = {}
+
+    # -- the HTTP control API --------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Any = None, what: str = "") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://{self.url}{path}",
+            data=data,
+            headers={"Content-Type": "application/json"} if data else {},
+            method=method,
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                text = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, AttributeError):
+                detail = json.loads(detail).get("error", detail)
+            raise TuneError(f"{what or path} failed: {detail}") from None
+        except OSError as exc:
+            raise TuneError(
+                f"{what or path} failed: cannot reach the server at {self.url} ({exc}); "
+                "is it running, and is this its HTTP port?"
+            ) from None
+        return json.loads(text) if text.strip() else None
+
+    def _ready(self) -> bool:
+        try:
+            self._call("GET", f"/v2/models/{self.model}/ready")
+        except TuneError:
+            return False
+        return True
+
+    def _load(self, config: Mapping[str, Any] | None = None) -> None:
+        body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
+        self._call(
+            "POST",
+            f"/v2/repository/models/{self.model}/load",
+            body,
+            what=f"loading model '{self.model}'",
+        )
+
+    def _unload(self) -> None:
+        self._call(
+            "POST",
+            f"/v2/repository/models/{self.model}/unload",
+            {},
+            what=f"unloading model '{self.model}'",
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Check the server, load the model from the repository, read the served config."""
+        meta = self._call("GET", "/v2", what="reading the server metadata")
+        self.server_version = str(meta.get("version", "")) if isinstance(meta, dict) else ""
+        self._was_ready = self._ready()
+        try:
+            self._load()
+        except TuneError as exc:
+            hint = ""
+            if "explicit" in str(exc).lower() or "not allowed" in str(exc).lower():
+                hint = "; start the server with --model-control-mode explicit"
+            raise TuneError(f"{exc}{hint}") from None
+        served = self._call("GET", f"/v2/models/{self.model}/config", what="reading the config")
+        if not isinstance(served, dict) or served.get("name") != self.model:
+            raise TuneError(f"the server at {self.url} returned no config for '{self.model}'")
+        served_inputs = sorted(t.get("name", "") for t in served.get("input", []))
+        local_inputs = sorted(t.name for t in self.user_config.input)
+        if served_inputs != local_inputs:
+            raise TuneError(
+                f"the server's model '{self.model}' has inputs {served_inputs} but the local "
+                f"config has {local_inputs}; point --url at a server of this repository"
+            )
+        self.served = served
+        self._inputs = request_inputs(self.user_config)
+
+    def evaluate(self, c: Candidate) -> Trial:
+        """Load ``c``, measure every concurrency, unload. Failures become ``Trial.error``."""
+        trial = Trial(c)
+        config = override_config(self.served, self.user_config, c)
+        try:
+            try:
+                self._load(config)
+            except TuneError as exc:
+                trial.error = str(exc)
+                return trial
+            for n in self.concurrency:
+                job = LoadJob(
+                    self.url,
+                    self.model,
+                    self._inputs,
+                    n,
+                    self.duration_s,
+                    self.warmup_s,
+                    self.protocol,
+                )
+                try:
+                    trial.points.append(self.load(job))
+                except PackagerError as exc:
+                    trial.error = f"measuring at concurrency {n}: {exc}"
+                    break
+        finally:
+            # Ctrl-C lands here too: never leave a candidate's instances running.
+            with contextlib.suppress(TuneError):
+                self._unload()
+        return trial
+
+    def close(self) -> str | None:
+        """Leave the model as found: loaded from the repository, or unloaded. Returns a warning."""
+        try:
+            if self._was_ready:
+                self._load()
+            else:
+                self._unload()
+        except TuneError as exc:
+            return f"could not restore model '{self.model}' on the server: {exc}"
+        return None

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
     "versions": "packager.commands.manifest:versions",
+    "tune": "packager.commands.tune:tune",
 }
 
 

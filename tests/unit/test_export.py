@@ -47,8 +47,14 @@ def _cnn() -> tuple[nn.Module, dict[str, Any], Callable[[], dict[str, np.ndarray
     model = SmallCNN()
     model.train()  # left in training mode on purpose: export must use eval()
     with torch.no_grad():  # non-trivial running stats, so eval() vs train() differ visibly
-        model.features[1].running_mean.uniform_(-1, 1)
-        model.features[1].running_var.uniform_(0.5, 2)
+        bn = model.features[1]
+        assert (
+            isinstance(bn, nn.BatchNorm2d)
+            and bn.running_mean is not None
+            and bn.running_var is not None
+        )
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
     return (
         model,
         {"input_specs": ["image:FP32:3,16,16"]},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pytest
 
 from packager.errors import ExportError, VerificationError
-from packager.verify import compare, verify
+from packager.verify import VerificationReport, compare, verify
 
 
 def test_compare_reports_max_errors_and_worst_index() -> None:
@@ -48,10 +50,10 @@ def test_compare_integer_and_bool_outputs() -> None:
 def test_verify_raises_with_table_naming_failed_output() -> None:
     cases = [("example (batch 2)", {"x": np.ones((2, 3), np.float32)})]
 
-    def reference(inputs: dict) -> dict:
+    def reference(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"a": inputs["x"] * 2, "b": inputs["x"] + 1}
 
-    def candidate(inputs: dict) -> dict:
+    def candidate(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"a": inputs["x"] * 2, "b": inputs["x"] + 1.01}
 
     with pytest.raises(VerificationError) as info:
@@ -60,6 +62,7 @@ def test_verify_raises_with_table_naming_failed_output() -> None:
     assert isinstance(err, ExportError)  # callers catching ExportError also see verification
     assert "for output(s) b" in str(err)
     report = err.report
+    assert isinstance(report, VerificationReport)
     assert [c.output for c in report.failures] == ["b"]
     table = report.table()
     assert "max abs err" in table and "FAIL" in table and "ok" in table

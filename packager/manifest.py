@@ -373,7 +373,6 @@ def build_manifest(
                     f"{e.name}/{e.version} already exists in {out}; pass --force to replace it, "
                     "or set another version",
                 )
-        problems.raise_if_any()
     with tempfile.TemporaryDirectory(prefix="tp-manifest-") as scratch:
         plans: dict[str, tuple[Entry, ModelWrite]] = {}
         with _importable(manifest.resolve().parent):
@@ -389,8 +388,17 @@ def build_manifest(
                 except PackagerError as exc:
                     problems.add(e.path, f"{e.name}: {exc}")
         members = {**existing, **{n: w.spec for n, (_, w) in plans.items()}}
+        failed = {e.name for e in entries if e.section != "ensembles" and e.name not in plans}
         for e in entries:
-            if e.section == "ensembles":
+            broken = [
+                (i, s) for i, s in enumerate(e.options.get("steps", ())) if s.model_name in failed
+            ]
+            for i, s in broken:  # no second, misleading "does not exist" for these
+                problems.add(
+                    (*e.path, "steps", i, "model"),
+                    f"{s.model_name!r} could not be built (see above); the wiring is checked once it builds",
+                )
+            if e.section == "ensembles" and not broken:
                 w = _plan_ensemble(e, members, problems)
                 if w is not None:
                     plans[e.name] = (e, w)
@@ -477,7 +485,8 @@ def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
         kwargs["input_specs"] = list(o["inputs"])
     if o["output_names"]:
         kwargs["output_names"] = o["output_names"]
-    result = build(o["source"], **kwargs)
+    source = str(o["source"]) if isinstance(o["source"], Path) else o["source"]
+    result = build(source, **kwargs)
     assert result.written is not None
     vdir = result.written.model_dir / str(e.version)
     files = {

@@ -14,6 +14,7 @@ from packager import sources
 from packager.errors import SourceError
 from packager.repository import sha256_file
 from packager.sources.pytorch_module import PyTorchModuleSource
+from packager.verify import torchscript_runner
 from packager.weights import (
     import_reference,
     instantiate,
@@ -206,11 +207,10 @@ def test_source_load_with_weights_records_sha(user_project: Path) -> None:
             "weights_sha256": sha256_file(weights),
         }
         # The exported model carries the loaded weights, not the factory's random ones.
-        ts = torch.jit.load(str(loaded.files["model.pt"]))
-        out = ts(torch.ones(1, 3))
-        np.testing.assert_allclose(
-            out.detach().numpy(), np.full((1, 2), 1.5) + net.lin.bias.detach().numpy(), rtol=1e-6
-        )
+        run = torchscript_runner(loaded.files["model.pt"], ["x"], ["OUTPUT__0"])
+        out = run({"x": np.ones((1, 3), np.float32)})["OUTPUT__0"]
+        expected = np.full((1, 2), 1.5) + net.lin.bias.detach().numpy()
+        np.testing.assert_allclose(out, expected, rtol=1e-6)
     finally:
         loaded.close()
 

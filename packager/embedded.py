@@ -23,7 +23,8 @@ TRITON_VERSION = "2.51.0"  # the server inside nvidia-pytriton 0.7.0
 TRITON_NGC_RELEASE = "24.10"  # nvcr.io/nvidia/tritonserver:<release>-py3 carries the same server
 PYTRITON_DIST = "nvidia-pytriton"
 
-# Bumped whenever the prepared backend folder changes shape, so stale caches are not reused.
+# Bumped whenever the prepared backend folder changes shape, so stale caches are not reused
+# (the prelude's own text is part of the cache key too).
 _BACKEND_LAYOUT = "1"
 _SYS_PATH_ENV = "TRITON_PACKAGER_SYS_PATH"
 
@@ -46,6 +47,8 @@ def _tp_extend_sys_path():
         if entry.endswith("lib-dynload"):
             at = i + 1
     _tp_sys.path[at:at] = extra
+    # Never write __pycache__ into model repositories (they may be the user's, or read-only).
+    _tp_sys.dont_write_bytecode = True
 
 
 _tp_extend_sys_path()
@@ -111,7 +114,9 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
         if not needed.is_file():
             raise ServerError(f"{needed} is missing: reinstall nvidia-pytriton==0.7.0 --no-deps")
 
-    key = hashlib.sha256(f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(
+        f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}|{_SYS_PATH_PRELUDE}".encode()
+    ).hexdigest()[:10]
     target = (cache_dir or _cache_root()) / f"backends-{TRITON_VERSION}-py{minor}-{key}"
     python_dir = target / "python"
     if _backend_dir_ok(python_dir, stub, lib):

@@ -125,12 +125,16 @@ class LocalServer:
         extra_args: Sequence[str] = (),
         shadow: bool = True,
     ) -> None:
+        """``shadow=False`` serves ``repository`` in place (native-backend models then fail)."""
         if model_control_mode not in CONTROL_MODES:
             raise ServerError(
                 f"model control mode {model_control_mode!r} is not one of: {', '.join(CONTROL_MODES)}"
             )
         if load_models and model_control_mode != "explicit":
-            raise ServerError("load_models needs model_control_mode='explicit'")
+            raise ServerError(
+                "loading named models at start (--load-model / load_models) needs "
+                "model control mode 'explicit'"
+            )
         self.repository = Path(repository)
         self.host = host
         self._wanted_ports = (int(http_port), int(grpc_port), int(metrics_port))
@@ -230,13 +234,14 @@ class LocalServer:
             return self
 
     def _served_repository(self) -> Path:
+        """The folder given to tritonserver: a linked copy (the shadow) unless told otherwise."""
         if not self.shadow:
             return self.repository
         from packager.shadow import needs_shadow, shadow_repository
 
+        if self.model_control_mode == "poll" and not needs_shadow(self.repository):
+            return self.repository  # poll follows the user's files: serve them in place
         assert self._workdir is not None
-        if not needs_shadow(self.repository):
-            return self.repository
         shadow_dir = self._workdir / "repository"
         self.shadowed = shadow_repository(self.repository, shadow_dir)
         return shadow_dir

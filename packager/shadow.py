@@ -5,7 +5,11 @@ for NVIDIA's container (``onnxruntime_onnx``, ``pytorch_libtorch``) cannot load 
 :func:`shadow_repository` writes a copy of the repository in which each such model keeps its name,
 versions, inputs, outputs, batching and instance counts, but runs through the generated
 ``model.py`` of :mod:`packager.pyruntime`. Artifacts are linked, never copied, and the user's
-repository is never written to. Python models and ensembles pass through unchanged.
+repository is never written to. Python models and ensembles pass through unchanged (linked).
+
+:class:`packager.server.LocalServer` serves every repository through such a linked copy (except
+in poll mode), so that the server's Python stubs write their ``__pycache__`` there and a
+repository with SHA256SUMS stays exactly as built.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from packager.errors import ServerError
+from packager.errors import PackagerError, ServerError
 
 # platform or backend name -> runtime format of packager.pyruntime
 _NATIVE: dict[str, str] = {
@@ -47,15 +51,26 @@ def native_format(config: Any) -> str | None:
     return _NATIVE.get(config.backend) or _NATIVE.get(config.platform)
 
 
+def _config_or_none(model_dir: Path) -> Any:
+    # A config that does not parse is Triton's to report, with its own message, at load time.
+    try:
+        return _read_config(model_dir)
+    except PackagerError:
+        return None
+
+
 def needs_shadow(repository: Path | str) -> bool:
     """Whether any model of the repository uses a backend that the embedded server lacks."""
-    root = Path(repository)
-    return any(native_format(_read_config(d)) for d in _model_dirs(root))
+    configs = (_config_or_none(d) for d in _model_dirs(Path(repository)))
+    return any(c is not None and native_format(c) for c in configs)
 
 
 def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
     """Write the shadow of ``repository`` into ``target`` (created; must not exist).
 
+    Every model folder becomes a tree of real folders holding links to the user's files, so
+    whatever the server writes (Python's ``__pycache__``) lands in the shadow, never in the
+    user's repository. Native-backend models get a rewritten config and the runtime ``model.py``.
     Returns one human-readable line per model that now runs through the Python runtime.
     """
     from google.protobuf import text_format
@@ -71,29 +86,21 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
         if not (entry.is_dir() and (entry / CONFIG).is_file()):
             _link(entry, dst_root / entry.name)  # stray files and config-less folders as they are
             continue
-        config = _read_config(entry)
-        fmt = native_format(config)
-        if fmt is None:  # python models, ensembles, anything else: Triton decides
-            _link(entry, dst_root / entry.name)
-            continue
         model_dst = dst_root / entry.name
-        model_dst.mkdir()
+        _mirror(entry, model_dst, skip_top=frozenset({CONFIG}))
+        config = _config_or_none(entry)
+        fmt = native_format(config) if config is not None else None
+        if fmt is None:  # python models, ensembles, anything else: Triton decides
+            _link(entry / CONFIG, model_dst / CONFIG)
+            continue
         artifact = config.default_model_filename or _DEFAULT_ARTIFACT[fmt]
         was = config.backend or config.platform
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)
-        version_dirs = [v for v in sorted(entry.iterdir()) if _is_version_dir(v)]
-        for item in sorted(entry.iterdir()):
-            if item.name == CONFIG or item in version_dirs:
-                continue
-            _link(item, model_dst / item.name)  # labels files, etc.
-        for vdir in version_dirs:
-            vdst = model_dst / vdir.name
-            vdst.mkdir()
-            for item in sorted(vdir.iterdir()):
-                if item.name not in files:
-                    _link(item, vdst / item.name)
+        version_dirs = [v for v in sorted(model_dst.iterdir()) if _is_version_dir(v)]
+        for vdst in version_dirs:
             for name, text in files.items():
+                (vdst / name).unlink(missing_ok=True)  # a link to a user file of that name
                 (vdst / name).write_text(text, encoding="utf-8")
         (model_dst / CONFIG).write_text(text_format.MessageToString(config), encoding="utf-8")
         versions = ", ".join(v.name for v in version_dirs) or "none"
@@ -102,6 +109,18 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
             f"{entry.name}: {was} served through the Python runtime ({fmt}, versions {versions}{extra})"
         )
     return notes
+
+
+def _mirror(src: Path, dst: Path, skip_top: frozenset[str] = frozenset()) -> None:
+    """Recreate ``src``'s folders under ``dst`` with every file linked, not copied."""
+    dst.mkdir()
+    for item in sorted(src.iterdir()):
+        if item.name in skip_top:
+            continue
+        if item.is_dir() and not item.is_symlink():
+            _mirror(item, dst / item.name)
+        else:
+            _link(item, dst / item.name)
 
 
 def _is_version_dir(path: Path) -> bool:

@@ -13,39 +13,14 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from packager.server import LocalServer, started_pids
+from packager.server import LocalServer
+from tests.support.servers import describe, leftover_processes
 
 StartServer = Callable[..., LocalServer]
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def leftover_processes() -> list[int]:
-    """Processes still alive from every tritonserver this Python process started."""
-    left: list[int] = []
-    for pid in started_pids():
-        left += _group_members(pid)  # LocalServer starts each server in its own group
-    return left
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -58,13 +33,7 @@ def no_server_left_behind() -> Iterator[None]:
         time.sleep(0.2)
         left = leftover_processes()
     if left:
-        cmds = []
-        for pid in left:
-            try:
-                cmds.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_bytes()[:120]!r}")
-            except OSError:
-                cmds.append(str(pid))
-        pytest.fail("tritonserver processes left behind:\n" + "\n".join(cmds))
+        pytest.fail("tritonserver processes left behind:\n" + describe(left))
 
 
 @pytest.fixture(scope="session")

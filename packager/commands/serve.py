@@ -1,0 +1,162 @@
+"""``triton-packager serve``: run a model repository on the embedded tritonserver until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+
+class _Stop(Exception):
+    """SIGTERM arrived: shut down like Ctrl-C."""
+
+
+@click.command("serve")
+@click.argument("repository", type=click.Path(path_type=Path))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the server binds to; 0.0.0.0 exposes it to the network.",
+)
+@click.option(
+    "--http-port", type=int, default=8000, show_default=True, help="HTTP/REST port (0 = any free)."
+)
+@click.option(
+    "--grpc-port", type=int, default=8001, show_default=True, help="gRPC port (0 = any free)."
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=8002,
+    show_default=True,
+    help="Prometheus metrics port (0 = any free).",
+)
+@click.option(
+    "--model-control-mode",
+    type=click.Choice(["none", "explicit", "poll"]),
+    default="none",
+    show_default=True,
+    help="none: load every model at start; explicit: load only --load-model names and "
+    "whatever clients load later; poll: reload models when their files change.",
+)
+@click.option(
+    "--load-model",
+    "load_models",
+    multiple=True,
+    metavar="NAME",
+    help="Model to load at start in explicit mode (repeat the option; '*' loads all).",
+)
+@click.option(
+    "--log-verbose",
+    type=click.IntRange(0, None),
+    default=0,
+    show_default=True,
+    help="Triton's verbose log level (0 = off, 1 = details of loading and requests).",
+)
+@click.option("--show-log", is_flag=True, help="Echo the server's own log to stderr while it runs.")
+@click.option(
+    "--startup-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to wait for the server and its models to become ready.",
+)
+def serve(
+    repository: Path,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    metrics_port: int,
+    model_control_mode: str,
+    load_models: tuple[str, ...],
+    log_verbose: int,
+    show_log: bool,
+    startup_timeout: float,
+) -> None:
+    """Serve REPOSITORY on the embedded Triton server (2.51.0) until Ctrl-C.
+
+    Models built for Triton's ONNX Runtime or LibTorch backends run through the generated Python
+    runtime here (one line per model says so); the repository itself is never modified.
+    """
+    from packager.errors import ServerError
+    from packager.server import LocalServer
+
+    server = LocalServer(
+        repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        model_control_mode=model_control_mode,
+        load_models=load_models,
+        startup_timeout_s=startup_timeout,
+        log_verbose=log_verbose,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        click.echo(f"starting tritonserver on {repository} ...", err=True)
+        server.start()
+        _print_banner(server)
+        offset = 0
+        while server.is_running:
+            if show_log:
+                offset = _echo_log(server, offset)
+            time.sleep(0.3)
+        if show_log:
+            _echo_log(server, offset)
+        log = server.log_text()
+        from packager.embedded import describe_failure
+
+        raise ServerError(f"tritonserver stopped unexpectedly:\n{describe_failure(log)}")
+    except (KeyboardInterrupt, _Stop):
+        click.echo("\nstopping tritonserver ...", err=True)
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    click.echo("stopped", err=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> Any:
+    raise _Stop()
+
+
+def _print_banner(server: Any) -> None:
+    from packager.embedded import TRITON_VERSION
+
+    click.echo(f"tritonserver {TRITON_VERSION} is ready (pid {server.pid})")
+    click.echo(f"  HTTP     http://{server.http_url}")
+    click.echo(f"  gRPC     {server.grpc_url}")
+    click.echo(f"  metrics  http://{server.metrics_url}/metrics")
+    if server.host in ("0.0.0.0", "::", ""):
+        click.echo(f"  (bound to {server.host}: reachable from other machines)")
+    for line in server.shadowed:
+        click.echo(f"shadow: {line}")
+    rows = server.models()
+    if not rows:
+        click.echo("no models in the repository")
+    else:
+        width = max(len(m.name) for m in rows)
+        click.echo("models:")
+        for m in rows:
+            state = m.state or "not loaded"
+            reason = f"  {m.reason}" if m.reason else ""
+            click.echo(f"  {m.name:<{width}}  version {m.version or '-':<3} {state}{reason}")
+    if server.model_control_mode == "explicit":
+        click.echo(
+            f"explicit mode: load more with POST http://{server.http_url}/v2/repository/models/NAME/load"
+        )
+    click.echo("press Ctrl-C to stop")
+    sys.stdout.flush()
+
+
+def _echo_log(server: Any, offset: int) -> int:
+    text = server.log_text()
+    if len(text) > offset:
+        click.echo(text[offset:], err=True, nl=False)
+    return len(text)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packager.errors import PackagerError
 from packager.tune_search import (
     SEARCHES,
     Budget,
@@ -315,6 +316,7 @@ def tune(
         protocol=protocol,
     )
     warnings: list[str] = []
+    apply_error: PackagerError | None = None
     try:
         target.open()
         per_candidate = LOAD_ESTIMATE_S + len(concurrency) * (duration_s + warmup_s)
@@ -327,52 +329,61 @@ def tune(
         outcome = run_search(
             space, start, objective, target.evaluate, search=search, budget=budget, progress=say
         )
+        result = TuneResult(
+            model=config.name,
+            model_dir=model_dir,
+            objective=objective,
+            search=search,
+            concurrency=concurrency,
+            space=space,
+            start=start,
+            trials=outcome.trials,
+            winner=pick_winner(outcome.trials, objective),
+            stopped=outcome.stopped,
+            skipped=outcome.skipped,
+            elapsed_s=time.monotonic() - started,
+            url=url,
+            embedded=server is not None,
+            server_version=target.server_version,
+            machine=machine(),
+            settings={
+                "duration_s": duration_s,
+                "warmup_s": warmup_s,
+                "budget_s": budget_s,
+                "protocol": protocol,
+            },
+            warnings=warnings,
+        )
+        if apply and result.winner is not None:
+            # Before the server is restored: a server at --url then reloads the tuned config.
+            try:
+                result.applied_config = apply_candidate(
+                    model_dir, result.winner.candidate, _record(result)
+                )
+            except PackagerError as exc:
+                apply_error = exc
     finally:
         # Also on Ctrl-C: the server keeps no candidate, the embedded one is stopped.
-        with _no_interrupt_masking():
+        with _IgnoreInterrupts():
             if server is None:
                 if (warn := target.close()) is not None:
                     warnings.append(warn)
             else:
                 server.stop()
-
-    result = TuneResult(
-        model=config.name,
-        model_dir=model_dir,
-        objective=objective,
-        search=search,
-        concurrency=concurrency,
-        space=space,
-        start=start,
-        trials=outcome.trials,
-        winner=pick_winner(outcome.trials, objective),
-        stopped=outcome.stopped,
-        skipped=outcome.skipped,
-        elapsed_s=time.monotonic() - started,
-        url=url,
-        embedded=server is not None,
-        server_version=target.server_version,
-        machine=machine(),
-        settings={
-            "duration_s": duration_s,
-            "warmup_s": warmup_s,
-            "budget_s": budget_s,
-            "protocol": protocol,
-        },
-        warnings=warnings,
-    )
     write_reports(result, out_dir)
-    if apply:
-        if result.winner is None:
-            raise TuneError(
-                "nothing applied: " + result.summary().splitlines()[-1] + f"; reports in {out_dir}"
-            )
-        result.applied_config = apply_candidate(model_dir, result.winner.candidate, _record(result))
-        write_reports(result, out_dir)  # the JSON report says it was applied
+    if apply_error is not None:
+        raise TuneError(
+            f"measured, but applying the winner failed: {apply_error}; the repository was left "
+            f"as it was; reports in {out_dir}"
+        ) from apply_error
+    if apply and result.winner is None:
+        raise TuneError(
+            "nothing applied: " + result.summary().splitlines()[-1] + f"; reports in {out_dir}"
+        )
     return result
 
 
-class _no_interrupt_masking:
+class _IgnoreInterrupts:
     """Cleanup that must finish even if a second Ctrl-C arrives while it runs."""
 
     def __enter__(self) -> None:

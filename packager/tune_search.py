@@ -252,11 +252,17 @@ class Budget:
 
     seconds: float
     first_estimate_s: float
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None  # clock() when None
     costs: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        assert self.started is not None
+        return self.clock() - self.started
 
     def expected(self) -> float:
         # The slowest candidate so far: instance counts and batch sizes change load times.
@@ -296,9 +302,9 @@ def run_search(
         if trials and not budget.fits():
             return None
         say(f"[{len(trials) + 1}] {c.label} ({budget.elapsed():.0f}/{budget.seconds:.0f} s)")
-        t0 = time.monotonic()
+        t0 = budget.clock()
         trial = evaluate(c)
-        trial.seconds = time.monotonic() - t0
+        trial.seconds = budget.clock() - t0
         budget.costs.append(trial.seconds)
         trials[c] = trial
         say(_trial_line(trial, objective))

@@ -145,14 +145,14 @@ def running(
     model_files: dict[str, Path],
     start_server: StartServer,
 ) -> tuple[LocalServer, Path]:
-    repo = make_repo(tmp_path_factory.mktemp("served"), model_files)
-    # A repository with native ONNX models is served through a Python-backend shadow whose
-    # config.pbtxt files are copies: apply would not reach the server. A python-backend build
-    # is served from the repository itself.
-    python_repo = repo.parent / "python_repo"
-    build(model_files["mlp"], name="mlp", output=python_repo, max_batch_size=8, backend="python")
-    server = start_server(python_repo, model_control_mode="explicit", load_models=["mlp"])
-    return server, python_repo
+    # The embedded server serves a linked view of the repository; a native ONNX model's config
+    # there is a rewritten copy, so a reload after --apply would not see the new file. A
+    # python-backend model's config.pbtxt is linked: the server reloads the tuned file.
+    repo = tmp_path_factory.mktemp("served") / "repo"
+    build(model_files["mlp"], name="mlp", output=repo, max_batch_size=8, backend="python")
+    build(model_files["two_io"], name="two_io", output=repo, max_batch_size=4, backend="python")
+    server = start_server(repo, model_control_mode="explicit", load_models=["mlp"])
+    return server, repo
 
 
 def test_a_running_server_is_tuned_applied_and_left_serving_the_result(

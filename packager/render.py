@@ -43,9 +43,10 @@ def templates_dir() -> Path:
 
 
 def _quote(value: object) -> str:
-    """A protobuf text-format string literal."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{text}"'
+    """A protobuf text-format string literal (protobuf's own escaping: every control character)."""
+    from google.protobuf import text_encoding
+
+    return '"' + text_encoding.CEscape(str(value), as_utf8=True) + '"'
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,7 +72,8 @@ def render_config(spec: ModelSpec) -> str:
     spec.check()
     raw = render_template("config.pbtxt.j2", spec=spec)
     # Blank lines left by template conditionals carry no meaning; dropping them keeps output stable.
-    text = "\n".join(line for line in raw.splitlines() if line.strip()) + "\n"
+    # split("\n"), not splitlines(): the latter also splits at \x1c, \u2028... inside strings.
+    text = "\n".join(line for line in raw.split("\n") if line.strip()) + "\n"
     parse_config(text)  # a template bug must never reach the disk
     return text
 

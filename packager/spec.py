@@ -20,6 +20,9 @@ Kind = str
 KINDS: tuple[str, ...] = ("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL")
 TimeoutAction = str
 
+# Limits of the int64/int32 fields in Triton's model_config.proto.
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
 # Triton uses the model name as a directory name and in URLs (/v2/models/<name>).
 # We accept what is safe in both: no separators, no "..", no leading dot or dash.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
@@ -224,6 +227,8 @@ def problems(spec: ModelSpec) -> list[str]:
         out.append("set exactly one of platform (e.g. onnxruntime_onnx) or backend (e.g. python)")
     if spec.max_batch_size < 0:
         out.append(f"max_batch_size must be >= 0, got {spec.max_batch_size}")
+    elif spec.max_batch_size > INT32_MAX:  # an int32 in Triton's schema
+        out.append(f"max_batch_size {spec.max_batch_size} is larger than 2^31-1")
     if not spec.inputs and spec.platform != "ensemble":
         out.append("the model has no inputs")
     if not spec.outputs:
@@ -246,6 +251,9 @@ def problems(spec: ModelSpec) -> list[str]:
             for d in t.dims:
                 if d == 0 or d < -1:
                     out.append(f"{role} {t.name!r} has dim {d}; dims are positive or -1 (dynamic)")
+                    break
+                if d > INT64_MAX:  # config dims are int64: such a config does not even parse
+                    out.append(f"{role} {t.name!r} has dim {d}, larger than 2^63-1")
                     break
     out.extend(_instance_problems(spec))
     out.extend(_batching_problems(spec))

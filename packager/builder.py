@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from packager import sources
+from packager.compress import CompressOptions, compress_loaded
 from packager.errors import PackagerError, SpecError
 from packager.render import render_config
 from packager.repository import WriteResult, write_model
@@ -144,6 +145,15 @@ def build(
     cuda_graphs: bool = False,
     force: bool = False,
     dry_run: bool = False,
+    quantize: str | None = None,
+    calibration_data: Any = None,
+    per_channel: bool = False,
+    fp16: bool = False,
+    fp16_io: bool = False,
+    prune: float | None = None,
+    prune_structured: bool = False,
+    eval_data: str | Path | None = None,
+    eval_metric: str = "accuracy",
     **source_options: Any,
 ) -> BuildResult:
     """Package ``model`` (a file path, a ``module:factory`` reference or an ``nn.Module``) as
@@ -151,6 +161,8 @@ def build(
 
     ``source_options`` go to the source: ``input_specs``, ``example_inputs``, ``weights``,
     ``output_names``, ``dynamic_axes``, ``opset``, ``torchscript_mode``, ``verify``, ``atol``, ``rtol``.
+    Compression (``quantize``, ``fp16``, ``prune``...) is :class:`packager.compress.CompressOptions`;
+    its before/after figures go to ``record["compression"]``.
     """
     early = []
     if (p := name_problem(name)) is not None:
@@ -163,13 +175,21 @@ def build(
         early.append(f"--gpus needs --kind gpu (kind is {kind})")
     if isinstance(version_policy, str):
         version_policy = VersionPolicy.parse(version_policy)
+    compress = CompressOptions(
+        quantize, calibration_data, per_channel, fp16, fp16_io, prune, prune_structured,
+        eval_data, eval_metric,
+    )  # fmt: skip
+    early += compress.problems()
     if early:
         raise SpecError(early, subject=f"build of {name!r}")
 
     if max_batch_size is not None:
         source_options.setdefault("max_batch_size", max_batch_size)
+    if compress.prune is not None:
+        source_options["prune"] = compress.prune_request()  # pruned before export
     loaded = load_source(model, format, **source_options)
     try:
+        compress_loaded(loaded, compress)  # replaces model.onnx; figures in the record
         sig = loaded.signature
         mbs = _max_batch_size(sig, max_batch_size)
         groups = (

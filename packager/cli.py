@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "k8s": "packager.commands.deploy:k8s",
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
+    "evaluate": "packager.commands.evaluate:evaluate",
     "versions": "packager.commands.manifest:versions",
     "tune": "packager.commands.tune:tune",
 }

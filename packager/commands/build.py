@@ -220,6 +220,44 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--atol", type=float, default=None, help="Verification absolute tolerance.")
 @click.option("--rtol", type=float, default=None, help="Verification relative tolerance.")
+@click.option(
+    "--quantize",
+    type=click.Choice(["dynamic-int8", "static-int8"]),
+    default=None,
+    help="ONNX: int8 weights (dynamic) or int8 weights and activations (static, QDQ).",
+)
+@click.option(
+    "--calibration-data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="static-int8: .npz of representative inputs (one array per input, samples first).",
+)
+@click.option("--per-channel", is_flag=True, help="Quantize weights per output channel.")
+@click.option("--fp16", is_flag=True, help="ONNX: fp16 weights and compute; fp32 inputs/outputs.")
+@click.option("--fp16-io", is_flag=True, help="With --fp16: make inputs and outputs FP16 too.")
+@click.option(
+    "--prune",
+    type=float,
+    default=None,
+    help="PyTorch: zero this fraction (0-1) of each Linear/Conv layer's weights before export.",
+)
+@click.option(
+    "--prune-structured",
+    is_flag=True,
+    help="With --prune: remove whole output channels (L2 norm) instead of single weights.",
+)
+@click.option(
+    "--eval-data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Labeled .npz (inputs + 'labels'): show the metric before/after compression.",
+)
+@click.option(
+    "--eval-metric",
+    default="accuracy",
+    show_default=True,
+    help="Metric for --eval-data: accuracy, topK (e.g. top5), mse, mae.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing version.")
 @click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -310,6 +348,10 @@ def build(
     )
     for f in result.written.files:
         click.echo(f"  {f}")
+    if "compression" in result.record:
+        from packager.compress import CompressionReport
+
+        click.echo(CompressionReport.from_dict(result.record["compression"]).table())
 
 
 @click.command("inspect")

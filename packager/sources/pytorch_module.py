@@ -20,7 +20,7 @@ from packager.weights import import_reference, instantiate, is_reference, load_w
 # Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
 OPTIONS = (
     "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes",
-    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size",
+    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size", "prune",
 )  # fmt: skip
 
 
@@ -54,6 +54,10 @@ class PyTorchModuleSource:
             load_weights(module, weights)
             source["weights"] = Path(weights).name
             source["weights_sha256"] = sha256_file(Path(weights))
+        # build --prune: a pruned copy of the module is exported (packager.compress.prune)
+        from packager.compress.prune import prune_for_export
+
+        module, pruned = prune_for_export(module, options.get("prune"))
         return export_module(
             module,
             format=_target(options.get("format")),
@@ -67,7 +71,7 @@ class PyTorchModuleSource:
             atol=_number(options.get("atol"), DEFAULT_ATOL),
             rtol=_number(options.get("rtol"), DEFAULT_RTOL),
             batch_size=int(options.get("batch_size") or 2),
-            record={"source": source},
+            record={"source": source, **pruned},
         )
 
 

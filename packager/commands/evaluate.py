@@ -1,0 +1,99 @@
+"""``evaluate``: score a served model on labeled data, optionally against a local reference."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help=".npz with one array per model input (samples first) and the labels.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="accuracy, topK (e.g. top5), mse or mae (repeatable). Default: accuracy.",
+)
+@click.option(
+    "--labels", "labels_key", default="labels", show_default=True, help="Name of the labels array."
+)
+@click.option("--output", default=None, help="Output to score. Default: the model's first.")
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Local ONNX model run on the same data by ONNX Runtime, for comparison.",
+)
+@click.option(
+    "--url",
+    default="localhost:8000",
+    show_default=True,
+    help="Server address: host:port (HTTP) or grpc://host:port.",
+)
+@click.option("--version", "version", default="", help="Model version. Default: latest.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Samples per request. Default: 64, at most the model's max_batch_size.",
+)
+@click.option(
+    "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds to wait."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(
+    model: str,
+    data: str,
+    metrics: tuple[str, ...],
+    labels_key: str,
+    output: str | None,
+    reference: str | None,
+    url: str,
+    version: str,
+    batch_size: int | None,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Send labeled DATA through the served MODEL in batches and report its metrics."""
+    from packager.evaluate import evaluate as run_evaluation
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        # The bar goes to stderr so that --json output on stdout stays parseable.
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=total, label=f"evaluating {model}", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        result = run_evaluation(
+            model,
+            data,
+            url=url,
+            metrics=list(metrics) or ["accuracy"],
+            labels_key=labels_key,
+            output=output,
+            batch_size=batch_size,
+            version=version,
+            reference=reference,
+            timeout_s=timeout_s,
+            progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.table())

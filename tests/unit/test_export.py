@@ -417,3 +417,22 @@ def test_tolerance_options_reach_the_check() -> None:
 def test_bad_requests_are_explained(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         export_module(MLP(), **kwargs)
+
+
+def test_onnx_over_the_single_file_limit_keeps_its_data_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A > 2 GB model is too slow for a unit test: lower the limit instead.
+    monkeypatch.setattr("packager.exporters.ONNX_SINGLE_FILE_LIMIT", 0)
+    loaded = export_module(MLP(), format="onnx", input_specs=["x:FP32:16"])
+    try:
+        assert sorted(loaded.files) == ["model.onnx", "model.onnx.data"]
+        model = onnx.load(str(loaded.files["model.onnx"]), load_external_data=False)
+        assert external_locations(model) == ["model.onnx.data"]
+        # Copied side by side (as into a version folder), the pair loads and runs.
+        for name, src in loaded.files.items():
+            (tmp_path / name).write_bytes(src.read_bytes())
+        out = onnx_runner(tmp_path / "model.onnx")({"x": np.ones((3, 16), np.float32)})
+        assert out["output"].shape == (3, 4)
+    finally:
+        loaded.close()

@@ -1,278 +1,285 @@
-"""Reading and checking a deploy manifest (YAML) before anything is built.
+"""The deploy manifest's schema: which keys each section takes, and checked :class:`Entry` items.
 
-:func:`load` returns the plain data plus a :class:`Problems` collector that knows the line of
-every key, so each message reads ``deploy.yaml:12: models[0].max_batch_size: expected an
-integer >= 0, got 'eight'``. Every problem of the whole file is reported at once.
+:func:`check_manifest` parses the YAML (:mod:`packager.yamlcheck` keeps the line of every key)
+and returns one :class:`Entry` per model, Python step and ensemble, with typed options and paths
+resolved from the manifest's folder; it raises :class:`ManifestError` listing every problem of
+the file at once, each as ``deploy.yaml:12: models[0].max_batch_size: expected ...``.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from packager.ensemble import EnsembleStep
+from packager.errors import SpecError
+from packager.spec import DynamicBatching, InstanceGroup, TensorSpec, VersionPolicy, name_problem
+from packager.yamlcheck import KeyPath, Problems, Reader, load
 
-from packager import dtypes
-from packager.errors import ManifestError
-from packager.spec import TensorSpec
-
-KeyPath = tuple[str | int, ...]
-_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module.path:factory
-
-
-def key_path(path: KeyPath) -> str:
-    """``("models", 0, "max_batch_size")`` -> ``models[0].max_batch_size``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][\w\-]*", part):
-            text += f".{part}" if text else part
-        else:
-            text += f"[{part!r}]"
-    return text or "(top level)"
-
-
-class Problems:
-    """Collects ``file:line: key.path: message`` lines for one manifest."""
-
-    def __init__(self, file: Path, lines: Mapping[KeyPath, int]) -> None:
-        self.file = file
-        self.lines = lines
-        self.items: list[str] = []
-
-    def add(self, path: KeyPath, message: str) -> None:
-        line = None
-        for n in range(len(path), -1, -1):  # the nearest enclosing key that has a line
-            line = self.lines.get(tuple(path[:n]))
-            if line is not None:
-                break
-        where = f"{self.file.name}:{line}" if line else self.file.name
-        self.items.append(f"{where}: {key_path(path)}: {message}")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            raise ManifestError(self.items, str(self.file))
-
-
-def load(path: Path) -> tuple[Any, Problems]:
-    """Parse ``path``; YAML syntax errors and duplicate keys raise ManifestError at once."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError([f"{path} does not exist"], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError([f"cannot read {path}: {exc}"], str(path)) from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ManifestError([f"{where}: not valid YAML: {reason}"], str(path)) from None
-    lines: dict[KeyPath, int] = {}
-    duplicates: list[str] = []
-    if node is not None:
-        _walk(node, (), lines, duplicates, path.name)
-    if duplicates:
-        raise ManifestError(duplicates, str(path))
-    return data, Problems(path, lines)
+SECTIONS = {
+    "models": "model files or PyTorch module:factory references",
+    "python_steps": "Python pre/post-processing steps",
+    "ensembles": "pipelines of models and steps",
+}
+_COMMON = {
+    "name": "model name (folder and URL name)",
+    "max_batch_size": "integer >= 0 (0 = the model does not batch)",
+    "instance_groups": "list of {kind, count, gpus}",
+    "dynamic_batching": "true/false or {preferred_batch_sizes, max_queue_delay_us, ...}",
+    "version": "version folder to write (default 1)",
+    "version_policy": "latest[:N] | all | specific:V1,V2",
+    "parameters": "mapping of config parameters",
+    "labels": "mapping of output name -> labels file (label_filename)",
+}
+MODEL_KEYS = {
+    **_COMMON,
+    "source": "model file (.onnx, TorchScript .pt) or PyTorch module:factory",
+    "weights": "PyTorch weights file (.pt state_dict or .safetensors)",
+    "format": "auto | onnx | torchscript (export target for PyTorch)",
+    "backend": "native | python",
+    "inputs": "list of {name, dtype, dims} (TorchScript / PyTorch)",
+    "output_names": "list of output names (PyTorch export)",
+    "example_inputs": ".npz file of example inputs, batch dim first",
+    "warmup": "batch size of a random-data warmup request (0 = none)",
+    "export": "{opset, torchscript_mode, verify, atol, rtol} for PyTorch export",
+}
+STEP_KEYS = {
+    **_COMMON,
+    "file": "the step's .py file",
+    "function": "name of the function to call",
+    "class": "name of the class to instantiate and call",
+    "inputs": "list of {name, dtype, dims}",
+    "outputs": "list of {name, dtype, dims}",
+    "files": "list of extra files for the version folder",
+}
+ENSEMBLE_KEYS = {
+    "name": "ensemble name",
+    "steps": "ordered list of {model, version, inputs, outputs}",
+    "inputs": "list of tensor names or {name, dtype, dims} (default: inferred)",
+    "outputs": "list of tensor names or {name, dtype, dims}",
+    "max_batch_size": "integer >= 0 (default: the smallest of the members')",
+    "version": "version folder to write (default 1)",
+    "version_policy": "latest[:N] | all | specific:V1,V2",
+    "parameters": "mapping of config parameters",
+}
+ENSEMBLE_STEP_KEYS = {
+    "model": "name of the model to run",
+    "version": "model version (-1 = newest, the default)",
+    "inputs": "mapping of model input -> ensemble tensor",
+    "outputs": "mapping of model output -> ensemble tensor",
+}
+EXPORT_KEYS = {
+    "opset": "ONNX opset",
+    "torchscript_mode": "trace | script",
+    "verify": "true/false",
+    "atol": "absolute tolerance",
+    "rtol": "relative tolerance",
+}
+_KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU", "model": "KIND_MODEL"}
 
 
-def _walk(node: Any, path: KeyPath, lines: dict[KeyPath, int], dups: list[str], file: str) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            k = str(key.value)
-            if k in seen and key.tag != "tag:yaml.org,2002:merge":
-                dups.append(
-                    f"{file}:{key.start_mark.line + 1}: {key_path((*path, k))}: duplicate key "
-                    "(YAML would silently keep only the last one)"
-                )
-            seen.add(k)
-            lines.setdefault((*path, k), key.start_mark.line + 1)
-            _walk(value, (*path, k), lines, dups, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _walk(item, (*path, i), lines, dups, file)
+@dataclass
+class Entry:
+    """One model, step or ensemble of the manifest after the schema check."""
+
+    section: str
+    index: int
+    name: str
+    version: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> KeyPath:
+        return (self.section, self.index)
 
 
-# --------------------------------------------------------------------------- value checks
+def check_manifest(path: str | Path) -> tuple[list[Entry], Problems]:
+    """Parse and schema-check ``path``; raise ManifestError listing every problem."""
+    file = Path(path)
+    data, problems = load(file)
+    r = Reader(problems, file.resolve().parent)
+    if data is None:
+        data = {}
+    top = r.mapping(data, (), SECTIONS)
+    entries: list[Entry] = []
+    if top is not None:
+        for i, item in enumerate(r.items(top.get("models"), ("models",), "models")):
+            entries.append(_model_entry(r, item, ("models", i)))
+        for i, item in enumerate(r.items(top.get("python_steps"), ("python_steps",), "steps")):
+            entries.append(_step_entry(r, item, ("python_steps", i)))
+        for i, item in enumerate(r.items(top.get("ensembles"), ("ensembles",), "ensembles")):
+            entries.append(_ensemble_entry(r, item, ("ensembles", i)))
+        if not any(top.get(s) for s in SECTIONS) and not problems.items:
+            problems.add((), f"the manifest names nothing to build; add {', '.join(SECTIONS)}")
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        if not e.name:
+            continue
+        if (p := name_problem(e.name)) is not None:
+            problems.add((*e.path, "name"), p)
+        elif e.name in seen:
+            first = seen[e.name]
+            problems.add(
+                (*e.path, "name"),
+                f"{e.name!r} is already used by {first.section}[{first.index}]; names are unique",
+            )
+        seen.setdefault(e.name, e)
+    problems.raise_if_any()
+    return entries, problems
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class Reader:
-    """Typed access to one mapping of the manifest; wrong values are recorded, never raised."""
-
-    def __init__(self, problems: Problems, base: Path) -> None:
-        self.p = problems
-        self.base = base
-
-    def mapping(
-        self, value: Any, path: KeyPath, keys: Mapping[str, str], required: tuple[str, ...] = ()
-    ) -> dict[str, Any] | None:
-        """``value`` as a dict whose keys are among ``keys`` (key -> what it is, for messages)."""
-        if not isinstance(value, dict):
-            self.p.add(path, f"expected a mapping with keys {', '.join(keys)}, got {_show(value)}")
-            return None
-        for k in value:
-            if k not in keys:
-                close = difflib.get_close_matches(str(k), list(keys), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                self.p.add(
-                    (*path, str(k)), f"unknown key{hint}; expected one of: {', '.join(keys)}"
-                )
-        for k in required:
-            if value.get(k) is None:
-                self.p.add(path, f"missing required key {k!r} ({keys[k]})")
-        return value
-
-    def items(self, value: Any, path: KeyPath, what: str) -> list[Any]:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.p.add(path, f"expected a list of {what}, got {_show(value)}")
-            return []
-        return value
-
-    def text(self, value: Any, path: KeyPath, choices: tuple[str, ...] = ()) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            self.p.add(path, f"expected a non-empty string, got {_show(value)}")
-            return None
-        if choices and value not in choices:
-            self.p.add(path, f"expected one of {', '.join(choices)}, got {value!r}")
-            return None
-        return value
-
-    def integer(self, value: Any, path: KeyPath, minimum: int | None = None) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            lower = f" >= {minimum}" if minimum is not None else ""
-            self.p.add(path, f"expected an integer{lower}, got {_show(value)}")
-            return None
-        if minimum is not None and value < minimum:
-            self.p.add(path, f"expected an integer >= {minimum}, got {value}")
-            return None
-        return value
-
-    def number(self, value: Any, path: KeyPath) -> float | None:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            self.p.add(path, f"expected a number >= 0, got {_show(value)}")
-            return None
-        return float(value)
-
-    def flag(self, value: Any, path: KeyPath) -> bool | None:
-        if value is None:
-            return None
-        if not isinstance(value, bool):
-            self.p.add(path, f"expected true or false, got {_show(value)}")
-            return None
-        return value
-
-    def int_list(self, value: Any, path: KeyPath, minimum: int | None = None) -> tuple[int, ...]:
-        items = self.items(value, path, "integers")
-        out = [self.integer(v, (*path, i), minimum) for i, v in enumerate(items)]
-        return tuple(v for v in out if v is not None)
-
-    def str_map(self, value: Any, path: KeyPath, what: str) -> dict[str, str]:
-        """A mapping of names to scalar values (numbers and booleans become strings)."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.p.add(path, f"expected a mapping of {what}, got {_show(value)}")
-            return {}
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, (dict, list)) or v is None:
-                self.p.add((*path, str(k)), f"expected a string or number, got {_show(v)}")
-            else:
-                out[str(k)] = str(v).lower() if isinstance(v, bool) else str(v)
-        return out
-
-    def file(self, value: Any, path: KeyPath) -> Path | None:
-        """A file path, relative to the manifest's folder; must exist."""
-        text = self.text(value, path)
-        if text is None:
-            return None
-        resolved = (self.base / text).resolve()
-        if not resolved.is_file():
-            self.p.add(path, f"file {text!r} does not exist (looked for {resolved})")
-            return None
-        return resolved
-
-    def source(self, value: Any, path: KeyPath) -> str | Path | None:
-        """A model file (relative path) or a ``module:factory`` reference."""
-        text = self.text(value, path)
-        if text is None:
-            return None
-        resolved = (self.base / text).resolve()
-        if resolved.is_file():
-            return resolved
-        if _REFERENCE.match(text):
-            return text
-        self.p.add(
-            path,
-            f"file {text!r} does not exist (looked for {resolved}); expected a model file or "
-            "a PyTorch 'module:factory' reference",
+def _common(r: Reader, m: dict[str, Any], path: KeyPath, opts: dict[str, Any]) -> None:
+    opts["max_batch_size"] = r.integer(m.get("max_batch_size"), (*path, "max_batch_size"), 0)
+    groups = []
+    for i, g in enumerate(r.items(m.get("instance_groups"), (*path, "instance_groups"), "groups")):
+        gp = (*path, "instance_groups", i)
+        gm = r.mapping(g, gp, {"kind": "auto|cpu|gpu|model", "count": ">= 1", "gpus": "GPU ids"})
+        if gm is None:
+            continue
+        kind = r.text(gm.get("kind", "cpu"), (*gp, "kind"), tuple(_KINDS)) or "cpu"
+        count = r.integer(gm.get("count", 1), (*gp, "count"), 1) or 1
+        gpus = r.int_list(gm.get("gpus"), (*gp, "gpus"), 0)
+        groups.append(InstanceGroup(_KINDS[kind], count, gpus))
+    opts["instance_groups"] = tuple(groups) or None
+    db = m.get("dynamic_batching")
+    dp = (*path, "dynamic_batching")
+    if isinstance(db, dict):
+        keys = {
+            "preferred_batch_sizes": "list of ints",
+            "max_queue_delay_us": "integer >= 0",
+            "preserve_ordering": "true/false",
+            "priority_levels": "integer >= 0",
+            "default_priority_level": "integer >= 0",
+        }
+        r.mapping(db, dp, keys)
+        opts["dynamic_batching"] = DynamicBatching(
+            r.int_list(db.get("preferred_batch_sizes"), (*dp, "preferred_batch_sizes"), 1),
+            r.integer(db.get("max_queue_delay_us"), (*dp, "max_queue_delay_us"), 0) or 0,
+            r.flag(db.get("preserve_ordering"), (*dp, "preserve_ordering")) or False,
+            r.integer(db.get("priority_levels"), (*dp, "priority_levels"), 0) or 0,
+            r.integer(db.get("default_priority_level"), (*dp, "default_priority_level"), 0) or 0,
         )
+    else:
+        opts["dynamic_batching"] = r.flag(db, dp)
+    opts["version_policy"] = _policy(r, m.get("version_policy"), (*path, "version_policy"))
+    opts["parameters"] = r.str_map(m.get("parameters"), (*path, "parameters"), "parameters")
+    labels = r.str_map(m.get("labels"), (*path, "labels"), "output name -> labels file")
+    opts["labels"] = {
+        k: f for k, v in labels.items() if (f := r.file(v, (*path, "labels", k))) is not None
+    }
+
+
+def _policy(r: Reader, value: Any, path: KeyPath) -> VersionPolicy | None:
+    text = r.text(None if value is None else str(value), path)
+    if text is None:
+        return None
+    try:
+        return VersionPolicy.parse(text)
+    except SpecError:
+        r.p.add(path, f"expected latest[:N], all or specific:V1,V2, got {text!r}")
         return None
 
-    def tensors(self, value: Any, path: KeyPath, role: str) -> tuple[TensorSpec, ...]:
-        keys = {"name": "tensor name", "dtype": "data type", "dims": "list of ints"}
-        if role == "input":
-            keys["optional"] = "true if requests may omit it"
-        out = []
-        for i, item in enumerate(self.items(value, path, f"{role} tensors")):
-            t = self.tensor(item, (*path, i), keys)
-            if t is not None:
-                out.append(t)
-        return tuple(out)
 
-    def tensor(self, item: Any, path: KeyPath, keys: Mapping[str, str]) -> TensorSpec | None:
-        m = self.mapping(item, path, keys, required=("name", "dtype", "dims"))
-        if m is None:
-            return None
-        name = self.text(m.get("name"), (*path, "name"))
-        dtype = self.dtype(m.get("dtype"), (*path, "dtype"))
-        dims = self.items(m.get("dims"), (*path, "dims"), "integers")
-        good = []
-        for j, d in enumerate(dims):
-            if isinstance(d, bool) or not isinstance(d, int) or (d < 1 and d != -1):
-                self.p.add((*path, "dims", j), f"expected a positive integer or -1, got {_show(d)}")
-            else:
-                good.append(d)
-        if "dims" in m and not dims and isinstance(m.get("dims"), list):
-            self.p.add((*path, "dims"), "expected at least one dim (use [1] for a scalar)")
-        optional = self.flag(m.get("optional"), (*path, "optional")) or False
-        if name is None or dtype is None or len(good) != len(dims) or not dims:
-            return None
-        return TensorSpec(name, dtype, tuple(good), optional=optional)
+def _head(
+    r: Reader, item: Any, path: KeyPath, keys: dict[str, str], required: tuple[str, ...]
+) -> tuple[dict[str, Any], Entry]:
+    m = r.mapping(item, path, keys, required) or {}
+    name = r.text(m.get("name"), (*path, "name")) or ""
+    version = r.integer(m.get("version", 1), (*path, "version"), 1) or 1
+    return m, Entry(str(path[0]), int(path[1]), name, version)
 
-    def dtype(self, value: Any, path: KeyPath) -> dtypes.DType | None:
-        text = self.text(value, path)
-        if text is None:
-            return None
-        try:
-            return dtypes.parse(text)
-        except Exception:
-            self.p.add(path, f"expected a data type ({', '.join(dtypes.NAMES)}), got {text!r}")
-            return None
 
-    def each(
-        self, value: Any, path: KeyPath, what: str, fn: Callable[[Any, KeyPath], Any]
-    ) -> list[Any]:
-        return [fn(item, (*path, i)) for i, item in enumerate(self.items(value, path, what))]
+def _model_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
+    m, e = _head(r, item, path, MODEL_KEYS, ("name", "source"))
+    o = e.options
+    o["source"] = r.source(m.get("source"), (*path, "source"))
+    o["weights"] = r.file(m.get("weights"), (*path, "weights"))
+    o["format"] = (
+        r.text(m.get("format"), (*path, "format"), ("auto", "onnx", "torchscript")) or "auto"
+    )
+    o["backend"] = r.text(m.get("backend"), (*path, "backend"), ("native", "python")) or "native"
+    o["inputs"] = r.tensors(m.get("inputs"), (*path, "inputs"), "input")
+    names = r.items(m.get("output_names"), (*path, "output_names"), "names")
+    o["output_names"] = [n for i, n in enumerate(names) if r.text(n, (*path, "output_names", i))]
+    o["example_inputs"] = r.file(m.get("example_inputs"), (*path, "example_inputs"))
+    o["warmup"] = r.integer(m.get("warmup"), (*path, "warmup"), 0) or 0
+    export = m.get("export")
+    xp = (*path, "export")
+    if export is not None and r.mapping(export, xp, EXPORT_KEYS) is not None:
+        o["opset"] = r.integer(export.get("opset"), (*xp, "opset"), 7)
+        o["torchscript_mode"] = r.text(
+            export.get("torchscript_mode"), (*xp, "torchscript_mode"), ("trace", "script")
+        )
+        o["verify"] = r.flag(export.get("verify"), (*xp, "verify"))
+        o["atol"] = r.number(export.get("atol"), (*xp, "atol"))
+        o["rtol"] = r.number(export.get("rtol"), (*xp, "rtol"))
+    _common(r, m, path, o)
+    return e
+
+
+def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
+    m, e = _head(r, item, path, STEP_KEYS, ("name", "file", "inputs", "outputs"))
+    o = e.options
+    o["file"] = r.file(m.get("file"), (*path, "file"))
+    fn, cls = m.get("function"), m.get("class")
+    if (fn is None) == (cls is None):
+        r.p.add(path, "give exactly one of 'function' or 'class' (the entry point in the file)")
+    o["kind"] = "function" if fn is not None else "class"
+    o["entry"] = r.text(fn if fn is not None else cls, (*path, o["kind"])) or ""
+    o["inputs"] = r.tensors(m.get("inputs"), (*path, "inputs"), "input")
+    o["outputs"] = r.tensors(m.get("outputs"), (*path, "outputs"), "output")
+    files = {}
+    for i, f in enumerate(r.items(m.get("files"), (*path, "files"), "files")):
+        if (p := r.file(f, (*path, "files", i))) is not None:
+            files[p.name] = p
+    o["files"] = files
+    o["source_name"] = str(m.get("file"))
+    _common(r, m, path, o)
+    return e
+
+
+def _ensemble_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
+    m, e = _head(r, item, path, ENSEMBLE_KEYS, ("name", "steps", "outputs"))
+    o = e.options
+    o["max_batch_size"] = r.integer(m.get("max_batch_size"), (*path, "max_batch_size"), 0)
+    o["version_policy"] = _policy(r, m.get("version_policy"), (*path, "version_policy"))
+    o["parameters"] = r.str_map(m.get("parameters"), (*path, "parameters"), "parameters")
+    for role in ("inputs", "outputs"):
+        if role == "inputs" and m.get("inputs") is None:
+            o["inputs"] = None
+            continue
+        tensors: list[TensorSpec | str] = []
+        for i, t in enumerate(r.items(m.get(role), (*path, role), "tensor names or specs")):
+            if isinstance(t, str):
+                tensors.append(t)
+            elif (
+                spec := r.tensor(t, (*path, role, i), {"name": "", "dtype": "", "dims": ""})
+            ) is not None:
+                tensors.append(spec)
+        o[role] = tensors
+    steps = []
+    for i, s in enumerate(r.items(m.get("steps"), (*path, "steps"), "steps")):
+        sp = (*path, "steps", i)
+        sm = r.mapping(s, sp, ENSEMBLE_STEP_KEYS, ("model",))
+        if sm is None:
+            continue
+        version = r.integer(sm.get("version", -1), (*sp, "version"), -1)
+        if version == 0:
+            r.p.add((*sp, "version"), "expected -1 (newest) or a positive version, got 0")
+        steps.append(
+            EnsembleStep(
+                r.text(sm.get("model"), (*sp, "model")) or "",
+                version if version is not None else -1,
+                tuple(
+                    r.str_map(sm.get("inputs"), (*sp, "inputs"), "model input -> tensor").items()
+                ),
+                tuple(
+                    r.str_map(sm.get("outputs"), (*sp, "outputs"), "model output -> tensor").items()
+                ),
+            )
+        )
+    o["steps"] = tuple(steps)
+    if isinstance(m.get("steps"), list) and not m["steps"]:
+        r.p.add((*path, "steps"), "expected at least one step")
+    return e

@@ -115,7 +115,7 @@ def load_calibration(path: Path | str, signature: Signature) -> dict[str, np.nda
     p = Path(path)
     if not p.is_file():
         raise PackagerError(f"calibration data file {p} does not exist")
-    return check_inputs(load_npz(p), signature, str(p))
+    return check_inputs(load_npz(p), signature, f"calibration data {p}")
 
 
 def check_inputs(

@@ -97,14 +97,22 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
         was = config.backend or config.platform
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)
-        version_dirs = [v for v in sorted(model_dst.iterdir()) if _is_version_dir(v)]
+        version_dirs = sorted(
+            (v for v in model_dst.iterdir() if _is_version_dir(v)), key=lambda v: int(v.name)
+        )
+        completed = ""
+        # NVIDIA's ONNX Runtime backend fills missing inputs/outputs in from the graph; the
+        # Python backend cannot, so do it here from the newest version.
+        bare = fmt == "onnx" and (not config.input or not config.output) and version_dirs
+        if bare and _complete_from_onnx(config, entry / version_dirs[-1].name / artifact):
+            completed = f"; inputs/outputs read from {artifact}"
         for vdst in version_dirs:
             for name, text in files.items():
                 (vdst / name).unlink(missing_ok=True)  # a link to a user file of that name
                 (vdst / name).write_text(text, encoding="utf-8")
         (model_dst / CONFIG).write_text(text_format.MessageToString(config), encoding="utf-8")
         versions = ", ".join(v.name for v in version_dirs) or "none"
-        extra = "; KIND_GPU instance groups run as KIND_CPU" if gpu_groups else ""
+        extra = completed + ("; KIND_GPU instance groups run as KIND_CPU" if gpu_groups else "")
         notes.append(
             f"{entry.name}: {was} served through the Python runtime ({fmt}, versions {versions}{extra})"
         )
@@ -121,6 +129,41 @@ def _mirror(src: Path, dst: Path, skip_top: frozenset[str] = frozenset()) -> Non
             _mirror(item, dst / item.name)
         else:
             _link(item, dst / item.name)
+
+
+def _complete_from_onnx(config: Any, path: Path) -> bool:
+    """Fill missing config inputs/outputs from the ONNX graph (dims without the batch dim).
+
+    False when the graph cannot be read: the model then fails to load with Triton's own message,
+    and only that model (in explicit mode it may never be loaded at all).
+    """
+    import onnx
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    from packager import dtypes
+
+    if path.is_dir():
+        path = path / "model.onnx"
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:
+        return False
+    initializers = {init.name for init in graph.initializer}
+    strip = 1 if config.max_batch_size > 0 else 0
+    for values, field in (
+        ([v for v in graph.input if v.name not in initializers], config.input),
+        (list(graph.output), config.output),
+    ):
+        if len(field):
+            continue
+        for value in values:
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            item = field.add()
+            item.name = value.name
+            item.data_type = pb.DataType.Value(dtypes.from_onnx(tensor.elem_type).config)
+            item.dims.extend(dims[strip:])
+    return True
 
 
 def _is_version_dir(path: Path) -> bool:

@@ -81,13 +81,19 @@ def native_repo(tmp_path_factory: pytest.TempPathFactory, model_files: dict[str,
         input_specs=["INPUT__0:FP32:16"],
     )
     build(str(model_files["mlp"]), name="py_mlp", output=repo, backend="python")  # passes through
+    # A hand-written minimal config, as NVIDIA's ONNX Runtime backend accepts (it reads the graph).
+    (repo / "bare" / "1").mkdir(parents=True)
+    (repo / "bare" / "1" / "model.onnx").write_bytes(model_files["two_io"].read_bytes())
+    (repo / "bare" / "config.pbtxt").write_text(
+        'name: "bare"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+    )
     add_broken(repo)
     return {"repo": repo, "files": model_files, "mlp2": mlp2, "digest": snapshot(repo)}
 
 
 @pytest.fixture(scope="module")
 def server(start_server: Any, native_repo: dict) -> LocalServer:
-    good = ["mlp", "fixed", "versioned", "ts", "py_mlp"]
+    good = ["mlp", "fixed", "versioned", "ts", "py_mlp", "bare"]
     return start_server(native_repo["repo"], model_control_mode="explicit", load_models=good)
 
 
@@ -123,7 +129,8 @@ X = np.random.default_rng(3).standard_normal((4, 16), dtype=np.float32)
 
 def test_shadow_lines_name_each_native_model(server: LocalServer) -> None:
     by_model = {line.split(":")[0]: line for line in server.shadowed}
-    assert sorted(by_model) == ["fixed", "mlp", "ts", "versioned"]
+    assert sorted(by_model) == ["bare", "fixed", "mlp", "ts", "versioned"]
+    assert "inputs/outputs read from model.onnx" in by_model["bare"]
     assert "onnxruntime_onnx" in by_model["mlp"] and "KIND_GPU" in by_model["mlp"]
     assert "pytorch_libtorch" in by_model["ts"]
     assert "versions 1, 2" in by_model["versioned"]
@@ -140,6 +147,27 @@ def test_native_onnx_through_shadow_equals_in_process(
     single = X[:1]
     got = http_infer(server, "fixed", "input", single)
     np.testing.assert_array_equal(got["output"], ort_out(native_repo["files"]["fixed"], single))
+
+
+def test_bare_onnx_config_is_completed_from_the_graph(
+    server: LocalServer, native_repo: dict
+) -> None:
+    x = np.ones((2, 8), np.float32)
+    y = np.full((2, 3), 0.5, np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        tensors = []
+        for name, value in (("x", x), ("y", y)):
+            t = grpcclient.InferInput(name, list(value.shape), "FP32")
+            t.set_data_from_numpy(value)
+            tensors.append(t)
+        result = client.infer("bare", tensors)
+    finally:
+        client.close()
+    sess = ort.InferenceSession(str(native_repo["files"]["two_io"]))
+    want_sum, want_total = sess.run(["sum", "total"], {"x": x, "y": y})
+    np.testing.assert_array_equal(result.as_numpy("sum"), want_sum)
+    np.testing.assert_array_equal(result.as_numpy("total"), want_total)
 
 
 def test_native_torchscript_through_shadow_equals_in_process(

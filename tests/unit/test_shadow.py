@@ -162,3 +162,20 @@ def test_runtime_model_py_is_valid_python(fmt: str) -> None:
 def test_runtime_files_rejects_unknown_formats() -> None:
     with pytest.raises(PackagerError, match="onnx, torchscript"):
         runtime_files("tensorrt")
+
+
+def test_missing_onnx_inputs_outputs_are_read_from_the_graph(
+    tmp_path: Path, model_files: dict[str, Path]
+) -> None:
+    """NVIDIA's ONNX Runtime backend completes a bare config; the shadow must do the same."""
+    (tmp_path / "repo" / "bare" / "1").mkdir(parents=True)
+    os.link(model_files["two_io"], tmp_path / "repo" / "bare" / "1" / "model.onnx")
+    (tmp_path / "repo" / "bare" / "config.pbtxt").write_text(
+        'name: "bare"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+    )
+    [note] = shadow_repository(tmp_path / "repo", tmp_path / "out")
+    assert "inputs/outputs read from model.onnx" in note
+    config = read_config(tmp_path / "out" / "bare")
+    assert [(t.name, list(t.dims)) for t in config.input] == [("x", [8]), ("y", [3])]
+    assert [(t.name, list(t.dims)) for t in config.output] == [("sum", [4]), ("total", [1])]
+    assert {t.data_type for t in config.input} == {11}  # TYPE_FP32

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -176,13 +177,22 @@ class ServerTarget:
             what=f"loading model '{self.model}'",
         )
 
-    def _unload(self) -> None:
+    def _unload(self, wait_s: float = 60.0) -> None:
         self._call(
             "POST",
             f"/v2/repository/models/{self.model}/unload",
             {},
             what=f"unloading model '{self.model}'",
         )
+        # Triton unloads in the background; the next candidate must not share the CPU with
+        # instances that are still shutting down, or its first window is measured on a busy box.
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            rows = self._call("POST", "/v2/repository/index", {}, what="reading the index")
+            states = {str(r.get("state", "")) for r in rows or [] if r.get("name") == self.model}
+            if not states & {"READY", "UNLOADING", "LOADING"}:
+                return
+            time.sleep(0.05)
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -289,10 +289,11 @@ def tune(
     start = current_candidate(config)
     space = search_space(config, start, instances, max_batch_sizes, queue_delays_us)
     out_dir = Path(output_dir) if output_dir is not None else Path.cwd() / f"tune-{config.name}"
-    if out_dir.resolve().is_relative_to(model_dir.resolve()):
+    if out_dir.resolve().is_relative_to(model_dir.resolve().parent):
         raise TuneError(
-            f"--output-dir {out_dir} is inside the model folder; reports must not change the "
-            "repository. Choose a folder outside it"
+            f"--output-dir {out_dir} is inside the model repository {model_dir.parent}; reports "
+            "must not change the repository (Triton and validate would see a stray folder). "
+            "Choose a folder outside it"
         )
     load_fn = load or default_load()
 

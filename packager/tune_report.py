@@ -62,7 +62,7 @@ def rows(result: TuneResult) -> list[dict[str, Any]]:
     out = []
     winner = result.winner.candidate if result.winner else None
     for t in result.trials:
-        base = {k: v for k, v in t.candidate.to_dict().items()}
+        base: dict[str, Any] = t.candidate.to_dict()
         base["winner"] = t.candidate == winner
         base["error"] = t.error or ""
         if not t.points:

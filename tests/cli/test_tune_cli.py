@@ -90,7 +90,8 @@ def test_help_lists_the_options() -> None:
         (("mlp", "--concurrency", "1,x"), 2, "not a comma-separated list"),
         (("mlp", "--max-latency-ms", "0"), 1, "--max-latency-ms must be > 0"),
         (("flat", "--max-batch-size", "8"), 1, "does not batch"),
-        (("mlp", "--output-dir", "{repo}/mlp/reports"), 1, "inside the model folder"),
+        (("mlp", "--output-dir", "{repo}/mlp/reports"), 1, "inside the model repository"),
+        (("mlp", "--output-dir", "{repo}/reports"), 1, "inside the model repository"),
         (("missing",), 1, "does not exist"),
     ],
 )

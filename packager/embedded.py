@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 from packager.errors import ServerError
+from packager.releases import NGC_RELEASE as TRITON_NGC_RELEASE  # noqa: F401 - re-exported
+from packager.releases import TRITON_VERSION
 
-TRITON_VERSION = "2.51.0"  # the server inside nvidia-pytriton 0.7.0
-TRITON_NGC_RELEASE = "24.10"  # nvcr.io/nvidia/tritonserver:<release>-py3 carries the same server
 PYTRITON_DIST = "nvidia-pytriton"
 
 # Bumped whenever the prepared backend folder changes shape, so stale caches are not reused

@@ -24,7 +24,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -68,7 +67,8 @@ class ModelState(NamedTuple):
 # ---------------------------------------------------------------------------------------------
 # Keeping track of servers so that none outlives its Python process
 
-_LIVE: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+# Strong references: a running server forgotten by its owner is still stopped at exit.
+_LIVE: set[LocalServer] = set()
 _STARTED_PIDS: list[int] = []  # every tritonserver pid this process started (tests check them)
 
 

@@ -137,6 +137,11 @@ def _print_banner(server: Any) -> None:
         click.echo(f"  (bound to {server.host}: reachable from other machines)")
     for line in server.shadowed:
         click.echo(f"shadow: {line}")
+    if server.shadowed and server.model_control_mode == "poll":
+        click.echo(
+            "note: native-backend models run from a copy made at start, so poll mode does not "
+            "follow changes to them; restart serve after rebuilding"
+        )
     rows = server.models()
     if not rows:
         click.echo("no models in the repository")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -179,3 +182,29 @@ def test_missing_onnx_inputs_outputs_are_read_from_the_graph(
     assert [(t.name, list(t.dims)) for t in config.input] == [("x", [8]), ("y", [3])]
     assert [(t.name, list(t.dims)) for t in config.output] == [("sum", [4]), ("total", [1])]
     assert {t.data_type for t in config.input} == {11}  # TYPE_FP32
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_runtime_model_py_has_no_undefined_names(fmt: str, tmp_path: Path) -> None:
+    """Pyflakes over the generated file: catches typos in branches no test here runs (GPU)."""
+    ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed")
+    path = tmp_path / "model.py"
+    path.write_text(runtime_files(fmt)["model.py"])
+    result = subprocess.run(
+        [
+            ruff,
+            "check",
+            "--isolated",
+            "--no-cache",
+            "--select",
+            "F,E9,B",
+            "--ignore",
+            "B905",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout

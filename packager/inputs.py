@@ -56,11 +56,31 @@ def load_npz(path: Path | str) -> dict[str, np.ndarray]:
         raise SourceError(f"{p} is not a readable .npz file of numeric arrays: {exc}") from exc
 
 
+MAX_EXAMPLE_BYTES = 1 << 30  # random example data made to run a model (per input)
+
+
 def random_array(
     spec: TensorSpec, batch: int | None, dynamic: int = 2, seed: int = 0
 ) -> np.ndarray:
     """Random data for ``spec`` (dims without batch); ``batch`` None = no batch dim; -1 dims -> ``dynamic``."""
     shape = ([batch] if batch is not None else []) + [dynamic if d < 0 else d for d in spec.dims]
+    # Checked before allocating: with memory overcommit a huge array may "succeed" and then
+    # page the machine to death (random data is generated as float64, 8 bytes a value).
+    if int(np.prod(shape, dtype=object)) * 8 > MAX_EXAMPLE_BYTES:
+        raise SourceError(
+            f"example data of shape {shape} for {spec.name!r} would take more than "
+            f"{MAX_EXAMPLE_BYTES >> 30} GiB; check its dims, or give --example-input FILE.npz"
+        )
+    try:
+        return _random(spec, shape, seed)
+    except (MemoryError, ValueError) as exc:  # absurd dims, e.g. --input x:FP32:100000000000
+        raise SourceError(
+            f"cannot make example data of shape {shape} for {spec.name!r} ({exc}); "
+            "check its dims, or give --example-input FILE.npz"
+        ) from exc
+
+
+def _random(spec: TensorSpec, shape: list[int], seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     dt = spec.dtype
     if dt.wire == "BOOL":

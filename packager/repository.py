@@ -192,7 +192,7 @@ def write_models(
     try:
         lock = _lock(root)
         _recover(root)
-        stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+        stage = _new_stage(root)
         results = [_stage_one(root, stage, w, configs[w.spec.name], force) for w in writes]
         for w in writes:
             _swap_in(root, stage, w.spec.name)
@@ -226,6 +226,8 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     if version < 1:
         raise RepositoryError(f"version must be a positive integer, got {version}")
     vdir = staged / str(version)
+    if vdir.is_symlink():
+        raise RepositoryError(f"{live / str(version)} is a symlink; refusing to write through it")
     if vdir.exists():
         if not force:
             raise RepositoryError(
@@ -260,7 +262,7 @@ def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:
         raise RepositoryError(f"model {name!r} not found in {root}")
     lock = _lock(root)
     _recover(root)
-    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+    stage = _new_stage(root)
     try:
         shutil.copytree(live, stage / name, symlinks=True, copy_function=_link_or_copy)
         mutate(stage / name)
@@ -335,9 +337,40 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _new_stage(root: Path) -> Path:
+    """A new staging folder: beside the repository where that is possible, else inside it.
+
+    Triton loads every folder of a repository as a model, hidden ones included: a staging folder
+    left inside by a killed build stops the server from starting ("failed to load all models"),
+    and a poll-mode server sees it even while a build runs. Beside the repository, on the same
+    file system (so the final rename stays atomic), a leftover harms nothing.
+    """
+    parent = root.resolve().parent
+    try:
+        if parent != root.resolve() and os.stat(parent).st_dev == os.stat(root).st_dev:
+            return Path(tempfile.mkdtemp(prefix=_beside_prefix(root), dir=parent))
+    except OSError:  # e.g. a parent folder we may not write to: stage inside instead
+        pass
+    return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
+
+
+def _beside_prefix(root: Path) -> str:
+    # The digest of the repository's path: recovery never touches another repository's stage.
+    real = root.resolve()
+    return f"{STAGING_PREFIX}{real.name[:40]}-{hashlib.sha256(os.fsencode(real)).hexdigest()[:12]}-"
+
+
+def _stale_stages(root: Path) -> list[Path]:
+    stages = [p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX)]
+    prefix = _beside_prefix(root)
+    with contextlib.suppress(OSError):
+        stages += [p for p in root.resolve().parent.iterdir() if p.name.startswith(prefix)]
+    return stages
+
+
 def _recover(root: Path) -> None:
     """Undo what a killed build left: restore a model moved aside, drop stale staging folders."""
-    for stage in root.glob(STAGING_PREFIX + "*"):
+    for stage in _stale_stages(root):
         for old in stage.glob("*.old"):
             name = old.name[: -len(".old")]
             if not (root / name).exists():

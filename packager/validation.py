@@ -8,6 +8,7 @@ wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.ensemble
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,14 @@ from typing import Any
 from packager import spec as specs
 from packager.errors import PackagerError, SourceError
 from packager.render import spec_from_config
-from packager.repository import CONFIG, list_models, read_config, verify_checksums, versions
+from packager.repository import (
+    CONFIG,
+    STAGING_PREFIX,
+    list_models,
+    read_config,
+    verify_checksums,
+    versions,
+)
 
 _DEFAULT_FILE = {
     "onnxruntime_onnx": "model.onnx",
@@ -81,11 +89,22 @@ def validate(repository: str | Path, *, checksums: bool = True) -> ValidationRep
         reports.append(
             ModelReport(s, problems=[f"folder {s}/ has no {CONFIG}; Triton will fail to load it"])
         )
+    # Triton tries to load every folder of a repository as a model, hidden ones included.
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and p.name.startswith("."):
+            why = (
+                "was left by an interrupted build: delete it (the next build into this "
+                "repository removes it too)"
+                if p.name.startswith(STAGING_PREFIX)
+                else "is hidden, but Triton still tries to load it as a model and fails: move it out"
+            )
+            reports.append(ModelReport(p.name, problems=[f"folder {p.name}/ {why}"]))
     return ValidationReport(root, reports)
 
 
 def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report = ModelReport(model_dir.name)
+    report.problems.extend(_symlink_problems(model_dir))
     try:
         config = read_config(model_dir)
     except PackagerError as exc:
@@ -114,6 +133,24 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
             report.problems.extend(verify_checksums(vdir))
         report.problems.extend(_dims_problems(spec, vdir))
     return report
+
+
+def _symlink_problems(model_dir: Path) -> list[str]:
+    """Links that lead out of the repository: Triton follows them, but SHA256SUMS, copies of the
+    repository (docker build, kubectl cp) and its reviewers do not see what they point to."""
+    root = model_dir.parent.resolve()
+    links = [model_dir] if model_dir.is_symlink() else []
+    for here, dirs, files in os.walk(model_dir):  # os.walk does not descend into linked folders
+        links += [Path(here, n) for n in dirs + files if Path(here, n).is_symlink()]
+    out = []
+    for link in links:
+        target = link.resolve()
+        if not target.is_relative_to(root):
+            out.append(
+                f"{link.relative_to(model_dir.parent).as_posix()} is a symlink to {target}, "
+                "outside the repository; copy the file(s) into the repository instead"
+            )
+    return out
 
 
 def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:

@@ -100,9 +100,33 @@ def detect(ref: Any) -> Source:
         src = _REGISTRY[name]()
         if src.sniff(ref):
             return src
+    if isinstance(ref, (str, Path)) and Path(ref).is_file():
+        raise SourceError(_unreadable(Path(ref)))
     raise SourceError(
         f"cannot tell the format of {ref!r}: it is not one of {', '.join(_REGISTRY)}. "
         "Pass an ONNX file, a TorchScript file, or a PyTorch 'module:factory' reference"
+    )
+
+
+def _unreadable(path: Path) -> str:
+    """Why no source accepts an existing file: the ONNX parser's reason for ``.onnx``, else a hint."""
+    import zipfile
+
+    if path.suffix.lower() == ".onnx":
+        from packager.sources.onnx_file import load_proto
+
+        try:
+            load_proto(path, external=False)
+        except SourceError as exc:
+            return str(exc)
+    if zipfile.is_zipfile(path):
+        return (
+            f"{path} is a zip archive without TorchScript code (a torch.save() checkpoint?); "
+            "pass the model as module.path:factory with --weights FILE, or save it with torch.jit.save"
+        )
+    return (
+        f"{path} ({path.stat().st_size} bytes) is neither an ONNX model nor a TorchScript archive: "
+        "it is truncated, corrupt or in another format; export or copy it again"
     )
 
 

@@ -117,7 +117,7 @@ def test_validate_reports_name_mismatch_and_missing_version(repo: Path) -> None:
 
 BAD_CASES = {
     "missing file": (["build", "{tmp}/nope.onnx", "--name", "m"], "does not exist"),
-    "not onnx": (["build", "{tmp}/junk.onnx", "--name", "m"], "cannot tell the format"),
+    "not onnx": (["build", "{tmp}/junk.onnx", "--name", "m"], "not a valid ONNX file"),
     "truncated onnx": (["build", "{tmp}/trunc.onnx", "--name", "m", "--format", "onnx"], ""),
     "slash in name": (["build", "{mlp}", "--name", "a/b"], "path separator"),
     "dotdot name": (["build", "{mlp}", "--name", ".."], "path separator"),

@@ -1,0 +1,238 @@
+"""The asyncio client: the same methods as :class:`~packager.client.Client`, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from packager.client.aiotransport import AioGrpcTransport, AioHttpTransport
+from packager.client.base import (
+    ClientBase,
+    add_batch_dim,
+    not_ready_error,
+    strip_batch_dim,
+    version_text,
+)
+from packager.client.core import (
+    ModelFacts,
+    ModelInfo,
+    ModelMetadata,
+    TLSOptions,
+    concat_outputs,
+    facts_from,
+    split_batches,
+)
+from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(ClientBase):
+    """``async with AsyncClient("grpc://localhost:8001") as c: await c.infer(...)``.
+
+    At most ``max_in_flight`` requests are on the wire at once; more calls wait their turn, so
+    ``asyncio.gather`` over many calls is safe. Use one AsyncClient per event loop.
+    """
+
+    def __init__(
+        self,
+        url: str = "localhost:8000",
+        *,
+        protocol: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        headers: Mapping[str, str] | None = None,
+        retries: int = 2,
+        retry_backoff_s: float = 0.05,
+        tls: TLSOptions | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_in_flight: int = 64,
+    ) -> None:
+        super().__init__(
+            url,
+            protocol=protocol,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect_timeout_s,
+            headers=headers,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            tls=tls,
+        )
+        if max_in_flight < 1:
+            raise ClientError(f"max_in_flight must be at least 1; got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._transport: Any
+        if self.endpoint.protocol == "http":
+            self._transport = AioHttpTransport(
+                self.endpoint,
+                connect_timeout_s=self.connect_timeout_s,
+                headers=self.headers,
+                retry=self.retry,
+                max_in_flight=max_in_flight,
+                tls=tls,
+                ssl_context=ssl_context,
+            )
+        else:
+            self._transport = AioGrpcTransport(
+                self.endpoint,
+                headers=self.headers,
+                retry=self.retry,
+                max_in_flight=max_in_flight,
+                tls=tls,
+            )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close connections; calls after this raise ServerUnavailable."""
+        await self._transport.close()
+
+    async def _send(self, call: Any, timeout_s: float | None = None, headers: Any = None) -> Any:
+        return await self._transport.send(call, timeout_s or self.timeout_s, headers)
+
+    # -- health and repository ---------------------------------------------------------------
+
+    async def is_live(self) -> bool:
+        """True when the server answers as live; False when it cannot be reached."""
+        try:
+            return bool(await self._send(self._codec.live()))
+        except ServerUnavailable:
+            return False
+
+    async def is_ready(self, model: str | None = None, *, version: int | str = "") -> bool:
+        """Server readiness, or a model's; False when unreachable or the model is unknown."""
+        try:
+            if model is None:
+                return bool(await self._send(self._codec.ready()))
+            return bool(await self._send(self._codec.model_ready(model, version_text(version))))
+        except (ServerUnavailable, ModelNotFound, ModelNotReady):
+            return False
+
+    async def wait_until_ready(
+        self,
+        model: str | None = None,
+        *,
+        version: int | str = "",
+        timeout_s: float = 30.0,
+        interval_s: float = 0.1,
+    ) -> None:
+        """Poll until the server (or ``model``) is ready; raise a ClientError saying why not."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if await self.is_ready(model, version=version):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(interval_s, left))
+        try:
+            index: list[ModelInfo] | None = await self.models()
+        except ClientError:
+            index = None
+        live = index is not None and await self.is_live()
+        raise not_ready_error(self.url, model, timeout_s, index if live else None)
+
+    async def models(self) -> list[ModelInfo]:
+        """The repository index: every model the server knows, with its state."""
+        return list(await self._send(self._codec.index()))
+
+    async def load_model(self, model: str, *, config: str | None = None) -> None:
+        """Load (or reload) ``model``; needs explicit model control. ``config``: JSON override."""
+        self.clear_cache(model)
+        await self._send(self._codec.load(model, config))
+
+    async def unload_model(self, model: str, *, unload_dependents: bool = False) -> None:
+        """Unload ``model`` (returns once the server accepted; unloading finishes shortly after)."""
+        self.clear_cache(model)
+        await self._send(self._codec.unload(model, unload_dependents))
+
+    # -- model facts -------------------------------------------------------------------------
+
+    async def _model_facts(self, model: str, version: str) -> ModelFacts:
+        facts = self._facts.get((model, version))
+        if facts is None:
+            meta, config = await asyncio.gather(
+                self._send(self._codec.metadata(model, version)),
+                self._send(self._codec.config(model, version)),
+            )
+            facts = self._facts[(model, version)] = facts_from(meta, config, version)
+        return facts
+
+    async def metadata(self, model: str, *, version: int | str = "") -> ModelMetadata:
+        """Inputs, outputs, versions and platform of ``model`` (cached)."""
+        return (await self._model_facts(model, version_text(version))).metadata
+
+    async def config(self, model: str, *, version: int | str = "") -> Any:
+        """The model's config as Triton's ``model_config_pb2.ModelConfig`` (a copy of the cache)."""
+        cached = (await self._model_facts(model, version_text(version))).config
+        out = type(cached)()
+        out.CopyFrom(cached)
+        return out
+
+    async def statistics(self, model: str = "", *, version: int | str = "") -> Any:
+        """Triton's ``ModelStatisticsResponse`` for ``model`` (all models when empty)."""
+        return await self._send(self._codec.statistics(model, version_text(version)))
+
+    # -- inference ---------------------------------------------------------------------------
+
+    async def infer(
+        self,
+        model: str,
+        inputs: Any,
+        /,
+        *,
+        version: int | str = "",
+        outputs: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        priority: int = 0,
+        parameters: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str = "",
+    ) -> dict[str, np.ndarray]:
+        """See :meth:`packager.client.Client.infer`."""
+        v = version if version.__class__ is str and not version else version_text(version)
+        facts = self._facts.get((model, v)) or await self._model_facts(model, v)
+        call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters)
+        try:
+            return await self._transport.send(call, timeout_s or self.timeout_s, headers)
+        except (ModelNotReady, ModelNotFound):
+            self.clear_cache(model)
+            raise
+
+    async def infer_sample(
+        self, model: str, sample: Any, /, **kwargs: Any
+    ) -> dict[str, np.ndarray]:
+        """:meth:`infer` on one sample: adds the batch dim to inputs, strips it from outputs."""
+        facts = await self._model_facts(model, version_text(kwargs.get("version", "")))
+        out = await self.infer(model, add_batch_dim(facts, sample), **kwargs)
+        return strip_batch_dim(facts, out)
+
+    async def infer_batch(
+        self,
+        model: str,
+        inputs: Any,
+        /,
+        *,
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        **kwargs: Any,
+    ) -> dict[str, np.ndarray]:
+        """See :meth:`packager.client.Client.infer_batch`."""
+        facts = await self._model_facts(model, version_text(kwargs.get("version", "")))
+        chunks, _ = split_batches(facts, inputs, batch_size)
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            async with gate:
+                return await self.infer(model, chunk, **kwargs)
+
+        return concat_outputs(await asyncio.gather(*(one(c) for c in chunks)))

@@ -1,0 +1,227 @@
+"""The load generator behind ``triton-packager bench`` (and reused by ``tune``).
+
+Closed loop: ``concurrency`` threads share one :class:`~packager.client.Client` and send the
+same request back to back. Requests that finish during the warm-up are discarded; the
+measurement window has a fixed length and counts the requests that *finish* inside it
+(as perf_analyzer does), so throughput is completions / window length.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from packager.client.base import version_text
+from packager.client.core import ModelFacts
+from packager.client.sync import Client
+from packager.errors import ClientError, InvalidInput
+
+__all__ = ["LoadResult", "run_load", "synthetic_inputs"]
+
+# progress(phase, seconds done in this phase, phase length, requests completed so far)
+Progress = Callable[[str, float, float, int], None]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One measurement window at one concurrency level."""
+
+    concurrency: int
+    duration_s: float
+    requests: int  # successful requests that finished inside the window
+    errors: int  # failed requests that finished inside the window
+    batch_size: int
+    throughput: float  # inferences (samples) per second = requests * batch_size / duration_s
+    requests_per_s: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    first_error: str = ""
+
+    @property
+    def count(self) -> int:
+        """Alias of ``requests``."""
+        return self.requests
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def synthetic_inputs(
+    facts: ModelFacts, batch_size: int = 1, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Random inputs of the model's dtypes and shapes (variable dims become 1)."""
+    rng = np.random.default_rng(seed)
+    if facts.max_batch_size > 0 and not 1 <= batch_size <= facts.max_batch_size:
+        raise InvalidInput(
+            f"batch size must be 1 to {facts.max_batch_size} for model '{facts.name}'; "
+            f"got {batch_size}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for spec in facts.inputs.values():
+        shape = tuple(1 if d < 0 else d for d in spec.dims)
+        if facts.max_batch_size > 0:
+            shape = (batch_size, *shape)
+        dt = spec.dtype
+        if dt.wire == "BYTES":
+            arr: np.ndarray = np.full(shape, b"triton-packager", dtype=object)
+        elif dt.wire == "BOOL":
+            arr = rng.integers(0, 2, shape).astype(bool)
+        elif dt.numpy.kind in "iu":
+            arr = rng.integers(0, 8, shape).astype(dt.numpy)
+        else:
+            arr = rng.standard_normal(shape).astype(dt.numpy)
+        out[spec.name] = arr
+    return out
+
+
+def run_load(
+    url: str,
+    model: str,
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    concurrency: int = 1,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    protocol: str | None = None,
+    batch_size: int = 1,
+    version: int | str = "",
+    timeout_s: float = 60.0,
+    progress: Progress | None = None,
+    client: Client | None = None,
+) -> LoadResult:
+    """Measure ``model`` under ``concurrency`` closed-loop workers for ``duration_s`` seconds.
+
+    ``inputs`` default to :func:`synthetic_inputs` with ``batch_size``; when given, they are
+    sent as they are (batch dim included). Pass ``client`` to reuse one across levels.
+    """
+    if concurrency < 1:
+        raise InvalidInput(f"concurrency must be at least 1; got {concurrency}")
+    if duration_s <= 0 or warmup_s < 0:
+        raise InvalidInput("duration_s must be positive and warmup_s 0 or more")
+    own = client is None
+    c = client if client is not None else Client(url, protocol=protocol, timeout_s=timeout_s)
+    try:
+        v = version_text(version)
+        facts = c._model_facts(model, v)
+        if inputs is None:
+            inputs = synthetic_inputs(facts, batch_size)
+        sent_batch = _batch_of(facts, inputs)
+        c.infer(model, dict(inputs), version=v)  # fail fast (bad inputs, model not ready)
+        return _measure(c, model, dict(inputs), v, concurrency, duration_s, warmup_s,
+                        sent_batch, progress)  # fmt: skip
+    finally:
+        if own:
+            c.close()
+
+
+def _batch_of(facts: ModelFacts, inputs: Mapping[str, Any]) -> int:
+    if facts.max_batch_size <= 0:
+        return 1
+    first = next(iter(inputs.values()), None)
+    return int(np.shape(first)[0]) if first is not None and np.ndim(first) else 1
+
+
+def _measure(
+    client: Client,
+    model: str,
+    inputs: dict[str, Any],
+    version: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    batch: int,
+    progress: Progress | None,
+) -> LoadResult:
+    start = time.perf_counter()
+    begin = start + warmup_s
+    end = begin + duration_s
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    first_error: list[str] = []
+    done = [0] * concurrency
+
+    def worker(i: int) -> None:
+        lat = latencies[i]
+        infer = client.infer
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            if t0 >= end:
+                return
+            try:
+                infer(model, inputs, version=version)
+                ok = True
+            except ClientError as exc:
+                ok = False
+                if not first_error:
+                    first_error.append(f"{type(exc).__name__}: {exc}")
+            t1 = clock()
+            done[i] += 1
+            if begin <= t1 < end:
+                if ok:
+                    lat.append(t1 - t0)
+                else:
+                    errors[i] += 1
+
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"load-{i}", daemon=True)
+        for i in range(concurrency)
+    ]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        now = time.perf_counter()
+        if progress is not None:
+            if now < begin:
+                progress("warmup", now - start, warmup_s, sum(done))
+            else:
+                progress("measure", min(now, end) - begin, duration_s, sum(done))
+        threads[0].join(timeout=0.1)  # wakes at least every 0.1 s to draw progress
+    for t in threads:
+        t.join()
+    if progress is not None:
+        progress("done", duration_s, duration_s, sum(done))
+    return summarize(latencies, errors, concurrency, duration_s, batch, first_error)
+
+
+def summarize(
+    latencies: list[list[float]],
+    errors: list[int],
+    concurrency: int,
+    duration_s: float,
+    batch: int,
+    first_error: list[str],
+) -> LoadResult:
+    """Percentiles (ms) and rates from per-worker latency lists (seconds)."""
+    lat = np.fromiter((x for per in latencies for x in per), dtype=np.float64)
+    n = int(lat.size)
+    if n:
+        p50, p90, p95, p99 = (float(v) * 1e3 for v in np.percentile(lat, [50, 90, 95, 99]))
+        mean, top = float(lat.mean()) * 1e3, float(lat.max()) * 1e3
+    else:
+        p50 = p90 = p95 = p99 = mean = top = float("nan")
+    return LoadResult(
+        concurrency=concurrency,
+        duration_s=duration_s,
+        requests=n,
+        errors=int(sum(errors)),
+        batch_size=batch,
+        throughput=n * batch / duration_s,
+        requests_per_s=n / duration_s,
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        mean_ms=mean,
+        max_ms=top,
+        first_error=first_error[0] if first_error else "",
+    )

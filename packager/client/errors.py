@@ -66,8 +66,11 @@ def _hint_not_found(message: str) -> str:
     )
 
 
-def error_for_reply(status: int, message: str, where: str) -> ClientError:
-    """Map an HTTP status (or the equivalent gRPC code, as an HTTP status) and message."""
+def error_for_reply(status: int, message: str, where: str, code: str = "") -> ClientError:
+    """Map an HTTP status (or the equivalent gRPC code, as an HTTP status) and message.
+
+    ``code`` names the original status in the message (default ``HTTP <status>``).
+    """
     text = f"{where}: {message}" if where else message
     low = message.lower()
     if "no available versions" in low or "not ready" in low or "is not loaded" in low:
@@ -79,11 +82,14 @@ def error_for_reply(status: int, message: str, where: str) -> ClientError:
         return ModelNotFound(_hint_not_found(text))
     if status == 400:
         return InvalidInput(text)
-    if status in (408, 504) or ("timeout" in low and "exceeded" in low):
+    # Triton's own request timeout (the "timeout" parameter) answers "Request timeout expired".
+    if status in (408, 504) or "timeout expired" in low or "deadline exceeded" in low:
         return InferenceTimeout(f"{text}; raise timeout_s or lower the load")
     if status == 503:
         return ServerUnavailable(f"{text}; the server is shutting down or overloaded")
-    return InferenceServerError(f"{text} (HTTP {status}); see the server log for details")
+    return InferenceServerError(
+        f"{text} ({code or f'HTTP {status}'}); see the server log for details"
+    )
 
 
 # gRPC status name -> the HTTP status Triton would answer with over HTTP.
@@ -110,14 +116,14 @@ def _from_grpc(exc: Any, where: str) -> ClientError:
     if name == "UNAVAILABLE":
         low = details.lower()
         if "not ready" in low or "no available versions" in low:
-            return error_for_reply(400, details, where)
+            return error_for_reply(400, details, where, f"gRPC {name}")
         return ServerUnavailable(
             f"{where}: cannot reach the server ({details}); is tritonserver running and is the "
             "gRPC port right?"
         )
     if name == "CANCELLED":
         return ServerUnavailable(f"{where}: the call was cancelled ({details})")
-    return error_for_reply(_GRPC_AS_HTTP.get(name, 500), details, where)
+    return error_for_reply(_GRPC_AS_HTTP.get(name, 500), details, where, f"gRPC {name}")
 
 
 @contextmanager

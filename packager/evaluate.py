@@ -308,8 +308,13 @@ def evaluate(
             f"--reference takes an ONNX file (run by ONNX Runtime); got {reference}"
         )
     with Client(url) as client:
-        client.wait_until_ready(model, timeout_s=timeout_s)
-        names, max_batch = _model_facts(client, model, version)
+        _wait(client, model, version, timeout_s)
+        names, max_batch, out_names = _model_facts(client, model, version)
+        if output is not None and output not in out_names:
+            raise PackagerError(
+                f"model {model!r} has no output {output!r}; its outputs are: {', '.join(out_names)}"
+            )
+        out_name = output or out_names[0]
         if not isinstance(data, LabeledData):
             data = load_labeled(data, labels_key, names)
         else:
@@ -323,11 +328,11 @@ def evaluate(
             )
 
         def served(batch: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-            kwargs: dict[str, Any] = {"version": version} if version else {}
-            return client.infer(model, dict(batch), **kwargs)
+            # Only the scored output comes back: less to decode for multi-output models.
+            return client.infer(model, dict(batch), version=version, outputs=[out_name])
 
         start = time.perf_counter()
-        out_name, outs = run_batches(served, data, size, output, progress)
+        _, outs = run_batches(served, data, size, out_name, progress)
         elapsed = time.perf_counter() - start
     result = EvaluationResult(
         model=model,
@@ -365,14 +370,23 @@ def evaluate(
     )
 
 
-def _model_facts(client: Any, model: str, version: str) -> tuple[list[str] | None, int]:
-    """(input names, max_batch_size) from the server's model config; tolerant of its form."""
+def _wait(client: Any, model: str, version: str, timeout_s: float) -> None:
+    """Wait for ``model``, but not for one the running server does not know: it will not come."""
+    from packager.errors import ServerUnavailable
+
+    if client.is_ready(model, version=version):
+        return
     try:
-        cfg = client.config(model, version=version) if version else client.config(model)
-    except Exception:  # config is a convenience here: without it, the data's names are used
-        return None, 0
-    if hasattr(cfg, "get"):
-        inputs = [i["name"] for i in cfg.get("input", [])]
-        return inputs or None, int(cfg.get("max_batch_size", 0) or 0)
-    inputs = [i.name for i in getattr(cfg, "input", [])]
-    return inputs or None, int(getattr(cfg, "max_batch_size", 0) or 0)
+        known = {m.name for m in client.models()}
+    except ServerUnavailable:  # not up yet: wait for it
+        known = None
+    if known is not None and model not in known:
+        timeout_s = 0.0  # one more check, then the client's ModelNotFound (it lists the models)
+    client.wait_until_ready(model, version=version, timeout_s=timeout_s)
+
+
+def _model_facts(client: Any, model: str, version: str) -> tuple[list[str], int, list[str]]:
+    """(input names, max_batch_size, output names) from the server (the client caches them)."""
+    meta = client.metadata(model, version=version)
+    config = client.config(model, version=version)
+    return [t.name for t in meta.inputs], int(config.max_batch_size), [t.name for t in meta.outputs]

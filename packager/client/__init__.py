@@ -14,7 +14,7 @@ Errors are :class:`packager.errors.ClientError` subclasses (see :mod:`packager.c
 """
 
 from packager.client.aio import AsyncClient
-from packager.client.bench import LoadResult, run_load, synthetic_inputs
+from packager.client.bench import LoadResult, run_load, run_sweep, synthetic_inputs
 from packager.client.core import ModelInfo, ModelMetadata, TensorMeta, TLSOptions
 from packager.client.sync import Client
 
@@ -27,5 +27,6 @@ __all__ = [
     "TLSOptions",
     "TensorMeta",
     "run_load",
+    "run_sweep",
     "synthetic_inputs",
 ]

@@ -8,9 +8,10 @@ measurement window has a fixed length and counts the requests that *finish* insi
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from packager.client.core import ModelFacts
 from packager.client.sync import Client
 from packager.errors import ClientError, InvalidInput
 
-__all__ = ["LoadResult", "run_load", "synthetic_inputs"]
+__all__ = ["LoadResult", "run_load", "run_sweep", "synthetic_inputs"]
 
 # progress(phase, seconds done in this phase, phase length, requests completed so far)
 Progress = Callable[[str, float, float, int], None]
@@ -121,6 +122,49 @@ def run_load(
     finally:
         if own:
             c.close()
+
+
+def run_sweep(
+    url: str,
+    model: str,
+    concurrencies: Sequence[int],
+    inputs: Mapping[str, np.ndarray] | None = None,
+    *,
+    duration_s: float = 10.0,
+    warmup_s: float = 2.0,
+    protocol: str | None = None,
+    batch_size: int = 1,
+    version: int | str = "",
+    timeout_s: float = 60.0,
+    progress: Callable[[int, str, float, float, int], None] | None = None,
+) -> list[LoadResult]:
+    """:func:`run_load` at each concurrency level in turn, over one shared client.
+
+    ``progress(concurrency, phase, done_s, phase_s, requests)`` reports while measuring.
+    """
+    if not concurrencies:
+        raise InvalidInput("give at least one concurrency level")
+    results = []
+    with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
+        for level in concurrencies:
+            report: Progress | None = None
+            if progress is not None:
+                report = functools.partial(progress, level)
+            results.append(
+                run_load(
+                    url,
+                    model,
+                    inputs,
+                    concurrency=level,
+                    duration_s=duration_s,
+                    warmup_s=warmup_s,
+                    batch_size=batch_size,
+                    version=version,
+                    progress=report,
+                    client=client,
+                )
+            )
+    return results
 
 
 def _batch_of(facts: ModelFacts, inputs: Mapping[str, Any]) -> int:

@@ -1,0 +1,265 @@
+"""``triton-packager infer`` and ``triton-packager bench``: call a served model, or measure it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from packager.errors import ClientError, InvalidInput
+
+_URL = click.option(
+    "--url",
+    default="localhost:8000",
+    show_default=True,
+    help="Server address: host:port (HTTP), http(s)://..., or grpc(s)://host:port.",
+)
+_PROTOCOL = click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default=None,
+    help="Protocol for a URL without a scheme [default: http].",
+)
+_VERSION = click.option("--version", "version", default="", help="Model version [default: latest].")
+_TIMEOUT = click.option(
+    "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per call."
+)
+_INPUT = click.option(
+    "--input",
+    "input_specs",
+    multiple=True,
+    metavar="NAME=FILE.npy",
+    help="An input from a .npy file (repeat per input; FILE.npy alone for one-input models).",
+)
+
+
+def _load_inputs(specs: tuple[str, ...]) -> Any:
+    """{name: array} from NAME=FILE.npy options; one bare FILE.npy gives an unnamed array."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if len(specs) > 1:
+                raise click.BadParameter(
+                    f"{spec!r}: with several inputs, name each one as NAME=FILE.npy",
+                    param_hint="--input",
+                )
+            name, path = "", spec
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--input")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{path}: {exc}. Save strings as a numpy str array (not dtype=object)",
+                param_hint="--input",
+            ) from None
+    if "" in arrays:
+        return arrays[""]
+    return arrays
+
+
+def _jsonable(array: Any) -> Any:
+    if array.dtype == object:
+        return [
+            v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
+            for v in array.reshape(-1).tolist()
+        ]
+    return array.reshape(-1).tolist()
+
+
+@click.command("infer")
+@click.argument("model")
+@_INPUT
+@_URL
+@_PROTOCOL
+@_VERSION
+@click.option(
+    "--output", "outputs", multiple=True, metavar="NAME", help="Only this output (repeatable)."
+)
+@click.option("--sample", is_flag=True, help="Inputs are one sample: add the batch dim.")
+@click.option(
+    "--split",
+    is_flag=True,
+    help="Inputs are many samples: split by the model's max_batch_size (infer_batch).",
+)
+@_TIMEOUT
+@click.option("--json", "as_json", is_flag=True, help="Print outputs (with data) as JSON.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write each output to DIR/NAME.npy instead of printing it.",
+)
+def infer(
+    model: str,
+    input_specs: tuple[str, ...],
+    url: str,
+    protocol: str | None,
+    version: str,
+    outputs: tuple[str, ...],
+    sample: bool,
+    split: bool,
+    timeout_s: float,
+    as_json: bool,
+    output_dir: Path | None,
+) -> None:
+    """Send inputs from .npy files to MODEL on a running server and show its outputs."""
+    import numpy as np
+
+    from packager.client import Client
+
+    if not input_specs:
+        raise click.UsageError("give at least one --input NAME=FILE.npy")
+    if sample and split:
+        raise click.UsageError("--sample and --split exclude each other")
+    if as_json and output_dir is not None:
+        raise click.UsageError("--json and --output-dir exclude each other")
+    inputs = _load_inputs(input_specs)
+    kwargs: dict[str, Any] = {"version": version, "outputs": list(outputs) or None}
+    with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
+        if sample:
+            result = client.infer_sample(model, inputs, **kwargs)
+        elif split:
+            result = client.infer_batch(model, inputs, **kwargs)
+        else:
+            result = client.infer(model, inputs, **kwargs)
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for name, array in result.items():
+            path = output_dir / f"{name}.npy"
+            np.save(path, array, allow_pickle=array.dtype == object)
+            click.echo(f"{name}: {array.dtype} {list(array.shape)} -> {path}")
+        return
+    if as_json:
+        doc = {
+            name: {"dtype": str(a.dtype), "shape": list(a.shape), "data": _jsonable(a)}
+            for name, a in result.items()
+        }
+        click.echo(json.dumps({"model": model, "outputs": doc}, indent=2))
+        return
+    for name, array in result.items():
+        click.echo(f"{name}: {array.dtype} {list(array.shape)}")
+        click.echo(np.array2string(array, threshold=50, edgeitems=3, precision=6))
+
+
+def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: use integers like 1,8,16") from None
+    if not levels or min(levels) < 1:
+        raise click.BadParameter(f"{value!r}: levels must be 1 or more")
+    return levels
+
+
+@click.command("bench")
+@click.argument("model")
+@click.option(
+    "--concurrency",
+    default="1,8",
+    show_default=True,
+    callback=_levels,
+    help="Requests in flight, one measurement per level (comma-separated).",
+)
+@click.option(
+    "--duration", type=float, default=10.0, show_default=True, help="Measurement window (s)."
+)
+@click.option("--warmup", type=float, default=2.0, show_default=True, help="Warm-up (s).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=1,
+    show_default=True,
+    help="Samples per request (random inputs of the model's shapes).",
+)
+@_INPUT
+@_URL
+@_PROTOCOL
+@_VERSION
+@_TIMEOUT
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def bench(
+    model: str,
+    concurrency: tuple[int, ...],
+    duration: float,
+    warmup: float,
+    batch_size: int,
+    input_specs: tuple[str, ...],
+    url: str,
+    protocol: str | None,
+    version: str,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Measure MODEL's throughput and latency percentiles at each concurrency level."""
+    from packager.client import run_sweep
+
+    if duration <= 0 or warmup < 0:
+        raise click.BadParameter("--duration must be positive and --warmup 0 or more")
+    inputs = _load_inputs(input_specs) if input_specs else None
+    if inputs is not None and not isinstance(inputs, dict):
+        raise InvalidInput("bench needs named inputs: --input NAME=FILE.npy")
+    tty = sys.stderr.isatty()
+    shown: set[tuple[int, str]] = set()
+
+    def progress(level: int, phase: str, done: float, total: float, count: int) -> None:
+        # stderr, so that --json on stdout stays parseable; one line per phase when not a TTY.
+        if tty:
+            end = "\n" if phase == "done" else ""
+            click.echo(
+                f"\r  concurrency {level:>4}: {phase:<7} {done:5.1f}/{total:.1f} s  "
+                f"{count:>9,} requests",
+                err=True,
+                nl=False,
+            )
+            click.echo(end, err=True, nl=False)
+        elif (level, phase) not in shown and phase != "done":
+            shown.add((level, phase))
+            click.echo(f"concurrency {level}: {phase} {total:g} s", err=True)
+
+    results = run_sweep(
+        url,
+        model,
+        concurrency,
+        inputs,
+        duration_s=duration,
+        warmup_s=warmup,
+        protocol=protocol,
+        batch_size=batch_size,
+        version=version,
+        timeout_s=timeout_s,
+        progress=progress,
+    )
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        click.echo(table(model, url, results))
+    failed = [r for r in results if r.errors]
+    for r in failed:
+        click.echo(
+            f"concurrency {r.concurrency}: {r.errors} errors; first: {r.first_error}", err=True
+        )
+    if any(r.requests == 0 for r in results):
+        raise ClientError("no request succeeded at some level (see the errors above)")
+
+
+def table(model: str, url: str, results: list[Any]) -> str:
+    """The human-readable bench table."""
+    first = results[0]
+    lines = [
+        f"{model} at {url}: batch size {first.batch_size}, {first.duration_s:g} s per level",
+        f"{'concurrency':>11}  {'infer/s':>10}  {'p50 ms':>8}  {'p90 ms':>8}  {'p95 ms':>8}  "
+        f"{'p99 ms':>8}  {'requests':>9}  {'errors':>6}",
+    ]
+    for r in results:
+        lines.append(
+            f"{r.concurrency:>11}  {r.throughput:>10,.1f}  {r.p50_ms:>8.2f}  {r.p90_ms:>8.2f}  "
+            f"{r.p95_ms:>8.2f}  {r.p99_ms:>8.2f}  {r.requests:>9,}  {r.errors:>6}"
+        )
+    return "\n".join(lines)

@@ -101,7 +101,7 @@ def main() -> None:
             fp32_bytes = None
             print(
                 "| model | file size | param bytes | smaller than fp32 | non-zero params | accuracy (served) "
-                "| accuracy (in-process) | latency b64 (ms) | vs fp32 | build s |"
+                "| accuracy (in-process) | latency b64 (ms) | speed vs fp32 | build s |"
             )
             print("|---|---|---|---|---|---|---|---|---|---|")
             for name, artifact, _comp, took in rows:

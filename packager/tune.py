@@ -166,20 +166,12 @@ def _closest(result: TuneResult) -> str:
 
 
 def default_load() -> LoadFn:
-    """The project's load generator (``packager.client.run_load``, also behind ``bench``).
-
-    Until that module is installed, a small stand-in (:mod:`packager.tune_load`) measures.
-    """
-    import importlib
-
-    try:
-        run_load = importlib.import_module("packager.client").run_load
-    except (ImportError, AttributeError):
-        from packager.tune_load import run_job
-
-        return run_job
+    """The project's load generator (:func:`packager.client.run_load`, also behind ``bench``)."""
+    from packager.client import run_load
 
     def load(job: LoadJob) -> Point:
+        # A fresh client per window: the client caches model facts, and max_batch_size
+        # changes from one candidate to the next.
         r = run_load(
             job.url,
             job.model,
@@ -189,15 +181,18 @@ def default_load() -> LoadFn:
             warmup_s=job.warmup_s,
             protocol=job.protocol,
         )
+        if not r.requests:  # percentiles of nothing are NaN, which JSON cannot carry
+            return Point(job.concurrency, 0.0, 0.0, 0.0, 0.0, 0.0, 0, r.errors, r.first_error)
         return Point(
             job.concurrency,
-            float(r.throughput),
-            float(r.p50_ms),
-            float(r.p90_ms),
-            float(r.p95_ms),
-            float(r.p99_ms),
-            int(r.requests),
-            int(r.errors),
+            r.throughput,
+            r.p50_ms,
+            r.p90_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.requests,
+            r.errors,
+            r.first_error,
         )
 
     return load

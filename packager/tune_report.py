@@ -29,6 +29,7 @@ CSV_FIELDS = (
     "p99_ms",
     "requests",
     "errors",
+    "first_error",
     "meets_objective",
     "winner",
     "error",

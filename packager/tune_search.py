@@ -60,8 +60,10 @@ class Point:
     p99_ms: float
     requests: int  # successful requests in the window
     errors: int = 0
+    first_error: str = ""  # the first failure's message, when there were errors
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"first_error": self.first_error} if self.first_error else {}
         return {
             "concurrency": self.concurrency,
             "throughput": round(self.throughput, 3),
@@ -71,6 +73,7 @@ class Point:
             "p99_ms": round(self.p99_ms, 3),
             "requests": self.requests,
             "errors": self.errors,
+            **extra,
         }
 
 
@@ -339,6 +342,7 @@ def _trial_line(trial: Trial, objective: Objective) -> str:
     parts = [
         f"c{p.concurrency}: {p.throughput:.0f}/s p99 {p.p99_ms:.1f} ms"
         + ("" if objective.feasible(p) else " x")
+        + (f" ({p.errors} errors, first: {p.first_error})" if p.errors else "")
         for p in trial.points
     ]
     return "    " + "; ".join(parts) + f"  ({trial.seconds:.1f} s)"

@@ -137,6 +137,13 @@ def test_objective_latency_budget() -> None:
     assert obj.score(Trial(Candidate(1, 8, False), error="failed to load")) == (0, 0.0)
 
 
+def test_errors_are_reported_with_their_first_message() -> None:
+    p = Point(4, 10.0, 1, 2, 3, 4, requests=10, errors=2, first_error="InferenceServerError: boom")
+    assert p.to_dict()["first_error"] == "InferenceServerError: boom"
+    assert "first_error" not in pt(1, 100, 5).to_dict()
+    assert not Objective().feasible(p)
+
+
 def test_objective_throughput_floor_minimizes_p99() -> None:
     obj = Objective(min_throughput=300)
     assert obj.minimize_latency

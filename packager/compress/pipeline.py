@@ -12,13 +12,13 @@ from __future__ import annotations
 import inspect
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from packager.compress.fp16 import convert_fp16
+from packager.compress.fp16 import convert_fp16, out_of_range
 from packager.compress.prune import PruneRequest, check_amount
 from packager.compress.quantize import QUANTIZE_MODES, check_inputs, load_calibration, quantize
 from packager.compress.report import CompressionReport, Stage, onnx_stage
@@ -162,6 +162,9 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
             step = f"quantize {options.quantize}" + (" per-channel" if options.per_channel else "")
         else:
             dst = convert_fp16(src, work / "model.onnx", keep_io_types=not options.fp16_io)
+            clamped = out_of_range(src)
+            if clamped:  # recorded: such weights were clamped to +-65504
+                report = replace(report, details={**report.details, "fp16_clamped": clamped})
             label = "fp16" + (" (fp16 inputs/outputs)" if options.fp16_io else "")
             step = "fp16" + (" io" if options.fp16_io else " (fp32 inputs/outputs kept)")
         report = report.with_stage(measure(dst, label), step)

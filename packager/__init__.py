@@ -33,6 +33,8 @@ __all__ = [
     "Warmup",
     "WarmupInput",
     "build",
+    "build_manifest",
+    "evaluate",
     "inspect",
     "render_config",
     "validate",
@@ -44,6 +46,8 @@ _LAZY = {
     "validate": "packager.validation:validate",
     "render_config": "packager.render:render_config",
     "LocalServer": "packager.server:LocalServer",
+    "build_manifest": "packager.manifest:build_manifest",
+    "evaluate": "packager.evaluate:evaluate",
 }
 
 

@@ -34,12 +34,13 @@ __all__ = [
     "WarmupInput",
     "build",
     "build_manifest",
-    "evaluate",
     "inspect",
     "render_config",
     "validate",
 ]
 
+# Module names and function names must differ (packager.builder.build, not packager.build.build):
+# importing a submodule binds its name on the package and would shadow a same-named function.
 _LAZY = {
     "build": "packager.builder:build",
     "inspect": "packager.builder:inspect",
@@ -47,7 +48,6 @@ _LAZY = {
     "render_config": "packager.render:render_config",
     "LocalServer": "packager.server:LocalServer",
     "build_manifest": "packager.manifest:build_manifest",
-    "evaluate": "packager.evaluate:evaluate",
 }
 
 

@@ -120,9 +120,7 @@ class AioHttpTransport:
         self, call: HttpCall, timeout_s: float, headers: Mapping[str, str] | None = None
     ) -> Any:
         with translating(call.what, self.url):
-            extra = self._headers
-            if call.headers:
-                extra += render_headers(call.headers)
+            extra = self._headers + call.headers
             if headers:
                 extra += render_headers(headers)
             head = render_head(

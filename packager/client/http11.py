@@ -76,19 +76,20 @@ class ResponseParser:
     def feed(self, data: bytes) -> bytes:
         """Consume ``data``; returns bytes beyond this response (none unless pipelining)."""
         if self._mode == 0:
-            self._buf += data
-            end = self._buf.find(b"\r\n\r\n")
+            if self._buf:  # the head came in pieces
+                self._buf += data
+                data = bytes(self._buf)
+                self._buf = bytearray()
+            end = data.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._buf) > _MAX_HEAD:
+                if len(data) > _MAX_HEAD:
                     raise ProtocolError("HTTP response head too large")
+                self._buf += data
                 return b""
-            head = bytes(self._buf[:end])
-            rest = bytes(self._buf[end + 4 :])
-            self._buf = bytearray()
-            self._parse_head(head)
-            if self.done or not rest:
-                return rest
-            data = rest
+            self._parse_head(data[:end])
+            data = data[end + 4 :]
+            if self.done or not data:
+                return data
         if self._mode == 1:
             take = min(len(data), len(self.body) - self._filled)
             self.body[self._filled : self._filled + take] = data[:take]
@@ -124,9 +125,9 @@ class ResponseParser:
     # -- internals -----------------------------------------------------------------------
 
     def _parse_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
             raise ProtocolError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
         try:
             self.status = int(parts[1])
@@ -134,10 +135,10 @@ class ResponseParser:
             raise ProtocolError(f"bad HTTP status line {lines[0][:80]!r}") from None
         headers = self.headers
         for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
         conn = headers.get("connection", "").lower()
-        self.keep_alive = (conn != "close" and parts[0] != b"HTTP/1.0") or conn == "keep-alive"
+        self.keep_alive = (conn != "close" and parts[0] != "HTTP/1.0") or conn == "keep-alive"
         if "chunked" in headers.get("transfer-encoding", "").lower():
             self._mode = 2
             self._chunks = bytearray()

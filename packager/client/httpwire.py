@@ -33,7 +33,7 @@ class HttpCall(NamedTuple):
     method: str
     path: str  # starts with /v2, without the endpoint's base path
     body: Sequence[Any]  # buffers sent back to back (bytes, or C-contiguous ndarrays)
-    headers: Mapping[str, str] | None
+    headers: bytes  # extra header lines, rendered ("Name: value\r\n"...)
     parse: Callable[[int, Mapping[str, str], Any], Any]
     what: str  # names the call in error messages
 
@@ -89,23 +89,30 @@ def _to_proto(message_type: Any, doc: Any) -> Any:
 
 
 class HttpCodec:
-    """Builds :class:`HttpCall` objects; one instance per client (it holds no connection)."""
+    """Builds :class:`HttpCall` objects; one instance per client (it holds no connection).
+
+    The JSON header of a plain inference request (no parameters, priority, id or chosen
+    outputs) depends only on the model and the inputs' names, types and sizes: it is cached.
+    """
+
+    def __init__(self) -> None:
+        self._headers: dict[tuple[Any, ...], tuple[str, bytes, bytes]] = {}
 
     def live(self) -> HttpCall:
-        return HttpCall("GET", "/v2/health/live", (), None, _is_ok, "is_live")
+        return HttpCall("GET", "/v2/health/live", (), b"", _is_ok, "is_live")
 
     def ready(self) -> HttpCall:
-        return HttpCall("GET", "/v2/health/ready", (), None, _is_ok, "is_ready")
+        return HttpCall("GET", "/v2/health/ready", (), b"", _is_ok, "is_ready")
 
     def model_ready(self, model: str, version: str) -> HttpCall:
         path = _model_path(model, version) + "/ready"
-        return HttpCall("GET", path, (), None, _is_ok, f"is_ready '{model}'")
+        return HttpCall("GET", path, (), b"", _is_ok, f"is_ready '{model}'")
 
     def metadata(self, model: str, version: str) -> HttpCall:
         def parse(status: int, headers: Mapping[str, str], body: Any) -> ModelMetadata:
             return metadata_from_json(_json_or_raise(status, headers, body))
 
-        return HttpCall("GET", _model_path(model, version), (), None, parse, f"metadata '{model}'")
+        return HttpCall("GET", _model_path(model, version), (), b"", parse, f"metadata '{model}'")
 
     def config(self, model: str, version: str) -> HttpCall:
         def parse(status: int, headers: Mapping[str, str], body: Any) -> Any:
@@ -114,7 +121,7 @@ class HttpCodec:
             return _to_proto(model_config_pb2.ModelConfig, _json_or_raise(status, headers, body))
 
         path = _model_path(model, version) + "/config"
-        return HttpCall("GET", path, (), None, parse, f"config '{model}'")
+        return HttpCall("GET", path, (), b"", parse, f"config '{model}'")
 
     def statistics(self, model: str, version: str) -> HttpCall:
         def parse(status: int, headers: Mapping[str, str], body: Any) -> Any:
@@ -124,7 +131,7 @@ class HttpCodec:
             return _to_proto(service_pb2.ModelStatisticsResponse, doc)
 
         path = (_model_path(model, version) if model else "/v2/models") + "/stats"
-        return HttpCall("GET", path, (), None, parse, f"statistics '{model or '*'}'")
+        return HttpCall("GET", path, (), b"", parse, f"statistics '{model or '*'}'")
 
     def index(self) -> HttpCall:
         def parse(status: int, headers: Mapping[str, str], body: Any) -> list[ModelInfo]:
@@ -136,19 +143,19 @@ class HttpCodec:
                 for r in rows
             ]
 
-        return HttpCall("POST", "/v2/repository/index", (b"{}",), None, parse, "models")
+        return HttpCall("POST", "/v2/repository/index", (b"{}",), b"", parse, "models")
 
     def load(self, model: str, config: str | None) -> HttpCall:
         doc: dict[str, Any] = {"parameters": {"config": config}} if config else {}
         path = f"/v2/repository/models/{quote(model, safe='')}/load"
         body = (json.dumps(doc).encode(),)
-        return HttpCall("POST", path, body, None, _ok_or_raise, f"load_model '{model}'")
+        return HttpCall("POST", path, body, b"", _ok_or_raise, f"load_model '{model}'")
 
     def unload(self, model: str, unload_dependents: bool) -> HttpCall:
         doc = {"parameters": {"unload_dependents": True}} if unload_dependents else {}
         path = f"/v2/repository/models/{quote(model, safe='')}/unload"
         body = (json.dumps(doc).encode(),)
-        return HttpCall("POST", path, body, None, _ok_or_raise, f"unload_model '{model}'")
+        return HttpCall("POST", path, body, b"", _ok_or_raise, f"unload_model '{model}'")
 
     def infer(
         self,
@@ -161,21 +168,26 @@ class HttpCodec:
         priority: int = 0,
         parameters: Mapping[str, Any] | None = None,
     ) -> HttpCall:
-        body: list[Any] = [b""]
-        tensors = []
-        for p in inputs:
-            data = p.data
-            tensors.append(
-                {
-                    "name": p.name,
-                    "shape": p.shape,
-                    "datatype": p.wire,
-                    "parameters": {
-                        "binary_data_size": len(data) if p.wire == "BYTES" else data.nbytes
-                    },
-                }
-            )
-            body.append(data)
+        plain = not (outputs or request_id or priority or parameters)
+        key: tuple[Any, ...] = ()
+        if plain:
+            key = (model, version, *[(p.name, p.wire, p.shape, _nbytes(p)) for p in inputs])
+            hit = self._headers.get(key)
+            if hit is not None:
+                path, header, lines = hit
+                return HttpCall(
+                    "POST", path, [header, *[p.data for p in inputs]], lines, _parse_infer,
+                    f"infer '{model}'",
+                )  # fmt: skip
+        tensors = [
+            {
+                "name": p.name,
+                "shape": p.shape,
+                "datatype": p.wire,
+                "parameters": {"binary_data_size": _nbytes(p)},
+            }
+            for p in inputs
+        ]
         doc: dict[str, Any] = {"inputs": tensors}
         params: dict[str, Any] = dict(parameters) if parameters else {}
         if outputs:
@@ -188,41 +200,79 @@ class HttpCodec:
             doc["id"] = request_id
         doc["parameters"] = params
         header = _dumps(doc).encode()
-        body[0] = header
-        return HttpCall(
-            "POST",
-            _model_path(model, version) + "/infer",
-            body,
-            {HEADER_LENGTH: str(len(header))},
-            _parse_infer,
-            f"infer '{model}'",
+        path = _model_path(model, version) + "/infer"
+        lines = b"%s: %d\r\n" % (HEADER_LENGTH.encode(), len(header))
+        if plain:
+            if len(self._headers) >= 512:  # many distinct shapes: start over, stay small
+                self._headers.clear()
+            self._headers[key] = (path, header, lines)
+        body = [header, *[p.data for p in inputs]]
+        return HttpCall("POST", path, body, lines, _parse_infer, f"infer '{model}'")
+
+
+def _nbytes(p: Prepared) -> int:
+    return len(p.data) if p.wire == "BYTES" else int(p.data.nbytes)
+
+
+# A response's JSON header is the same for every request of one shape: remember its layout
+# (name, datatype, shape, byte size per output) by the header's bytes, and skip the JSON parse.
+_LAYOUTS: dict[bytes, tuple[tuple[str, str, tuple[int, ...], int], ...]] = {}
+
+
+def _layout(header: bytes) -> tuple[tuple[str, str, tuple[int, ...], int], ...] | None:
+    """Per-output (name, wire, shape, nbytes), or None when an output came as JSON data."""
+    doc = json.loads(header)
+    layout = []
+    for t in doc.get("outputs", ()):
+        params = t.get("parameters") or {}
+        if "binary_data_size" not in params:
+            return None
+        layout.append(
+            (t["name"], t["datatype"], tuple(t["shape"]), int(params["binary_data_size"]))
         )
+    if len(_LAYOUTS) >= 256:
+        _LAYOUTS.clear()
+    _LAYOUTS[header] = found = tuple(layout)
+    return found
 
 
 def _parse_infer(status: int, headers: Mapping[str, str], body: Any) -> dict[str, np.ndarray]:
     if status != 200:
         raise ServerReply(status, _error_message(body))
     size = headers.get(_HEADER_LENGTH_LOWER)
-    view = memoryview(body)
-    hlen = int(size) if size is not None else len(view)
-    doc = json.loads(bytes(view[:hlen]))
+    hlen = int(size) if size is not None else len(body)
+    header = bytes(body[:hlen])
+    layout = _LAYOUTS.get(header) or _layout(header)
+    if layout is None:
+        return _parse_json_outputs(json.loads(header), body, hlen)
     out: dict[str, np.ndarray] = {}
     pos = hlen
-    for t in doc.get("outputs", ()):
-        shape = t["shape"]
-        wire = t["datatype"]
-        params = t.get("parameters")
-        nbytes = params.get("binary_data_size") if params else None
-        if nbytes is None:  # sent as JSON (only if a caller asked for it)
-            data = t.get("data", [])
-            dtype = object if wire == "BYTES" else _NUMPY[wire]
-            out[t["name"]] = np.array(data, dtype=dtype).reshape(shape)
-            continue
+    for name, wire, shape, nbytes in layout:
         if wire == "BYTES":
-            out[t["name"]] = deserialize_bytes(view[pos : pos + nbytes], shape)
+            out[name] = deserialize_bytes(memoryview(body)[pos : pos + nbytes], shape)
         else:
             dtype = _NUMPY[wire]
-            count = nbytes // dtype.itemsize
-            out[t["name"]] = np.frombuffer(body, dtype, count, pos).reshape(shape)
+            out[name] = np.frombuffer(body, dtype, nbytes // dtype.itemsize, pos).reshape(shape)
+        pos += nbytes
+    return out
+
+
+def _parse_json_outputs(doc: Mapping[str, Any], body: Any, pos: int) -> dict[str, np.ndarray]:
+    """Outputs where some came as JSON ``data`` (only when a caller asked for that)."""
+    out: dict[str, np.ndarray] = {}
+    for t in doc.get("outputs", ()):
+        shape, wire = t["shape"], t["datatype"]
+        nbytes = (t.get("parameters") or {}).get("binary_data_size")
+        if nbytes is None:
+            dtype = object if wire == "BYTES" else _NUMPY[wire]
+            out[t["name"]] = np.array(t.get("data", []), dtype=dtype).reshape(shape)
+            continue
+        if wire == "BYTES":
+            out[t["name"]] = deserialize_bytes(memoryview(body)[pos : pos + nbytes], shape)
+        else:
+            dtype = _NUMPY[wire]
+            out[t["name"]] = np.frombuffer(body, dtype, nbytes // dtype.itemsize, pos).reshape(
+                shape
+            )
         pos += nbytes
     return out

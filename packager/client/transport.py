@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -61,6 +63,11 @@ def grpc_channel_args(
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", -1),
         ("grpc.max_receive_message_length", -1),
+        # gRPC's reconnect backoff grows to 120 s while a server is down, and calls fail fast
+        # until the next attempt: a client would not see a restarted server for minutes.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if not endpoint.tls:
         return options, None
@@ -77,6 +84,70 @@ def grpc_channel_args(
 
 def body_length(parts: Sequence[Any]) -> int:
     return sum(p.nbytes if hasattr(p, "nbytes") else len(p) for p in parts)
+
+
+# Linux sockets can time out by themselves (SO_RCVTIMEO/SO_SNDTIMEO) while staying in blocking
+# mode: each recv/send is then one system call. Python's own timeout mode polls before every
+# call (twice the system calls, and twice the GIL hand-offs when threads share a client).
+_NATIVE_TIMEOUTS = sys.platform.startswith("linux")
+
+
+class _Connection:
+    """One keep-alive socket, used by one call at a time."""
+
+    __slots__ = ("native", "sock", "timeout")
+
+    def __init__(self, sock: socket.socket, native: bool) -> None:
+        self.sock = sock
+        self.native = native
+        self.timeout = -1.0
+        if native:
+            sock.settimeout(None)
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        if self.native:
+            sec = int(timeout_s)
+            tv = struct.pack("@ll", sec, int((timeout_s - sec) * 1e6))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        else:
+            self.sock.settimeout(timeout_s)
+        self.timeout = timeout_s
+
+    def roundtrip(self, head: bytes, parts: Sequence[Any], timeout_s: float) -> ResponseParser:
+        sock = self.sock
+        if self.timeout != timeout_s:
+            self._set_timeout(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        try:
+            if self.native:
+                _sendmsg_all(sock, [head, *parts])
+            else:
+                sock.sendall(b"".join([head, *parts]))
+            parser = ResponseParser()
+            while True:
+                view = parser.body_view()
+                if view is not None:
+                    n = sock.recv_into(view)
+                    if n:
+                        parser.advance(n)
+                    else:
+                        parser.eof()
+                else:
+                    data = sock.recv(_RECV)
+                    if data:
+                        parser.feed(data)
+                    else:
+                        parser.eof()
+                if parser.done:
+                    return parser
+                if time.monotonic() > deadline:  # the answer trickles in: keep the total bound
+                    raise TimeoutError("timed out")
+        except BlockingIOError as exc:  # SO_RCVTIMEO / SO_SNDTIMEO expired
+            raise TimeoutError("timed out") from exc
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class HttpTransport:
@@ -102,7 +173,7 @@ class HttpTransport:
         self._ssl = ssl_context or (ssl_context_for(tls) if endpoint.tls else None)
         self._connect_timeout = connect_timeout_s
         self._retry = retry
-        self._idle: deque[socket.socket] = deque()
+        self._idle: deque[_Connection] = deque()
         self._max_idle = max_idle
         self._closed = False
 
@@ -111,9 +182,7 @@ class HttpTransport:
     ) -> Any:
         """Send ``call``, retrying connection-level failures; return ``call.parse(...)``."""
         with translating(call.what, self.url):
-            extra = self._headers
-            if call.headers:
-                extra += render_headers(call.headers)
+            extra = self._headers + call.headers
             if headers:
                 extra += render_headers(headers)
             head = render_head(
@@ -136,29 +205,29 @@ class HttpTransport:
     ) -> tuple[int, dict[str, str], bytearray]:
         while True:
             try:
-                sock = self._idle.pop()
+                conn = self._idle.pop()
                 reused = True
             except IndexError:
-                sock = self._connect()
+                conn = self._connect()
                 reused = False
             try:
-                parser = self._roundtrip(sock, head, parts, timeout_s)
+                parser = conn.roundtrip(head, parts, timeout_s)
             except RETRYABLE:
-                sock.close()
+                conn.close()
                 if reused:
                     # The server closed an idle keep-alive connection: try a fresh one at once.
                     continue
                 raise
             except BaseException:
-                sock.close()  # state unknown (timeout, interrupt): never reuse
+                conn.close()  # state unknown (timeout, interrupt): never reuse
                 raise
             if parser.keep_alive and not self._closed and len(self._idle) < self._max_idle:
-                self._idle.append(sock)
+                self._idle.append(conn)
             else:
-                sock.close()
+                conn.close()
             return parser.status, parser.headers, parser.body
 
-    def _connect(self) -> socket.socket:
+    def _connect(self) -> _Connection:
         if self._closed:
             raise ConnectionAbortedError("the client is closed")
         sock = socket.create_connection(self._addr, timeout=self._connect_timeout)
@@ -170,37 +239,7 @@ class HttpTransport:
         except BaseException:
             sock.close()
             raise
-        return sock
-
-    def _roundtrip(
-        self, sock: socket.socket, head: bytes, parts: Sequence[Any], timeout_s: float
-    ) -> ResponseParser:
-        deadline = time.monotonic() + timeout_s
-        sock.settimeout(timeout_s)
-        if isinstance(sock, ssl.SSLSocket):
-            sock.sendall(b"".join([head, *parts]))
-        else:
-            _sendmsg_all(sock, [head, *parts])
-        parser = ResponseParser()
-        while not parser.done:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("timed out")
-            sock.settimeout(remaining)
-            view = parser.body_view()
-            if view is not None:
-                n = sock.recv_into(view)
-                if n:
-                    parser.advance(n)
-                else:
-                    parser.eof()
-            else:
-                data = sock.recv(_RECV)
-                if data:
-                    parser.feed(data)
-                else:
-                    parser.eof()
-        return parser
+        return _Connection(sock, native=_NATIVE_TIMEOUTS and self._ssl is None)
 
     def close(self) -> None:
         self._closed = True

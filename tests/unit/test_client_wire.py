@@ -98,7 +98,7 @@ def test_infer_request_is_json_header_then_raw_tensors() -> None:
     call = HttpCodec().infer("m/1", "2", inputs, request_id="r", priority=1, parameters={"k": 3})
     assert call.method == "POST" and call.path == "/v2/models/m%2F1/versions/2/infer"
     header = call.body[0]
-    assert call.headers == {"Inference-Header-Content-Length": str(len(header))}
+    assert call.headers == b"Inference-Header-Content-Length: %d\r\n" % len(header)
     doc = json.loads(header)
     assert doc["inputs"][0] == {
         "name": "x",
@@ -110,6 +110,22 @@ def test_infer_request_is_json_header_then_raw_tensors() -> None:
     assert doc["parameters"] == {"k": 3, "binary_data_output": True, "priority": 1}
     assert doc["id"] == "r"
     assert call.body[1] is x  # the array itself is sent, not a copy
+
+
+def test_plain_request_headers_are_cached_per_shape() -> None:
+    codec = HttpCodec()
+    one = codec.infer("m", "", [Prepared("x", "FP32", (1, 2), np.zeros((1, 2), np.float32))])
+    again = codec.infer("m", "", [Prepared("x", "FP32", (1, 2), np.ones((1, 2), np.float32))])
+    other = codec.infer("m", "", [Prepared("x", "FP32", (3, 2), np.ones((3, 2), np.float32))])
+    assert again.body[0] is one.body[0]  # same JSON header object, new data
+    assert np.array_equal(again.body[1], np.ones((1, 2)))
+    assert json.loads(other.body[0])["inputs"][0]["shape"] == [3, 2]
+    with_id = codec.infer("m", "", one_input(), request_id="a")
+    assert json.loads(with_id.body[0])["id"] == "a"
+
+
+def one_input() -> list[Prepared]:
+    return [Prepared("x", "FP32", (1, 2), np.zeros((1, 2), np.float32))]
 
 
 def test_requested_outputs_are_binary() -> None:
@@ -140,6 +156,8 @@ def test_infer_response_to_arrays_without_copies() -> None:
     )
     out = HttpCodec().infer("m", "", []).parse(200, headers, body)
     assert np.array_equal(out["y"], y) and out["y"].dtype == np.int64
+    again = HttpCodec().infer("m", "", []).parse(200, headers, bytearray(body))  # cached layout
+    assert np.array_equal(again["y"], y) and list(again["w"]) == list(out["w"])
     assert np.shares_memory(out["y"], np.frombuffer(body, np.uint8))
     assert list(out["w"]) == [b"x", b"\x00yz"]
 

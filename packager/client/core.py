@@ -230,6 +230,12 @@ def prepare_inputs(facts: ModelFacts, inputs: Any) -> list[Prepared]:
                 f"model '{facts.name}' has no input {name!r}; inputs are: {_names(facts.inputs)}"
             )
         out.append(_prepare_one(facts, spec, value))
+    if facts.max_batch_size > 0 and len({p.shape[0] for p in out}) > 1:
+        # Triton refuses it ("batch size does not match other inputs"): say so before sending.
+        sizes = ", ".join(f"{p.name} {p.shape[0]}" for p in out)
+        raise InvalidInput(
+            f"inputs of model '{facts.name}' must have the same batch size (first dim); got {sizes}"
+        )
     if len(out) < len(facts.inputs):
         missing = [n for n in facts.required if n not in inputs]
         if missing:

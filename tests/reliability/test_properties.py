@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from packager import dtypes
@@ -300,3 +301,99 @@ def test_no_spec_passes_the_checks_yet_fails_to_parse(spec: ModelSpec) -> None:
                 render_config(wide)
         else:
             parse_config(render_config(wide))
+
+
+# ---------------------------------------------------------------- client input validation
+
+# Numpy dtypes a caller may hand over (object = Python strings/bytes).
+ARRAY_DTYPES = [
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64", "object",
+]  # fmt: skip
+
+
+@st.composite
+def requests(draw: Any) -> tuple[str, dict[str, Any]]:
+    """A valid request for one of the served models, then 0 to 3 random mistakes: a wrong
+    dtype, a dim off by one (or 0, or past the batch limit), an axis more or less, batch sizes
+    that differ between inputs, a missing or unknown input, a plain Python list."""
+    model = draw(st.sampled_from(["mlp", "addsub", "echo", "pair"]))
+    b = draw(st.integers(1, 8))
+    n = draw(st.integers(0, 3))
+    valid: dict[str, tuple[str, tuple[int, ...]]] = {
+        "mlp": {"input": ("float32", (b, 16))},
+        "addsub": {"INPUT0": ("float32", (4,)), "INPUT1": ("float32", (4,))},
+        "echo": {"text": ("object", (b, n))},
+        "pair": {"a": ("float32", (b, 3)), "b": ("int64", (b, n))},
+    }[model]
+    specs = {k: [dtype, list(shape)] for k, (dtype, shape) in valid.items()}
+    mistakes = draw(st.lists(st.integers(0, 5), max_size=3))
+    for m in mistakes:
+        name = draw(st.sampled_from(sorted(specs))) if specs else None
+        if m == 0 and name:
+            specs[name][0] = draw(st.sampled_from(ARRAY_DTYPES))
+        elif m == 1 and name and specs[name][1]:
+            axis = draw(st.integers(0, len(specs[name][1]) - 1))
+            specs[name][1][axis] = max(0, specs[name][1][axis] + draw(st.sampled_from([-1, 1, 65])))
+        elif m == 2 and name:
+            if specs[name][1] and draw(st.booleans()):
+                specs[name][1].pop()
+            else:
+                specs[name][1].append(draw(st.integers(1, 2)))
+        elif m == 3 and len(specs) > 1:
+            specs.pop(draw(st.sampled_from(sorted(specs))))
+        elif m == 4:
+            specs[draw(st.sampled_from(["x", "extra"]))] = ["float32", [b, 16]]
+        elif m == 5 and name and specs[name][1]:
+            specs[name][1][0] += 1  # another batch size than the other input(s)
+    inputs: dict[str, Any] = {}
+    as_list = draw(st.integers(0, 7)) == 0
+    for name, (dtype, shape) in specs.items():
+        if dtype == "object":
+            arr = np.full(tuple(shape), b"tok", dtype=object)
+        else:
+            arr = (np.arange(int(np.prod(shape))) % 3).astype(dtype).reshape(shape)
+        inputs[name] = arr.tolist() if as_list else arr
+    return model, inputs
+
+
+@pytest.fixture(scope="module")
+def http_and_grpc(client_server: Any) -> Any:
+    from packager.client import Client
+
+    with (
+        Client(client_server.http_url, timeout_s=30) as http,
+        Client(f"grpc://{client_server.grpc_url}", timeout_s=30) as grpc,
+    ):
+        yield http, grpc
+
+
+@pytest.mark.integration
+@settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(requests())
+def test_client_never_sends_a_request_the_server_rejects_for_shape_or_dtype(
+    http_and_grpc: Any, case: tuple[str, dict[str, Any]]
+) -> None:
+    """Whatever the client's checks accept, the server runs; whatever they refuse is refused
+    before sending, with InvalidInput (the server never sees it)."""
+    from packager.client.core import prepare_inputs
+    from packager.errors import InvalidInput
+
+    model, inputs = case
+    for client in http_and_grpc:
+        facts = client._model_facts(model, "")
+        try:
+            prepare_inputs(facts, inputs)
+        except InvalidInput:
+            event(f"{model}: refused before sending")
+            with pytest.raises(InvalidInput):
+                client.infer(model, inputs)
+            continue
+        event(f"{model}: sent and served")
+        outputs = client.infer(model, inputs)  # any ClientError here is a finding
+        assert set(outputs) == set(facts.outputs)

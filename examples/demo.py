@@ -33,4 +33,4 @@ def main(text: str) -> None:
 
 
 if __name__ == "__main__":
-    main(" ".join(sys.argv[1:]) or "the service was quick and friendly")
+    main(" ".join(sys.argv[1:]) or "the home team won the cup final")

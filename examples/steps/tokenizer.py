@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 
-VOCAB_SIZE = 64  # must match examples/make_model.py
+VOCAB_SIZE = 1024  # must match examples/make_model.py
 SEQ_LEN = 8
 
 

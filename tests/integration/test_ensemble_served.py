@@ -97,6 +97,12 @@ def test_ensemble_equals_the_three_steps_in_process(server: Any) -> None:
     assert result.as_numpy("PROBS").dtype == np.float32
 
 
+def test_the_trained_example_answers_the_obvious_label(server: Any) -> None:
+    # None of these sentences is in make_model.py's training corpus word for word.
+    labels = infer(server.http_url, TEXTS[:4]).as_numpy("LABELS")[:, 0].tolist()
+    assert labels == [b"sports", b"weather", b"politics", b"technology"]
+
+
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server: Any) -> None:
     import tritonclient.grpc as grpc
 

@@ -117,9 +117,11 @@ def _from_grpc(exc: Any, where: str) -> ClientError:
         low = details.lower()
         if "not ready" in low or "no available versions" in low:
             return error_for_reply(400, details, where, f"gRPC {name}")
+        # A TLS server drops plaintext calls and calls without a client certificate this way.
+        tls = " Or does it expect TLS (grpcs://, TLSOptions with a client certificate)?"
         return ServerUnavailable(
             f"{where}: cannot reach the server ({details}); is tritonserver running and is the "
-            "gRPC port right?"
+            "gRPC port right?" + (tls if "socket closed" in low or "handshake" in low else "")
         )
     if name == "CANCELLED":
         return ServerUnavailable(f"{where}: the call was cancelled ({details})")

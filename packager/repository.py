@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,27 @@ def verify_checksums(version_dir: Path) -> list[str]:
     for rel in sorted(actual - set(expected)):
         problems.append(f"{version_dir.name}/{rel}: not listed in {CHECKSUMS} (added after build)")
     return problems
+
+
+def verify_repository(
+    repo: Path | str, models: Sequence[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Check the SHA256SUMS of every version of ``models`` (default: all) before serving.
+
+    Returns (problems, unverified): files changed, missing or added since the build; and
+    version folders with no SHA256SUMS at all (made by hand or another tool: nothing to check).
+    """
+    problems: list[str] = []
+    unverified: list[str] = []
+    for model_dir in list_models(repo):
+        if models is not None and model_dir.name not in models:
+            continue
+        for vdir in iter_version_dirs(model_dir):
+            if not (vdir / CHECKSUMS).is_file():
+                unverified.append(f"{model_dir.name}/{vdir.name}/")
+                continue
+            problems += [f"{model_dir.name}/{p}" for p in verify_checksums(vdir)]
+    return problems, unverified
 
 
 def read_record(version_dir: Path) -> dict[str, Any]:

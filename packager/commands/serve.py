@@ -61,6 +61,11 @@ class _Stop(Exception):
 )
 @click.option("--show-log", is_flag=True, help="Echo the server's own log to stderr while it runs.")
 @click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Serve even if model files changed since they were built (skips the SHA256SUMS check).",
+)
+@click.option(
     "--startup-timeout",
     type=float,
     default=120.0,
@@ -78,6 +83,7 @@ def serve(
     log_verbose: int,
     show_log: bool,
     startup_timeout: float,
+    no_verify: bool,
 ) -> None:
     """Serve REPOSITORY on the embedded Triton server (2.51.0) until Ctrl-C.
 
@@ -86,6 +92,9 @@ def serve(
     """
     from packager.errors import ServerError
     from packager.server import LocalServer
+
+    if not no_verify and repository.is_dir():
+        _verify(repository, model_control_mode, load_models)
 
     server = LocalServer(
         repository,
@@ -120,6 +129,25 @@ def serve(
         server.stop()
         signal.signal(signal.SIGTERM, previous)
     click.echo("stopped", err=True)
+
+
+def _verify(repository: Path, mode: str, load_models: tuple[str, ...]) -> None:
+    """Refuse files changed since the build (of the models this server will load)."""
+    from packager.errors import RepositoryError
+    from packager.repository import verify_repository
+
+    names = list(load_models) if mode == "explicit" and "*" not in load_models else None
+    problems, unverified = verify_repository(repository, names)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise RepositoryError(
+            f"{repository} changed since it was built:\n{lines}\nrebuild the model(s) with "
+            "`triton-packager build`, or pass --no-verify to serve the files as they are"
+        )
+    for folder in unverified:
+        click.echo(
+            f"not verified: {folder} has no SHA256SUMS (not built by triton-packager)", err=True
+        )
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> Any:

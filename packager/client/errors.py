@@ -78,6 +78,12 @@ def error_for_reply(status: int, message: str, where: str, code: str = "") -> Cl
             f"{text}; load it (client.load_model(...) in explicit model control mode) and wait "
             "with client.wait_until_ready(...)"
         )
+    if "load / unload is not allowed" in low:
+        # Triton answers 503 (and talks of polling) when model control is not explicit.
+        return InferenceServerError(
+            f"{text}; this server does not let clients load or unload models: start it with "
+            "--model-control-mode explicit"
+        )
     if status == 404 or "is not found" in low or "failed to poll from model repository" in low:
         return ModelNotFound(_hint_not_found(text))
     if status == 400:

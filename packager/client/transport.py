@@ -23,6 +23,7 @@ from packager.client.errors import ConnectionClosed, translating
 from packager.client.grpcwire import GrpcCall
 from packager.client.http11 import ResponseParser, render_head, render_headers
 from packager.client.httpwire import HttpCall
+from packager.errors import InvalidInput
 
 __all__ = ["GrpcTransport", "HttpTransport", "grpc_channel_args", "ssl_context_for"]
 
@@ -40,9 +41,14 @@ RETRYABLE: tuple[type[BaseException], ...] = (
 def ssl_context_for(tls: TLSOptions | None) -> ssl.SSLContext:
     """An SSL context for https:// from PEM files (system CAs when no ca_file is given)."""
     tls = tls or TLSOptions()
-    ctx = ssl.create_default_context(cafile=tls.ca_file)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    try:
+        ctx = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise InvalidInput(
+            f"TLS files could not be loaded ({exc}); check TLSOptions paths"
+        ) from exc
     if not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -52,8 +58,11 @@ def ssl_context_for(tls: TLSOptions | None) -> ssl.SSLContext:
 def _read(path: str | None) -> bytes | None:
     if path is None:
         return None
-    with open(path, "rb") as fh:
-        return fh.read()
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise InvalidInput(f"TLS file {path} cannot be read ({exc.strerror})") from exc
 
 
 def grpc_channel_args(

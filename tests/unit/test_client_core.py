@@ -267,3 +267,23 @@ def test_add_and_strip_batch_dim() -> None:
     assert strip_batch_dim(MLP, {"output": np.ones((1, 4))})["output"].shape == (4,)
     sample = {"a": np.zeros((2, 3), np.int64)}
     assert add_batch_dim(TWO, sample) is sample  # no batch dim on a model that does not batch
+
+
+def test_tls_options_build_contexts_and_credentials(tmp_path) -> None:
+    import ssl
+
+    from packager.client.core import TLSOptions
+    from packager.client.transport import grpc_channel_args, ssl_context_for
+
+    ctx = ssl_context_for(TLSOptions(verify=False))
+    assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
+    assert ssl_context_for(None).verify_mode == ssl.CERT_REQUIRED
+    options, creds = grpc_channel_args(parse_url("grpc://h"), None)
+    assert creds is None and ("grpc.max_receive_message_length", -1) in options
+    _, creds = grpc_channel_args(parse_url("grpcs://h"), TLSOptions())
+    assert creds is not None
+    missing = str(tmp_path / "none.pem")
+    with pytest.raises(InvalidInput, match=r"none\.pem cannot be read"):
+        grpc_channel_args(parse_url("grpcs://h"), TLSOptions(ca_file=missing))
+    with pytest.raises(InvalidInput, match="TLS files could not be loaded"):
+        ssl_context_for(TLSOptions(ca_file=missing))

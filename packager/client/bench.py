@@ -222,16 +222,15 @@ def _measure(
     ]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads):
-        now = time.perf_counter()
-        if progress is not None:
-            if now < begin:
-                progress("warmup", now - start, warmup_s, sum(done))
-            else:
-                progress("measure", min(now, end) - begin, duration_s, sum(done))
-        threads[0].join(timeout=0.1)  # wakes at least every 0.1 s to draw progress
     for t in threads:
-        t.join()
+        while t.is_alive():
+            now = time.perf_counter()
+            if progress is not None:
+                if now < begin:
+                    progress("warmup", now - start, warmup_s, sum(done))
+                else:
+                    progress("measure", min(now, end) - begin, duration_s, sum(done))
+            t.join(timeout=0.1)  # wakes every 0.1 s to draw progress
     if progress is not None:
         progress("done", duration_s, duration_s, sum(done))
     return summarize(latencies, errors, concurrency, duration_s, batch, first_error)

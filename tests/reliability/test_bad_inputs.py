@@ -494,6 +494,8 @@ def test_read_only_output_folder_leaves_the_repository_as_it_was(
 ) -> None:
     ro = tmp_path / "ro"
     mounted = _mount_tmpfs(ro, "4m")
+    if not mounted and os.geteuid() == 0:
+        pytest.skip("root ignores permission bits, and mounting a read-only tmpfs failed")
     try:
         repo = ro / "repo" if mounted else tmp_path / "repo"
         build(str(model_files["mlp"]), name="existing", output=repo)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from packager.errors import PackagerError
+from packager.textable import format_table
 
 METRICS = ("accuracy", "top-k", "mse", "mae")  # top-k is spelled topK, e.g. top5
 DEFAULT_BATCH_SIZE = 64
@@ -243,18 +244,14 @@ class EvaluationResult:
         head = ["metric", f"served {self.model}"]
         if self.reference:
             head += [f"reference {Path(self.reference).name}", "difference"]
-        rows = [head]
+        rows = []
         for name, value in self.metrics.items():
             row = [name, f"{value:.4f}"]
             if self.reference:
                 ref = self.reference_metrics[name]
                 row += [f"{ref:.4f}", f"{value - ref:+.4f}"]
             rows.append(row)
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines = format_table(head, rows).splitlines()
         rate = self.samples / self.elapsed_s if self.elapsed_s > 0 else 0.0
         lines.append(
             f"{self.samples} samples, output {self.output!r}, batches of {self.batch_size}, "

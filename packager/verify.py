@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from packager.errors import VerificationError
+from packager.textable import format_table
 
 Arrays = dict[str, np.ndarray]
 Runner = Callable[[Mapping[str, np.ndarray]], Arrays]
@@ -61,7 +62,7 @@ class VerificationReport:
     def table(self) -> str:
         """A fixed-width table, one row per output per case."""
         head = ("case", "output", "shape", "max abs err", "max rel err", "worst at", "result")
-        rows = [head]
+        rows = []
         for c in self.checks:
             rows.append(
                 (
@@ -74,13 +75,7 @@ class VerificationReport:
                     "ok" if c.passed else f"FAIL {c.problem}".rstrip(),
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_table(head, rows)
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly figures for the build record."""

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from packager.spec import QueuePolicy
+from packager.textable import format_table
 
 
 def _int_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
@@ -398,7 +399,9 @@ def inspect_cmd(
         for t in data[role]
     ]
     click.echo(
-        _table(("", "name", "dtype", "dims (-1 = dynamic)"), [(r[0][:-1], *r[1:]) for r in rows])
+        format_table(
+            ("", "name", "dtype", "dims (-1 = dynamic)"), [(r[0][:-1], *r[1:]) for r in rows]
+        )
     )
 
 
@@ -425,13 +428,3 @@ def validate_cmd(repository: str, no_checksums: bool, as_json: bool) -> None:
                 click.echo(f"       - {p}")
     if not report.ok:
         raise SystemExit(1)
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=False)]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

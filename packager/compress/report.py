@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from packager.textable import format_table
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -64,7 +66,7 @@ class CompressionReport:
             head.append(self.metric_name)
         base = self.original
         base_file = next((s.file_bytes for s in self.stages if s.file_bytes), None)
-        rows = [head]
+        rows = []
         for s in self.stages:
             ratio = base.param_bytes / s.param_bytes if s.param_bytes else 0.0
             file_cell = "-" if s.file_bytes is None else human_bytes(s.file_bytes)
@@ -81,12 +83,7 @@ class CompressionReport:
             if self.metric_name:
                 row.append("-" if s.metric is None else f"{s.metric:.4f}")
             rows.append(row)
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return format_table(head, rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {

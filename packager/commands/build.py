@@ -8,17 +8,9 @@ from typing import Any
 
 import click
 
+from packager.commands._options import int_list
 from packager.spec import QueuePolicy
 from packager.textable import format_table
-
-
-def _int_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    if not value:
-        return ()
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") from None
 
 
 def _dynamic_axes(values: tuple[str, ...]) -> dict[str, list[int]]:
@@ -91,7 +83,7 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     help="Instance group kind.",
 )
 @click.option(
-    "--gpus", callback=_int_list, default=None, help="GPU ids for KIND_GPU instances, e.g. 0,1."
+    "--gpus", callback=int_list(), default=None, help="GPU ids for KIND_GPU instances, e.g. 0,1."
 )
 @click.option(
     "--instances",

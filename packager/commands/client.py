@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from packager.commands._options import int_list
 from packager.errors import ClientError, InvalidInput
 
 _URL = click.option(
@@ -148,23 +149,13 @@ def infer(
         click.echo(np.array2string(array, threshold=50, edgeitems=3, precision=6))
 
 
-def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        levels = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"{value!r}: use integers like 1,8,16") from None
-    if not levels or min(levels) < 1:
-        raise click.BadParameter(f"{value!r}: levels must be 1 or more")
-    return levels
-
-
 @click.command("bench")
 @click.argument("model")
 @click.option(
     "--concurrency",
     default="1,8",
     show_default=True,
-    callback=_levels,
+    callback=int_list(minimum=1),
     help="Requests in flight, one measurement per level (comma-separated).",
 )
 @click.option(

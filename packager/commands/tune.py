@@ -8,16 +8,7 @@ from pathlib import Path
 
 import click
 
-
-def _ints(_ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    from packager.tune_search import TuneError, parse_int_list
-
-    try:
-        return parse_int_list(value, f"--{param.name.replace('_', '-') if param.name else ''}")
-    except TuneError as exc:
-        raise click.BadParameter(str(exc)) from None
+from packager.commands._options import int_list
 
 
 @click.command("tune")
@@ -26,7 +17,7 @@ def _ints(_ctx: click.Context, param: click.Parameter, value: str | None) -> tup
     "--concurrency",
     default="1,8,32",
     show_default=True,
-    callback=_ints,
+    callback=int_list(),
     help="Concurrent requests to measure each candidate at (comma-separated).",
 )
 @click.option(
@@ -50,19 +41,19 @@ def _ints(_ctx: click.Context, param: click.Parameter, value: str | None) -> tup
 )
 @click.option(
     "--instances",
-    callback=_ints,
+    callback=int_list(),
     help="Instance counts to try, e.g. 1,2,4 [default: 1,2,4 and the current count].",
 )
 @click.option(
     "--max-batch-size",
     "max_batch_sizes",
-    callback=_ints,
+    callback=int_list(),
     help="Max batch sizes to try, e.g. 8,32,128 [default: those and the current one].",
 )
 @click.option(
     "--queue-delay-us",
     "queue_delays_us",
-    callback=_ints,
+    callback=int_list(),
     help="Dynamic batching queue delays to try in microseconds [default: 0,200,1000 and the "
     "current one]. Dynamic batching off is always a candidate too.",
 )

@@ -107,7 +107,10 @@ def serve(
         startup_timeout_s=startup_timeout,
         log_verbose=log_verbose,
     )
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # SIGINT too, explicitly: a shell starts background jobs with SIGINT ignored, and then
+    # Python never raises KeyboardInterrupt, so `kill -INT` would not stop the server.
+    stop_signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in stop_signals}
     try:
         click.echo(f"starting tritonserver on {repository} ...", err=True)
         server.start()
@@ -127,7 +130,8 @@ def serve(
         click.echo("\nstopping tritonserver ...", err=True)
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     click.echo("stopped", err=True)
 
 

@@ -263,15 +263,24 @@ def test_missing_repository_is_an_error_before_starting(tmp_path: Path) -> None:
         LocalServer(tmp_path / "nope").start()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_serve_command_stops_cleanly(native_repo: dict, sig: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("sig", "sigint_ignored"),
+    # A shell starts background jobs with SIGINT ignored: `kill -INT` must still stop serve.
+    [(signal.SIGINT, False), (signal.SIGTERM, False), (signal.SIGINT, True)],
+)
+def test_serve_command_stops_cleanly(
+    native_repo: dict, sig: signal.Signals, sigint_ignored: bool
+) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     cmd = [
         sys.executable, "-m", "packager.cli", "serve", str(native_repo["repo"]),
         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
         "--model-control-mode", "explicit", "--load-model", "py_mlp",
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=ignore
+    )
     try:
         lines = []
         assert proc.stdout is not None

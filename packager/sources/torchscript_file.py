@@ -126,6 +126,16 @@ def _check_input_names(inputs: Sequence[TensorSpec], arg_names: Sequence[str]) -
         )
 
 
+def _reason(exc: Exception) -> str:
+    """The line of a TorchScript error that says what went wrong.
+
+    The interpreter's message starts with a generic header and a traceback; the cause
+    (e.g. "RuntimeError: mat1 and mat2 shapes cannot be multiplied") is its last line.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(exc)
+
+
 def _probe_outputs(
     module: Any, inputs: Sequence[TensorSpec], batching: bool, names: Sequence[str] | None
 ) -> tuple[TensorSpec, ...]:
@@ -145,7 +155,7 @@ def _probe_outputs(
         except Exception as exc:
             raise SourceError(
                 f"running the TorchScript model on inputs {[tuple(t.shape) for t in tensors]} failed: "
-                f"{str(exc).splitlines()[0] if str(exc) else exc!r}; check --input dtypes and dims"
+                f"{_reason(exc)}; check --input dtypes and dims"
             ) from exc
         outs = list(result) if isinstance(result, (tuple, list)) else [result]
         if not all(isinstance(o, torch.Tensor) for o in outs):

@@ -64,7 +64,8 @@ def runtime_repo(
     build(str(model_files["two_io"]), name="two_io", **py)
     build(str(model_files["int64"]), name="embed", **py)
     build(str(external_onnx), name="external", **py)
-    build(str(strings_onnx(tmp / "strings.onnx")), name="strings", **py)
+    strings = strings_onnx(tmp / "strings.onnx")
+    build(str(strings), name="strings", max_queue_delay_us=100_000, **py)
     build(str(model_files["torchscript"]), name="ts", input_specs=["INPUT__0:FP32:16"], **py)
     # Inputs listed in the opposite order of forward(x, y): the runtime binds them by name.
     build(str(ts_two), name="ts_two", input_specs=["y:FP32:3", "x:FP32:3"], **py)
@@ -207,6 +208,22 @@ def test_error_is_answered_per_request_and_model_keeps_serving(clients: dict[str
         infer(clients["http"], "strings", {"text": bad})
     ok = infer(clients["http"], "strings", {"text": np.array([[b"a", b"b"]], dtype=object)})
     assert ok["shout"].tolist() == [[b"a!", b"b!"]]
+
+
+def test_bad_request_does_not_fail_the_requests_batched_with_it(
+    clients: dict[str, Any],
+) -> None:
+    http = clients["http"]
+    pending = []
+    for text in ([b"\xff\xfe", b"x"], [b"a", b"b"]):  # the first is not UTF-8
+        value = np.array([text], dtype=object)
+        t = httpclient.InferInput("text", list(value.shape), "BYTES")
+        t.set_data_from_numpy(value)
+        pending.append(http.async_infer("strings", [t]))  # met in one execute() by the delay
+    bad, good = pending
+    with pytest.raises(InferenceServerException, match="UnicodeDecodeError"):
+        bad.get_result()
+    assert good.get_result().as_numpy("shout").tolist() == [[b"a!", b"b!"]]
 
 
 def test_requested_outputs_only(clients: dict[str, Any]) -> None:

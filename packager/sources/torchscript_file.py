@@ -71,7 +71,8 @@ class TorchScriptSource:
         inputs = specs or _specs_from_examples(resolve_examples(examples), arg_names)
         _check_input_names(inputs, arg_names)
         batching = options.get("max_batch_size", None) != 0
-        outputs = _probe_outputs(module, inputs, batching, options.get("output_names"))
+        probe_order = _positional(inputs, arg_names)
+        outputs = _probe_outputs(module, probe_order, batching, options.get("output_names"))
         full_inputs = tuple(
             TensorSpec(t.name, t.dtype, ((-1,) if batching else ()) + t.dims) for t in inputs
         )
@@ -124,6 +125,16 @@ def _check_input_names(inputs: Sequence[TensorSpec], arg_names: Sequence[str]) -
             f"({', '.join(arg_names) or 'unknown'}) nor of the form NAME__<index>; "
             "Triton's libtorch backend could not bind them"
         )
+
+
+def _positional(inputs: Sequence[TensorSpec], arg_names: Sequence[str]) -> list[TensorSpec]:
+    """Inputs in the order forward() takes them, bound as Triton's libtorch backend (and the
+    Python runtime) binds them: NAME__<i> by index, else by forward()'s argument names."""
+    if inputs and all(_INDEXED.match(t.name) for t in inputs):
+        return sorted(inputs, key=lambda t: int(t.name.rsplit("__", 1)[1]))
+    if all(t.name in arg_names for t in inputs):
+        return sorted(inputs, key=lambda t: list(arg_names).index(t.name))
+    return list(inputs)
 
 
 def _reason(exc: Exception) -> str:

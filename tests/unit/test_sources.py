@@ -56,6 +56,20 @@ def test_torchscript_needs_declared_inputs(model_files: dict[str, Path]) -> None
     assert "following operation failed" not in str(err.value)
 
 
+def test_torchscript_probe_binds_inputs_by_name_not_listed_order(tmp_path: Path) -> None:
+    import torch
+
+    class TwoArgs(torch.nn.Module):
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return x * 2.0 + y.sum(dim=1, keepdim=True)  # (B, 8) + (B, 1): broadcasts either way
+
+    path = tmp_path / "two.pt"
+    torch.jit.script(TwoArgs()).save(str(path))
+    # Listed in the opposite order of forward(x, y): the runtimes bind by name, so must the probe.
+    info = inspect(path, input_specs=["y:FP32:3", "x:FP32:8"])
+    assert [(t.name, t.dims) for t in info.signature.outputs] == [("OUTPUT__0", (-1, 8))]
+
+
 def test_torchscript_from_npz(model_files: dict[str, Path], tmp_path: Path) -> None:
     npz = tmp_path / "ex.npz"
     np.savez(npz, INPUT__0=np.zeros((2, 16), np.float32))

@@ -246,6 +246,9 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     version = w.version if w.version is not None else (max(existing) + 1 if existing else 1)
     if version < 1:
         raise RepositoryError(f"version must be a positive integer, got {version}")
+    others = [v for v in existing if v != version]
+    if others:
+        _check_same_runtime(staged, w.spec, others)
     vdir = staged / str(version)
     if vdir.is_symlink():
         raise RepositoryError(f"{live / str(version)} is a symlink; refusing to write through it")
@@ -273,6 +276,31 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     _put(vdir / CHECKSUMS, "\n".join(checksum_lines(vdir)) + "\n")
     files = sorted(p.relative_to(stage).as_posix() for p in staged.rglob("*") if p.is_file())
     return WriteResult(root / name, version, tuple(files))
+
+
+def _runtime_of(platform: str, backend: str, params: Mapping[str, str]) -> str:
+    artifact = params.get("artifact")
+    return f"{platform or backend}" + (f" ({artifact})" if artifact else "")
+
+
+def _check_same_runtime(staged: Path, spec: ModelSpec, others: list[int]) -> None:
+    """Refuse a build whose config would no longer fit the versions already in the folder.
+
+    The config is per model, not per version: switching e.g. onnxruntime_onnx to the python
+    backend would leave the older versions without the files the new config needs.
+    """
+    old = read_config(staged)
+    before = _runtime_of(
+        old.platform, old.backend, {k: v.string_value for k, v in old.parameters.items()}
+    )
+    after = _runtime_of(spec.platform or "", spec.backend or "", dict(spec.parameters))
+    if before != after:
+        raise RepositoryError(
+            f"{spec.name} already holds versions {others} built for {before}; this build is "
+            f"{after} and one config.pbtxt serves every version. Build it under another --name "
+            f"or --output, or remove those versions first (triton-packager versions REPO "
+            f"{spec.name} --remove N)"
+        )
 
 
 def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:

@@ -49,6 +49,25 @@ def test_next_version_and_no_silent_overwrite(tmp_path: Path) -> None:
     assert (repo / "scorer" / "2" / "model.pt").read_bytes() == b"v2"
 
 
+def test_a_build_for_another_runtime_is_refused_while_old_versions_remain(
+    tmp_path: Path,
+) -> None:
+    # One config serves every version: a python-backend config over an ONNX Runtime
+    # version 1 would leave version 1 without its model.py.
+    repo = tmp_path / "repo"
+    write_model(repo, SPEC, {"model.pt": b"v1"})
+    before = snapshot(repo)
+    python = SPEC.replace(platform=None, backend="python", parameters={"artifact": "model.pt"})
+    with pytest.raises(
+        RepositoryError, match=r"versions \[1\] built for pytorch_libtorch.*--remove"
+    ):
+        write_model(repo, python, {"model.pt": b"v2", "model.py": b"code"})
+    assert snapshot(repo) == before
+    # Replacing the only version is a clean switch.
+    write_model(repo, python, {"model.pt": b"v1", "model.py": b"code"}, version=1, force=True)
+    assert read_config(repo / "scorer").backend == "python"
+
+
 def test_hard_linked_staging_never_changes_the_live_files(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write_model(repo, SPEC, {"model.pt": b"v1"}, model_files={"labels.txt": "a\nb\n"})

@@ -54,12 +54,21 @@ def _load_inputs(specs: tuple[str, ...]) -> Any:
         if not Path(path).is_file():
             raise click.BadParameter(f"{path}: no such file", param_hint="--input")
         try:
-            arrays[name] = np.load(path, allow_pickle=False)
+            loaded = np.load(path, allow_pickle=False)
         except ValueError as exc:
             raise click.BadParameter(
                 f"{path}: {exc}. Save strings as a numpy str array (not dtype=object)",
                 param_hint="--input",
             ) from None
+        if not isinstance(loaded, np.ndarray):  # an .npz archive loads as a mapping of arrays
+            keys = ", ".join(loaded.files)
+            loaded.close()
+            raise click.BadParameter(
+                f"{path} is an .npz archive (arrays: {keys}); --input takes one .npy file per "
+                f"input: save each array with np.save and pass NAME=FILE.npy",
+                param_hint="--input",
+            )
+        arrays[name] = loaded
     if "" in arrays:
         return arrays[""]
     return arrays

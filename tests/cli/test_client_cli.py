@@ -40,6 +40,9 @@ def test_option_errors_before_any_call(tmp_path: Path) -> None:
     np.save(tmp_path / "o.npy", np.array([b"x"], dtype=object), allow_pickle=True)
     pickled = run("infer", "m", "--input", f"t={tmp_path / 'o.npy'}")
     assert pickled.exit_code == 2 and "numpy str array" in pickled.output
+    np.savez(tmp_path / "d.npz", input=np.zeros((1, 16), np.float32))
+    npz = run("infer", "m", "--input", f"input={tmp_path / 'd.npz'}")
+    assert npz.exit_code == 2 and "is an .npz archive (arrays: input)" in npz.output
 
 
 def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:

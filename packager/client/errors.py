@@ -62,7 +62,8 @@ class ConnectionClosed(ConnectionError):
 def _hint_not_found(message: str) -> str:
     return (
         f"{message}; check the model name (client.models() lists what the server knows) "
-        "and that it is in the server's model repository"
+        "and that it is in the server's model repository (and loaded, if the server runs with "
+        "explicit model control: serve --load-model NAME)"
     )
 
 

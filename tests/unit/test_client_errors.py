@@ -53,6 +53,8 @@ def mapped(exc: BaseException) -> ClientError:
     [
         (404, "Request for unknown model: 'm' is not found", ModelNotFound, "client.models()"),
         (404, "Request for unknown model: 'm' version 3 is not found", ModelNotFound, "check"),
+        # Explicit model control reports an unloaded model as unknown: say how to load it.
+        (404, "Request for unknown model: 'm' is not found", ModelNotFound, "--load-model"),
         (500, "failed to load 'm', failed to poll from model repository", ModelNotFound, "check"),
         (404, "Request for unknown model: 'm' has no available versions", ModelNotReady, "load"),
         (400, "Model version not ready", ModelNotReady, "wait_until_ready"),

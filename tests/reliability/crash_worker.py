@@ -85,7 +85,7 @@ def main() -> None:
     warm = json.loads(sys.stdin.readline())
     with tempfile.TemporaryDirectory() as tmp:  # lazy imports and template caches, once
         build(warm["model"], name="warmup", output=Path(tmp) / "repo")
-        build(warm["model"], name="warmup", output=Path(tmp) / "repo", backend="python")
+        build(warm["model"], name="warmup_py", output=Path(tmp) / "repo", backend="python")
     print(json.dumps({"status": "ready"}), flush=True)
     for line in sys.stdin:
         if line.strip():

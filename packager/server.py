@@ -208,6 +208,7 @@ class LocalServer:
                     f"model repository {str(self.repository)!r} is not a directory; "
                     "build one with `triton-packager build`"
                 )
+            self._check_ports_free()
             self._workdir = Path(tempfile.mkdtemp(prefix="triton-packager-server-"))
             try:
                 served = self._served_repository()
@@ -232,6 +233,32 @@ class LocalServer:
                 raise
             _LIVE.add(self)
             return self
+
+    def _check_ports_free(self) -> None:
+        """Refuse ports the caller chose that something already listens on.
+
+        Otherwise the readiness probe can reach the *other* server on the HTTP port and report
+        this one ready just before it exits with "already in use".
+        """
+        import socket
+
+        taken = []
+        for what, port in zip(("http", "grpc", "metrics"), self._wanted_ports, strict=True):
+            if not port:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                # Same rule as the server's own listeners: TIME_WAIT leftovers do not count.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind((self.host, port))
+                except OSError:
+                    taken.append(f"{what} port {port}")
+        if taken:
+            raise ServerError(
+                f"{', '.join(taken)} already in use on {self.host} (another server?): stop what "
+                "is listening there or choose other ports (--http-port/--grpc-port/--metrics-port"
+                "; 0 picks a free one)"
+            )
 
     def _served_repository(self) -> Path:
         """The folder given to tritonserver: a linked copy (the shadow) unless told otherwise."""

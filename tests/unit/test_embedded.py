@@ -133,3 +133,15 @@ def test_local_server_rejects_bad_arguments(tmp_path: Path) -> None:
         server.models()
     exposed = LocalServer(tmp_path, host="0.0.0.0", http_port=9000)
     assert exposed.http_url == "127.0.0.1:9000"  # reached over loopback from here
+
+
+def test_local_server_refuses_a_chosen_port_that_is_taken(tmp_path: Path) -> None:
+    # Without the check, the readiness probe reached the other server and said "ready".
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        server = LocalServer(tmp_path, http_port=port, grpc_port=0, metrics_port=0)
+        with pytest.raises(ServerError, match=f"http port {port} already in use.*--http-port"):
+            server.start()
+    assert server.pid is None

@@ -304,6 +304,9 @@ def evaluate(
         raise PackagerError(
             f"--reference takes an ONNX file (run by ONNX Runtime); got {reference}"
         )
+    if not isinstance(data, LabeledData) and not Path(data).is_file():
+        # Before waiting for the server: a typo must not cost the whole --timeout.
+        raise PackagerError(f"evaluation data file {data} does not exist")
     with Client(url) as client:
         _wait(client, model, version, timeout_s)
         names, max_batch, out_names = _model_facts(client, model, version)

@@ -210,3 +210,11 @@ def test_prune_then_quantize_a_pytorch_module(clf, repo):
     assert comp["param_ratio"] >= 3.0
     assert "prune" not in record  # folded into "compression"
     assert record["verification"]["passed"] is True  # export verified against the pruned module
+
+
+def test_evaluate_missing_data_is_refused_before_waiting_for_a_server(tmp_path):
+    # No server listens on port 9; without the early check this waited the whole --timeout.
+    code, out = run(
+        "evaluate", "m", "--data", tmp_path / "no.npz", "--url", "127.0.0.1:9", "--timeout", "30"
+    )
+    assert code == 1 and f"evaluation data file {tmp_path / 'no.npz'} does not exist" in out

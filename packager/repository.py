@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,8 +215,7 @@ def write_models(
         _recover(root)
         stage = _new_stage(root)
         results = [_stage_one(root, stage, w, configs[w.spec.name], force) for w in writes]
-        for w in writes:
-            _swap_in(root, stage, w.spec.name)
+        _swap_all(root, stage, [w.spec.name for w in writes])
         return results
     except OSError as exc:
         raise RepositoryError(
@@ -365,16 +364,44 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _swap_in(root: Path, stage: Path, name: str) -> None:
+def _swap_in(root: Path, stage: Path, name: str) -> Callable[[], None]:
+    """Put the staged model live; returns the function that puts the old one back."""
     live, staged = root / name, stage / name
+    old = stage / f"{name}.old"
     if not live.exists():
         os.rename(staged, live)
-    elif not _exchange(staged, live):
+        how = "new"
+    elif _exchange(staged, live):
+        how = "exchanged"
+    else:
         # Fallback: two renames; _recover() repairs the gap if we die between them.
-        old = stage / f"{name}.old"
         os.rename(live, old)
         os.rename(staged, live)
+        how = "renamed"
     _fsync_dir(root)
+
+    def undo() -> None:
+        if how == "exchanged":
+            _exchange(staged, live)
+            return
+        os.rename(live, staged)
+        if how == "renamed":
+            os.rename(old, live)
+
+    return undo
+
+
+def _swap_all(root: Path, stage: Path, names: list[str]) -> None:
+    """Swap every staged model in; if one swap fails, put back the ones already swapped."""
+    done: list[Callable[[], None]] = []
+    try:
+        for name in names:
+            done.append(_swap_in(root, stage, name))
+    except OSError:
+        for undo in reversed(done):
+            with contextlib.suppress(OSError):
+                undo()
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -163,3 +163,50 @@ def test_recover_restores_a_model_moved_aside_by_a_killed_build(tmp_path: Path) 
     write_model(repo, GOLDEN["gpu_batching"], {"model.onnx": b"x"})
     assert (repo / "scorer" / "1" / "model.pt").read_bytes() == b"v1"
     assert not stage.exists()
+
+
+@pytest.mark.parametrize("atomic_exchange", [True, False])
+def test_a_failed_second_swap_puts_the_first_model_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, atomic_exchange: bool
+) -> None:
+    """write_models is all-or-nothing even when the OS fails between two models' swaps."""
+    import packager.repository as repository
+
+    repo = tmp_path / "repo"
+    other = GOLDEN["gpu_batching"]
+    write_models(
+        repo, [ModelWrite(SPEC, {"model.pt": b"a1"}), ModelWrite(other, {"model.onnx": b"b1"})]
+    )
+    before = snapshot(repo)
+    real_exchange, real_rename = repository._exchange, os.rename
+    swaps = {"n": 0}
+
+    def failing_exchange(a: Path, b: Path) -> bool:
+        if Path(b).name == other.name and swaps["n"] == 0:
+            swaps["n"] += 1
+            raise OSError(28, "No space left on device")
+        # False: as on kernels without renameat2, where the two-rename fallback runs
+        return real_exchange(a, b) if atomic_exchange else False
+
+    def failing_rename(src: object, dst: object) -> None:
+        if (
+            not atomic_exchange
+            and Path(str(src)).name == other.name
+            and Path(str(dst)).name.endswith(".old")
+        ):
+            raise OSError(28, "No space left on device")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(repository, "_exchange", failing_exchange)
+    monkeypatch.setattr(repository.os, "rename", failing_rename)
+    with pytest.raises(RepositoryError, match="left as it was"):
+        write_models(
+            repo,
+            [
+                ModelWrite(SPEC, {"model.pt": b"a2"}, version=1, record={}),
+                ModelWrite(other, {"model.onnx": b"b2"}, version=1),
+            ],
+            force=True,
+        )
+    monkeypatch.undo()
+    assert snapshot(repo) == before

@@ -392,7 +392,7 @@ def inspect_cmd(
     ]
     click.echo(
         format_table(
-            ("", "name", "dtype", "dims (-1 = dynamic)"), [(r[0][:-1], *r[1:]) for r in rows]
+            ("tensor", "name", "dtype", "dims (-1 = dynamic)"), [(r[0][:-1], *r[1:]) for r in rows]
         )
     )
 

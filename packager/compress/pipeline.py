@@ -97,7 +97,7 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
     if options.prune is not None and pruned is None:
         source = loaded.record.get("source", {}).get("format", loaded.format)
         raise PackagerError(
-            f"--prune works on PyTorch modules before export, and this model is a {source} file; "
+            f"--prune works on PyTorch modules before export, and this model is a file of format {source}; "
             "build from the module (module.path:factory) or use --quantize / --fp16 instead"
         )
     if (options.quantize or options.fp16 or options.fp16_io) and loaded.format != "onnx":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -28,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from packager.control import control_call
 from packager.embedded import (
     TRITON_NGC_RELEASE,
     TRITON_VERSION,
@@ -416,25 +416,9 @@ class LocalServer:
     def _post(self, path: str, body: dict[str, Any], what: str = "") -> Any:
         if not self.is_running:
             raise ServerError("the server is not running; call start() first")
-        req = urllib.request.Request(
-            f"http://{self.http_url}{path}",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
+        return control_call(
+            self.http_url, "POST", path, body, timeout_s=120, what=what, error=ServerError
         )
-        try:
-            with urllib.request.urlopen(req, timeout=120) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("error", detail)
-            raise ServerError(f"{what or path} failed: {detail}") from None
-        except OSError as exc:
-            raise ServerError(
-                f"{what or path} failed: cannot reach {self.http_url}: {exc}"
-            ) from exc
-        return json.loads(text) if text.strip() else None
 
 
 class _PortTaken(Exception):

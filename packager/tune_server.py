@@ -14,8 +14,6 @@ import contextlib
 import copy
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from packager.control import control_call
 from packager.errors import PackagerError
 from packager.tune_search import Candidate, Point, Trial, TuneError
 
@@ -139,27 +138,9 @@ class ServerTarget:
     # -- the HTTP control API --------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Any = None, what: str = "") -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"http://{self.url}{path}",
-            data=data,
-            headers={"Content-Type": "application/json"} if data else {},
-            method=method,
+        return control_call(
+            self.url, method, path, body, timeout_s=self.timeout_s, what=what, error=TuneError
         )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("error", detail)
-            raise TuneError(f"{what or path} failed: {detail}") from None
-        except OSError as exc:
-            raise TuneError(
-                f"{what or path} failed: cannot reach the server at {self.url} ({exc}); "
-                "is it running, and is this its HTTP port?"
-            ) from None
-        return json.loads(text) if text.strip() else None
 
     def _ready(self) -> bool:
         try:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from packager.errors import PackagerError
+from packager.extras import missing_extra
 
 # command name -> "module:attribute"; one line per command.
 COMMANDS: dict[str, str] = {
@@ -58,6 +59,12 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            error = missing_extra(exc)
+            if error is None:
+                raise
+            click.secho(f"error: {error}", fg="red", err=True)
+            sys.exit(1)
         except PackagerError as exc:
             # One clear message, no traceback: the message already says what to do.
             click.secho(f"error: {exc}", fg="red", err=True)

@@ -17,44 +17,17 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
+from packager import stub_env
 from packager.errors import ServerError
 from packager.releases import NGC_RELEASE as TRITON_NGC_RELEASE  # noqa: F401 - re-exported
 from packager.releases import TRITON_VERSION
 
 PYTRITON_DIST = "nvidia-pytriton"
+ENV_DIR = "env"  # in the backend folder: the Python environment of the stubs
 
 # Bumped whenever the prepared backend folder changes shape, so stale caches are not reused
-# (the prelude's own text is part of the cache key too).
-_BACKEND_LAYOUT = "1"
-_SYS_PATH_ENV = "TRITON_PACKAGER_SYS_PATH"
-
-# Prepended to NVIDIA's triton_python_backend_utils.py in our backend folder. The Python backend
-# stub starts its interpreter in *isolated* mode (PYTHONPATH is ignored, no user site), so models
-# could not import numpy/onnxruntime/torch from the caller's environment. The stub imports this
-# module before any model.py, which makes it the one place to extend sys.path.
-_SYS_PATH_PRELUDE = f'''\
-# --- added by triton-packager: the stub runs Python isolated and ignores PYTHONPATH; extend
-# --- sys.path with the server owner's environment, right after the standard library.
-import os as _tp_os
-import sys as _tp_sys
-
-
-def _tp_extend_sys_path():
-    extra = [p for p in _tp_os.environ.get("{_SYS_PATH_ENV}", "").split(_tp_os.pathsep) if p]
-    extra = [p for p in extra if p not in _tp_sys.path]
-    at = len(_tp_sys.path)
-    for i, entry in enumerate(_tp_sys.path):
-        if entry.endswith("lib-dynload"):
-            at = i + 1
-    _tp_sys.path[at:at] = extra
-    # Never write __pycache__ into model repositories (they may be the user's, or read-only).
-    _tp_sys.dont_write_bytecode = True
-
-
-_tp_extend_sys_path()
-del _tp_extend_sys_path, _tp_os, _tp_sys
-# --- end of triton-packager prelude; NVIDIA's module follows unchanged.
-'''
+# (the .pth line and the base interpreter are part of the cache key too).
+_BACKEND_LAYOUT = "2"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,9 +39,10 @@ def _pytriton_root() -> Path:
         dist = importlib.metadata.distribution(PYTRITON_DIST)
     except importlib.metadata.PackageNotFoundError:
         raise ServerError(
-            "the embedded Triton server is not installed; install it with "
-            "`pip install --no-deps nvidia-pytriton==0.7.0` (it carries tritonserver "
-            f"{TRITON_VERSION}), or deploy with Docker (`triton-packager docker`)"
+            "the embedded Triton server is not installed; install the server extra and the "
+            "binary: pip install 'triton-packager[server]' && pip install --no-deps "
+            f"nvidia-pytriton==0.7.0 (it carries tritonserver {TRITON_VERSION}), or deploy "
+            "with Docker (`triton-packager docker`)"
         ) from None
     return Path(str(dist.locate_file("pytriton/tritonserver")))
 
@@ -95,9 +69,11 @@ def _cache_root() -> Path:
 def prepare_backends(cache_dir: Path | None = None) -> Path:
     """Create (once) and return a ``--backend-directory`` holding the Python backend.
 
-    ``python/`` gets links to ``libtriton_python.so`` and to the stub built for the running
-    Python version, and a copy of ``triton_python_backend_utils.py`` with a sys.path prelude.
-    The folder is keyed by the wheel location so that two environments never share one.
+    ``python/`` gets links to ``libtriton_python.so``, NVIDIA's ``triton_python_backend_utils.py``
+    and the stub built for the running Python version; ``env/`` is the environment the stubs'
+    interpreter starts as (:mod:`packager.stub_env`). The folder is keyed by the wheel location
+    and this interpreter, so that two environments never share one. When this process has
+    numpy 2, the numpy 1.x overlay for the stubs is prepared here too.
     """
     root = _pytriton_root()
     minor = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -114,12 +90,15 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
         if not needed.is_file():
             raise ServerError(f"{needed} is missing: reinstall nvidia-pytriton==0.7.0 --no-deps")
 
+    cache = cache_dir or _cache_root()
+    stub_env.numpy_overlay(cache)
     key = hashlib.sha256(
-        f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}|{_SYS_PATH_PRELUDE}".encode()
+        f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}|{stub_env.base_executable()}|"
+        f"{stub_env.PTH_LINE}".encode()
     ).hexdigest()[:10]
-    target = (cache_dir or _cache_root()) / f"backends-{TRITON_VERSION}-py{minor}-{key}"
-    python_dir = target / "python"
-    if _backend_dir_ok(python_dir, stub, lib):
+    target = cache / f"backends-{TRITON_VERSION}-py{minor}-{key}"
+    links = {"triton_python_backend_stub": stub, "libtriton_python.so": lib, utils.name: utils}
+    if _backend_dir_ok(target, links):
         return target
 
     # Build next to the target and rename: concurrent starts (pytest -n, two shells) never see
@@ -128,35 +107,33 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=target.parent))
     try:
         (staging / "python").mkdir()
-        (staging / "python" / "triton_python_backend_stub").symlink_to(stub)
-        (staging / "python" / "libtriton_python.so").symlink_to(lib)
-        text = _SYS_PATH_PRELUDE + utils.read_text(encoding="utf-8")
-        (staging / "python" / "triton_python_backend_utils.py").write_text(text, encoding="utf-8")
+        for name, source in links.items():
+            (staging / "python" / name).symlink_to(source)
+        stub_env.write_env(staging / ENV_DIR)
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         try:
             staging.rename(target)
         except OSError:
-            if not _backend_dir_ok(python_dir, stub, lib):  # someone else won the race: fine
+            if not _backend_dir_ok(target, links):  # someone else won the race: fine
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
-def _backend_dir_ok(python_dir: Path, stub: Path, lib: Path) -> bool:
+def _backend_dir_ok(target: Path, links: dict[str, Path]) -> bool:
     try:
-        return (
-            (python_dir / "triton_python_backend_stub").resolve() == stub.resolve()
-            and (python_dir / "libtriton_python.so").resolve() == lib.resolve()
-            and (python_dir / "triton_python_backend_utils.py").is_file()
-        )
+        return all(
+            (target / "python" / name).resolve() == source.resolve()
+            for name, source in links.items()
+        ) and stub_env.env_ok(target / ENV_DIR)
     except OSError:
         return False
 
 
-def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for tritonserver and its Python stubs."""
+def server_environment(backends: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for tritonserver and its Python stubs, given :func:`prepare_backends`."""
     env = dict(os.environ if base is None else base)
     lib_paths = [str(_pytriton_root().parent.parent / "nvidia_pytriton.libs")]
     # The stub links libpython3.X.so. Prefer the running interpreter's own (pyenv, setup-python)
@@ -169,26 +146,13 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     if env.get("LD_LIBRARY_PATH"):
         lib_paths.append(env["LD_LIBRARY_PATH"])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_paths)
-    env[_SYS_PATH_ENV] = os.pathsep.join(_importable_paths())
+    # The stub's interpreter finds its home by searching PATH for python3: ours comes first,
+    # whatever the caller's PATH holds (another environment's numpy 2, or nothing under env -i).
+    env["PATH"] = os.pathsep.join([str(backends / ENV_DIR / "bin"), env.get("PATH") or os.defpath])
+    overlay = stub_env.numpy_overlay(backends.parent, install=False)
+    paths = ([str(overlay)] if overlay else []) + stub_env.importable_paths()
+    env[stub_env.SYS_PATH_ENV] = os.pathsep.join(paths)
     return env
-
-
-def _importable_paths() -> list[str]:
-    """sys.path of this process without the standard library and the current directory."""
-    stdlib = {
-        os.path.realpath(p)
-        for key in ("stdlib", "platstdlib")
-        if (p := sysconfig.get_paths().get(key))
-    }
-    out: list[str] = []
-    for entry in sys.path:
-        if not entry or not os.path.isdir(entry):
-            continue
-        real = os.path.realpath(entry)
-        if real in stdlib or real.endswith("lib-dynload") or entry in out:
-            continue
-        out.append(os.path.abspath(entry))
-    return out
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -12,6 +12,7 @@
     ├── ValidationError              ``validate`` found problems (``.report``)
     ├── ManifestError                a deploy manifest with problems
     ├── ServerError                  the embedded tritonserver failed to start or load models
+    ├── MissingExtra                 an optional dependency is not installed (packager.extras)
     └── ClientError                  (packager.client) anything a client call can fail with
         ├── ServerUnavailable        cannot connect / connection lost
         ├── ModelNotFound            the server does not know the model (or version)
@@ -85,6 +86,10 @@ class ManifestError(PackagerError):
 
 class ServerError(PackagerError):
     """The embedded tritonserver could not start, or a model failed to load."""
+
+
+class MissingExtra(PackagerError):
+    """An optional dependency of the command is not installed; the message names the extra."""
 
 
 class ClientError(PackagerError):

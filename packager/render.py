@@ -16,6 +16,7 @@ import jinja2
 
 from packager import dtypes
 from packager.errors import PackagerError, SpecError
+from packager.releases import TRITON_VERSION
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -59,6 +60,7 @@ def environment() -> jinja2.Environment:
         autoescape=False,  # config text and Python code, not HTML
     )
     env.filters["q"] = _quote
+    env.globals["triton_version"] = TRITON_VERSION  # the release generated runtimes target
     return env
 
 

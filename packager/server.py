@@ -307,7 +307,7 @@ class LocalServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=server_environment(),
+                env=server_environment(backends),
                 cwd=self._workdir,
                 # Own process group: Ctrl-C in a terminal reaches us, not the server (serve
                 # forwards it), and stop() can kill the Python stubs along with the server.

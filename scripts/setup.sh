@@ -11,10 +11,15 @@ pip() { python -m pip "$@" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || tru
 # torch first and pinned: this machine carries the CPU wheel of 2.13.0 on disk; a looser
 # requirement would download a CUDA build of several GB.
 python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+# Everything: the core, every extra and the dev tools (numpy 2 included).
 pip install -q -e ".[dev]"
 # The embedded server: Triton 2.51.0's binary ships in this wheel. --no-deps because we run only
-# the binary; the wheel's Python package and its pinned dependencies are not needed.
+# the binary; the wheel's Python package and its pinned dependencies (numpy<2 among them) are not
+# needed, so pip's notes about them not being satisfied are expected.
 python -c "import importlib.metadata as m; m.distribution('nvidia-pytriton')" 2>/dev/null \
   || pip install -q --no-deps nvidia-pytriton==0.7.0
+# The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
+# prepared now so that the first `serve` needs no network.
+python -c "from packager.embedded import prepare_backends; prepare_backends()"
 python -c "import packager, torch, onnxruntime, tritonclient.grpc; import importlib.metadata as m; \
-assert m.version('nvidia-pytriton') == '0.7.0'; print('environment ready: torch', torch.__version__)"
+assert m.version('nvidia-pytriton') == '0.7.0'; import numpy; print('environment ready: torch', torch.__version__, '| numpy', numpy.__version__)"

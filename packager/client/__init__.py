@@ -10,20 +10,38 @@
         y = c.infer_sample("mlp", x0)                  # adds and strips the batch dim
         big = c.infer_batch("mlp", x_100k)             # split by max_batch_size, concurrent
 
-Errors are :class:`packager.errors.ClientError` subclasses (see :mod:`packager.client.errors`).
+Every failure is a :class:`ClientError` subclass, importable from here (as with tritonclient
+and httpx): ``from packager.client import ClientError, ModelNotFound, InvalidInput``. They are
+the classes of :mod:`packager.errors`; :mod:`packager.client.errors` maps failures onto them.
 """
 
 from packager.client.aio import AsyncClient
 from packager.client.bench import LoadResult, run_load, run_sweep, synthetic_inputs
 from packager.client.core import ModelInfo, ModelMetadata, TensorMeta, TLSOptions
 from packager.client.sync import Client
+from packager.errors import (
+    ClientError,
+    InferenceServerError,
+    InferenceTimeout,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    ServerUnavailable,
+)
 
 __all__ = [
     "AsyncClient",
     "Client",
+    "ClientError",
+    "InferenceServerError",
+    "InferenceTimeout",
+    "InvalidInput",
     "LoadResult",
     "ModelInfo",
     "ModelMetadata",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ServerUnavailable",
     "TLSOptions",
     "TensorMeta",
     "run_load",

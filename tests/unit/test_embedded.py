@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager import embedded
+from packager import embedded, stub_env
 from packager.errors import ServerError
 from packager.server import LocalServer
 
@@ -73,47 +73,56 @@ def test_prepare_backends_links_the_wheel_and_is_reused(tmp_path: Path) -> None:
     assert stub.parts[-2:] == (minor, "triton_python_backend_stub")
     assert (py / "libtriton_python.so").resolve().is_file()
     utils = (py / "triton_python_backend_utils.py").read_text()
-    assert utils.startswith(embedded._SYS_PATH_PRELUDE)
-    assert "def serialize_byte_tensor" in utils  # NVIDIA's module follows unchanged
-    stamp = (py / "triton_python_backend_utils.py").stat().st_mtime_ns
+    assert "def serialize_byte_tensor" in utils  # NVIDIA's module, unchanged
+    env = first / embedded.ENV_DIR
+    assert (env / "bin" / "python3").resolve() == stub_env.base_executable()
+    assert "include-system-site-packages = false" in (env / "pyvenv.cfg").read_text()
+    stamp = (env / "pyvenv.cfg").stat().st_mtime_ns
     assert embedded.prepare_backends(tmp_path) == first
-    assert (py / "triton_python_backend_utils.py").stat().st_mtime_ns == stamp
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging folder left
+    assert (env / "pyvenv.cfg").stat().st_mtime_ns == stamp
+    # Beside the backend folder only the numpy 1.x overlay (when this process has numpy 2).
+    others = sorted(p.name for p in tmp_path.iterdir() if p != first)
+    expected = [f"stub-numpy-1.26.4-py{minor}"] if stub_env.numpy_major() >= 2 else []
+    assert others == expected  # no staging folder left
 
 
 def test_prepare_backends_repairs_a_broken_folder(tmp_path: Path) -> None:
     first = embedded.prepare_backends(tmp_path)
     (first / "python" / "triton_python_backend_stub").unlink()
+    (first / embedded.ENV_DIR / "pyvenv.cfg").unlink()
     assert embedded.prepare_backends(tmp_path) == first
     assert (first / "python" / "triton_python_backend_stub").resolve().is_file()
+    assert (first / embedded.ENV_DIR / "pyvenv.cfg").is_file()
 
 
-def test_server_environment_points_the_stub_at_our_packages() -> None:
-    env = embedded.server_environment({"LD_LIBRARY_PATH": "/opt/x"})
-    paths = env[embedded._SYS_PATH_ENV].split(os.pathsep)
+def test_server_environment_points_the_stub_at_our_packages(tmp_path: Path) -> None:
+    backends = embedded.prepare_backends()
+    env = embedded.server_environment(backends, {"LD_LIBRARY_PATH": "/opt/x"})
+    paths = env[stub_env.SYS_PATH_ENV].split(os.pathsep)
     numpy_home = str(Path(np.__file__).resolve().parent.parent)
     assert any(Path(p).resolve() == Path(numpy_home) for p in paths)
+    if stub_env.numpy_major() >= 2:  # the numpy 1.x overlay comes before this environment
+        assert Path(paths[0]).name.startswith("stub-numpy-1.")
     assert not any(p.endswith("lib-dynload") for p in paths)
     libs = env["LD_LIBRARY_PATH"].split(os.pathsep)
     assert any(p.endswith("nvidia_pytriton.libs") for p in libs)
     assert libs[-1] == "/opt/x"
+    # No PATH at all (env -i): ours first, then the system default.
+    assert env["PATH"].split(os.pathsep)[0] == str(backends / embedded.ENV_DIR / "bin")
+    assert env["PATH"].endswith(os.defpath)
 
 
-def test_prelude_extends_an_isolated_interpreter(tmp_path: Path) -> None:
-    """The stub runs Python isolated (PYTHONPATH ignored); the prelude must still add our paths."""
-    prelude = tmp_path / "prelude.py"
-    prelude.write_text(
-        embedded._SYS_PATH_PRELUDE + "import sys\nprint(sys.path)\nprint(sys.dont_write_bytecode)\n"
-    )
-    extra = [str(tmp_path / "a"), str(tmp_path / "b")]
-    env = dict(os.environ, **{embedded._SYS_PATH_ENV: os.pathsep.join(extra)})
+def test_stub_environment_starts_as_ours_whatever_path_says(tmp_path: Path) -> None:
+    """An isolated interpreter found through PATH (as the stub's is) gets our environment."""
+    backends = embedded.prepare_backends()
+    env = embedded.server_environment(backends, {"PATH": "/usr/bin:/bin"})
+    code = "import sys, numpy; print(sys.prefix); print(numpy.__version__); print(sys.dont_write_bytecode)"
     out = subprocess.run(
-        [sys.executable, "-I", str(prelude)], env=env, capture_output=True, text=True, check=True
+        ["python3", "-I", "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    path = eval(out[0])  # a printed list of str
-    dynload = max(i for i, p in enumerate(path) if p.endswith("lib-dynload"))
-    assert path[dynload + 1 : dynload + 3] == extra
-    assert out[1] == "True"
+    assert out[0] == str(backends / embedded.ENV_DIR)
+    assert out[1].startswith("1.")  # Triton 2.51's stub needs numpy 1.x
+    assert out[2] == "True"
 
 
 def test_local_server_rejects_bad_arguments(tmp_path: Path) -> None:

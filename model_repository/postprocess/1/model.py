@@ -30,6 +30,34 @@ try:
 except ImportError:  # imported in-process by packager.pysteps.StepRunner (tests, local checks)
     pb_utils = None
 
+
+def _check_environment(needs):
+    """Fail the model load with a clear reason when this Python cannot serve the model.
+
+    Triton 2.51.0's Python backend stub was built for numpy 1.x: with numpy 2 it does
+    not fail, it answers every request with EMPTY output tensors. So the load fails here instead.
+    """
+    import importlib
+    import sys
+
+    where = f"the server's Python ({sys.prefix}; numpy {np.__version__} from {os.path.dirname(np.__file__)})"
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise RuntimeError(
+            f"{where}: Triton 2.51.0's Python backend needs numpy 1.x (with numpy 2 it "
+            "would answer with empty outputs); install 'numpy<2' in the environment that runs the "
+            "server's Python models (`triton-packager serve` prepares one by itself)"
+        )
+    for module in needs:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise RuntimeError(
+                f"{module} cannot be imported in {where}: {exc}; install it in the environment "
+                "that runs the server's Python models"
+            ) from None
+
+
+
 STEP_FILE = "step.py"
 ENTRY = "TopK"
 KIND = "class"
@@ -185,6 +213,8 @@ class StepCaller:
 class TritonPythonModel:
     def initialize(self, args):
         import json
+
+        _check_environment([])
 
         config = json.loads(args["model_config"])
         model_dir = args["model_repository"]

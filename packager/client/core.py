@@ -17,7 +17,7 @@ import numpy as np
 
 from packager import dtypes
 from packager.dtypes import DType
-from packager.errors import InvalidInput
+from packager.errors import InferenceServerError, InvalidInput
 
 __all__ = [
     "Endpoint",
@@ -353,6 +353,28 @@ def serialize_bytes(arr: np.ndarray, name: str = "") -> bytes:
         parts.append(pack(len(raw)))
         parts.append(raw)
     return b"".join(parts)
+
+
+def numeric_output(
+    name: str, buf: Any, dtype: np.dtype[Any], shape: tuple[int, ...], nbytes: int, offset: int = 0
+) -> np.ndarray:
+    """Output ``name``: a view of ``nbytes`` bytes of ``buf`` at ``offset`` (no copy).
+
+    A size that disagrees with the shape the server itself reported is the server's fault, and
+    is said so: a Python-backend model on Triton 2.51 whose server-side Python has numpy 2
+    answers exactly like this (HTTP 200, no bytes), and a bare reshape error would hide it.
+    """
+    count = 1
+    for d in shape:
+        count *= d
+    if nbytes != count * dtype.itemsize:
+        raise InferenceServerError(
+            f"the server answered output '{name}' with {nbytes} bytes, but its shape "
+            f"{list(shape)} of {dtype} needs {count * dtype.itemsize}: the model's runtime on the "
+            "server is broken (a Python-backend model whose server-side Python has numpy 2 does "
+            "this on Triton 2.51); see the server's log"
+        )
+    return np.frombuffer(buf, dtype, count, offset).reshape(shape)
 
 
 def deserialize_bytes(buf: Any, shape: Sequence[int]) -> np.ndarray:

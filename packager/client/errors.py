@@ -17,6 +17,7 @@ gRPC UNAVAILABLE (transport), CANCELLED by shutdown    :class:`ServerUnavailable
 gRPC DEADLINE_EXCEEDED                                 :class:`InferenceTimeout`
 load of a model missing from the repository            :class:`ModelNotFound`
 anything else the server reports (HTTP 5xx, INTERNAL)  :class:`InferenceServerError`
+an output whose bytes disagree with its shape (core)   :class:`InferenceServerError`
 =====================================================  ==========================================
 
 The HTTP transports are our own (no gevent, no tritonclient client objects: see

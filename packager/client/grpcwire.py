@@ -20,6 +20,7 @@ from packager.client.core import (
     Prepared,
     TensorMeta,
     deserialize_bytes,
+    numeric_output,
 )
 from packager.errors import InvalidInput
 
@@ -162,5 +163,5 @@ def _parse_infer(r: Any) -> dict[str, np.ndarray]:
         if t.datatype == "BYTES":
             out[t.name] = deserialize_bytes(raw[i], shape)
         else:
-            out[t.name] = np.frombuffer(raw[i], _NUMPY[t.datatype]).reshape(shape)
+            out[t.name] = numeric_output(t.name, raw[i], _NUMPY[t.datatype], shape, len(raw[i]))
     return out

@@ -16,7 +16,14 @@ from urllib.parse import quote
 import numpy as np
 
 from packager import dtypes
-from packager.client.core import ModelInfo, ModelMetadata, Prepared, TensorMeta, deserialize_bytes
+from packager.client.core import (
+    ModelInfo,
+    ModelMetadata,
+    Prepared,
+    TensorMeta,
+    deserialize_bytes,
+    numeric_output,
+)
 from packager.client.errors import ServerReply
 
 __all__ = ["HEADER_LENGTH", "HttpCall", "HttpCodec"]
@@ -251,8 +258,7 @@ def _parse_infer(status: int, headers: Mapping[str, str], body: Any) -> dict[str
         if wire == "BYTES":
             out[name] = deserialize_bytes(memoryview(body)[pos : pos + nbytes], shape)
         else:
-            dtype = _NUMPY[wire]
-            out[name] = np.frombuffer(body, dtype, nbytes // dtype.itemsize, pos).reshape(shape)
+            out[name] = numeric_output(name, body, _NUMPY[wire], shape, nbytes, pos)
         pos += nbytes
     return out
 
@@ -270,9 +276,8 @@ def _parse_json_outputs(doc: Mapping[str, Any], body: Any, pos: int) -> dict[str
         if wire == "BYTES":
             out[t["name"]] = deserialize_bytes(memoryview(body)[pos : pos + nbytes], shape)
         else:
-            dtype = _NUMPY[wire]
-            out[t["name"]] = np.frombuffer(body, dtype, nbytes // dtype.itemsize, pos).reshape(
-                shape
+            out[t["name"]] = numeric_output(
+                t["name"], body, _NUMPY[wire], tuple(shape), nbytes, pos
             )
         pos += nbytes
     return out

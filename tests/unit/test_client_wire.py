@@ -16,7 +16,7 @@ from packager.client.errors import ConnectionClosed, ServerReply
 from packager.client.grpcwire import GrpcCodec
 from packager.client.http11 import ProtocolError, ResponseParser, render_head, render_headers
 from packager.client.httpwire import HttpCodec, metadata_from_json
-from packager.errors import InvalidInput
+from packager.errors import InferenceServerError, InvalidInput
 
 # -- HTTP/1.1 framing -------------------------------------------------------------------------
 
@@ -160,6 +160,18 @@ def test_infer_response_to_arrays_without_copies() -> None:
     assert np.array_equal(again["y"], y) and list(again["w"]) == list(out["w"])
     assert np.shares_memory(out["y"], np.frombuffer(body, np.uint8))
     assert list(out["w"]) == [b"x", b"\x00yz"]
+
+
+def test_an_empty_answer_for_a_non_empty_shape_is_the_servers_error() -> None:
+    """What Triton 2.51's Python backend under numpy 2 sends: HTTP 200, shape [5, 3], 0 bytes."""
+    headers, body = infer_response([("y", "FP32", [5, 3], b"")])
+    with pytest.raises(InferenceServerError, match=r"'y' with 0 bytes.*\[5, 3\].*needs 60"):
+        HttpCodec().infer("m", "", []).parse(200, headers, body)
+    resp = service_pb2.ModelInferResponse()
+    resp.outputs.add(name="y", datatype="FP32", shape=[5, 3])
+    resp.raw_output_contents.append(b"")
+    with pytest.raises(InferenceServerError, match="numpy 2"):
+        GrpcCodec().infer("m", "", []).parse(resp)
 
 
 def test_infer_response_with_json_data() -> None:

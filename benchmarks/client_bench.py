@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packager.client import AsyncClient, Client  # noqa: E402
-from packager.server import LocalServer  # noqa: E402
+from packager.serve.server import LocalServer  # noqa: E402
 from tests.support.client_models import write_repository  # noqa: E402
 
 CACHE_PA = Path.home() / ".cache" / "triton-packager" / "perf_analyzer" / "bin" / "perf_analyzer"

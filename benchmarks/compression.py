@@ -5,7 +5,7 @@
 Trains the test classifier (tests/support/classifier.py: 4 Gaussian blobs, MLP 64-256-256-4),
 builds it fp32, dynamic int8 (per-tensor and per-channel), static int8 QDQ (per-tensor and
 per-channel), fp16, and pruned 50% + dynamic int8 (from the PyTorch module), serves them all
-with the embedded tritonserver, scores each through ``packager.evaluate`` and times
+with the embedded tritonserver, scores each through ``packager.compress.evaluate`` and times
 ``session.run`` on a batch of 64 in-process (median of ``--runs``). Every ratio is against the
 fp32 model measured in the same run. Prints a Markdown table for docs/compression.md.
 """
@@ -25,9 +25,9 @@ import numpy as np
 
 from packager.builder import build
 from packager.compress import CompressionReport
+from packager.compress.evaluate import evaluate, evaluate_local, load_labeled
 from packager.compress.report import human_bytes, onnx_stage
-from packager.evaluate import evaluate, evaluate_local, load_labeled
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support import classifier
 
 

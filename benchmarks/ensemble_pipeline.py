@@ -47,8 +47,8 @@ def main() -> int:
 
     import tritonclient.grpc as grpc
 
-    from packager.pysteps import StepRunner
-    from packager.server import LocalServer
+    from packager.manifest.pysteps import StepRunner
+    from packager.serve.server import LocalServer
 
     text = np.array([[b"heavy rain and wind tomorrow"]], dtype=object)
     with tempfile.TemporaryDirectory() as tmp:

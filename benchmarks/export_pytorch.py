@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from packager.export import export_module
+from packager.sources.pytorch.export import export_module
 from tests.support.torch_models import MLP, SmallCNN, TextClassifier, TwoInTwoOut, text_inputs
 
 RNG = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 Triton 2.51's Python backend stub is built for numpy 1.x; with numpy 2 ``pb_utils.Tensor`` and
 ``as_numpy`` mis-size tensors (the answer is an empty output). Two robust designs:
 
-- **overlay** (the one we ship, :mod:`packager.stub_env`): the stub's interpreter gets numpy
+- **overlay** (the one we ship, :mod:`packager.serve.stub_env`): the stub's interpreter gets numpy
   1.26.4 from a separate folder; the generated runtime is unchanged;
 - **dlpack**: keep numpy 2 in the stub and move tensors with ``np.from_dlpack(tensor)`` and
   ``pb_utils.Tensor.from_dlpack(name, array)``, which do not go through the stub's numpy ABI.
@@ -19,6 +19,8 @@ per request (tracebacks). The two designs run in interleaved rounds; figures are
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import platform
 import shutil
 import statistics
@@ -33,11 +35,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from packager import stub_env  # noqa: E402
 from packager.builder import build  # noqa: E402
 from packager.client import Client  # noqa: E402
 from packager.client.bench import run_load  # noqa: E402
-from packager.server import LocalServer  # noqa: E402
+from packager.serve import stub_env  # noqa: E402
+from packager.serve.server import LocalServer  # noqa: E402
 
 BATCHES = (1, 64)
 
@@ -49,8 +51,10 @@ def mlp_onnx(path: Path) -> Path:
     rng = np.random.default_rng(0)
     sizes = [64, 512, 512, 10]
     nodes, inits, prev = [], [], "input"
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
-        w = numpy_helper.from_array((rng.standard_normal((a, b)) / a**0.5).astype(np.float32), f"w{i}")
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        w = numpy_helper.from_array(
+            (rng.standard_normal((a, b)) / a**0.5).astype(np.float32), f"w{i}"
+        )
         bias = numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")
         inits += [w, bias]
         nodes += [
@@ -145,9 +149,9 @@ def main() -> int:
         for r in range(args.rounds):
             for design, repo in repos.items():
                 no_overlay = mock.patch.object(stub_env, "numpy_overlay", lambda *a, **k: None)
-                with (no_overlay if design == "dlpack" else mock.MagicMock()):
-                    with LocalServer(repo) as server:
-                        rows[design].append(measure(server, reference, args.seconds))
+                patch = no_overlay if design == "dlpack" else contextlib.nullcontext()
+                with patch, LocalServer(repo) as server:
+                    rows[design].append(measure(server, reference, args.seconds))
                 print(f"round {r + 1}/{args.rounds} {design}: {rows[design][-1]}", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -231,7 +231,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
 
-    from packager.server import LocalServer
+    from packager.serve.server import LocalServer
     from tests.support.servers import group_members
 
     with tempfile.TemporaryDirectory(prefix="tp-soak-") as tmp:

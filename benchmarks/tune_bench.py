@@ -64,11 +64,11 @@ def main() -> int:
 
     from packager.builder import build
     from packager.repository import read_config
-    from packager.server import LocalServer
-    from packager.tune import default_load, tune
-    from packager.tune_report import machine, table
-    from packager.tune_search import Candidate, Point
-    from packager.tune_server import ServerTarget
+    from packager.serve.server import LocalServer
+    from packager.tune.report import machine, table
+    from packager.tune.run import default_load, tune
+    from packager.tune.search import Candidate, Point
+    from packager.tune.server import ServerTarget
 
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -46,8 +46,8 @@ _LAZY = {
     "inspect": "packager.builder:inspect",
     "validate": "packager.validation:validate",
     "render_config": "packager.render:render_config",
-    "LocalServer": "packager.server:LocalServer",
-    "build_manifest": "packager.manifest:build_manifest",
+    "LocalServer": "packager.serve.server:LocalServer",
+    "build_manifest": "packager.manifest.builder:build_manifest",
 }
 
 

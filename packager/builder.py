@@ -17,6 +17,7 @@ from packager.errors import PackagerError, SpecError
 from packager.render import render_config
 from packager.repository import WriteResult, write_model
 from packager.sources import LoadedModel, Signature
+from packager.sources.formats import FORMATS
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -31,8 +32,6 @@ from packager.spec import (
 
 DEFAULT_MAX_BATCH_SIZE = 32
 _KIND = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU", "model": "KIND_MODEL"}
-_FORMAT_OF_PLATFORM = {"onnxruntime_onnx": "onnx", "pytorch_libtorch": "torchscript"}
-_ARTIFACT = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,12 @@ def load_source(model: Any, fmt: str = "auto", **options: Any) -> LoadedModel:
         raise PackagerError(f"model file {model} does not exist")
     source = sources.detect(model)
     if fmt not in ("auto", None):
-        known = set(sources.names()) | set(_ARTIFACT)
+        known = set(sources.names()) | set(FORMATS)
         if fmt not in known:
             raise PackagerError(
                 f"unknown format {fmt!r}; choose from: auto, {', '.join(sorted(known))}"
             )
-        if source.name in _ARTIFACT and fmt != source.name:
+        if source.name in FORMATS and fmt != source.name:
             raise PackagerError(
                 f"{model} is a {source.name} file but --format {fmt} was given; "
                 f"use --format auto or {source.name} (converting between file formats is not supported)"
@@ -220,7 +219,7 @@ def build(
         strip = 1 if mbs > 0 else 0
         params = dict(parameters or {})
         if backend == "python":
-            params.setdefault("artifact", _ARTIFACT[loaded.format])
+            params.setdefault("artifact", FORMATS[loaded.format].artifact)
         spec = ModelSpec(
             name=name,
             inputs=tuple(TensorSpec(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
@@ -241,7 +240,7 @@ def build(
         config = render_config(spec)  # SpecError lists every problem
         files: dict[str, Any] = dict(loaded.files)
         if backend == "python":
-            from packager.pyruntime import runtime_files
+            from packager.serve.pyruntime import runtime_files
 
             files.update(runtime_files(loaded.format))
         record = {

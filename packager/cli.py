@@ -35,26 +35,17 @@ class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self._try(name) is not None)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return self._try(cmd_name)
-
-    @staticmethod
-    def _try(name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
+        target = COMMANDS.get(cmd_name)
         if target is None:
             return None
+        # No ImportError is swallowed here: a command that cannot import is a bug to see.
         module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            # A command whose module is not written yet is simply absent.
-            if exc.name == module_name:
-                return None
-            raise
-        cmd = getattr(module, attr, None)
-        return cmd if isinstance(cmd, click.Command) else None
+        cmd = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(cmd, click.Command), target
+        return cmd
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

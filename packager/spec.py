@@ -187,7 +187,7 @@ class ModelSpec:
     parameters: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     gpu_optimization: GpuOptimization | None = None
     default_model_filename: str | None = None
-    # Ensemble wiring, rendered verbatim (see packager.ensemble); empty for ordinary models.
+    # Ensemble wiring, rendered verbatim (see packager.manifest.ensemble); empty for ordinary models.
     ensemble_steps: tuple[Any, ...] = ()
     # Free metadata for the build record (source file, format, export figures); not rendered.
     extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False)

@@ -3,7 +3,7 @@
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
 folder; there is at least one version folder and each holds the model file; checksums match;
 the config's tensors agree with the model file (ONNX); ensembles name models that exist and
-wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.ensemble`).
+wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.manifest.ensemble`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,7 @@ from packager.repository import (
     verify_checksums,
     versions,
 )
-
-_DEFAULT_FILE = {
-    "onnxruntime_onnx": "model.onnx",
-    "onnxruntime": "model.onnx",
-    "pytorch_libtorch": "model.pt",
-    "pytorch": "model.pt",
-    "python": "model.py",
-}
+from packager.sources.formats import FORMATS, PYTHON_FILE, of_config
 
 
 @dataclass
@@ -124,7 +117,7 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report.versions = versions(model_dir)
     if not report.versions:
         report.problems.append("no version folder (a positive integer such as 1/)")
-    filename = spec.default_model_filename or _DEFAULT_FILE.get(spec.runtime)
+    filename = spec.default_model_filename or _default_file(spec)
     for v in report.versions:
         vdir = model_dir / str(v)
         if spec.runtime != "ensemble" and filename and not (vdir / filename).exists():
@@ -153,9 +146,16 @@ def _symlink_problems(model_dir: Path) -> list[str]:
     return out
 
 
+def _default_file(spec: specs.ModelSpec) -> str | None:
+    fmt = of_config(spec.platform or "", spec.backend or "")
+    if fmt is not None:
+        return fmt.artifact
+    return PYTHON_FILE if spec.backend == "python" else None
+
+
 def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
     """Compare the config's tensors with the ONNX graph (the artifact of native or python models)."""
-    artifact = vdir / "model.onnx"
+    artifact = vdir / FORMATS["onnx"].artifact
     if not artifact.is_file():
         return []
     from packager.sources.onnx_file import load_proto, signature_of
@@ -163,7 +163,7 @@ def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
     try:
         sig = signature_of(load_proto(artifact, external=False), artifact)
     except SourceError as exc:
-        return [f"{vdir.name}/model.onnx: {exc}"]
+        return [f"{vdir.name}/{artifact.name}: {exc}"]
     strip = 1 if spec.max_batch_size > 0 else 0
     out = []
     for role, declared, actual in (
@@ -175,12 +175,12 @@ def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
             m = have.get(t.name)
             if m is None:
                 out.append(
-                    f"{vdir.name}: config {role} {t.name!r} is not in model.onnx ({', '.join(have)})"
+                    f"{vdir.name}: config {role} {t.name!r} is not in {artifact.name} ({', '.join(have)})"
                 )
                 continue
             if m.dtype != t.dtype:
                 out.append(
-                    f"{vdir.name}: {role} {t.name!r} is {t.dtype.config} in config but {m.dtype.config} in model.onnx"
+                    f"{vdir.name}: {role} {t.name!r} is {t.dtype.config} in config but {m.dtype.config} in {artifact.name}"
                 )
             model_dims = m.dims[strip:]
             if strip and m.dims and m.dims[0] != -1:
@@ -191,7 +191,7 @@ def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
                 a != -1 and b != -1 and a != b for a, b in zip(model_dims, t.dims, strict=False)
             ):
                 out.append(
-                    f"{vdir.name}: {role} {t.name!r} dims {list(t.dims)} contradict model.onnx "
+                    f"{vdir.name}: {role} {t.name!r} dims {list(t.dims)} contradict {artifact.name} "
                     f"{list(model_dims)} (batch dim {'excluded' if strip else 'included'})"
                 )
     return out
@@ -214,6 +214,6 @@ def _ensemble_problems(
     """Ensembles: members exist, every tensor is wired, dtypes/shapes agree, no cycle, batching."""
     if spec is None or spec.platform != "ensemble":
         return []
-    from packager.ensemble import wiring_problems
+    from packager.manifest.ensemble import wiring_problems
 
     return [f"ensemble {p}" for p in wiring_problems(spec, members)]

@@ -20,6 +20,6 @@ python -c "import importlib.metadata as m; m.distribution('nvidia-pytriton')" 2>
   || pip install -q --no-deps nvidia-pytriton==0.7.0
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
-python -c "from packager.embedded import prepare_backends; prepare_backends()"
+python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"
 python -c "import packager, torch, onnxruntime, tritonclient.grpc; import importlib.metadata as m; \
 assert m.version('nvidia-pytriton') == '0.7.0'; import numpy; print('environment ready: torch', torch.__version__, '| numpy', numpy.__version__)"

@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
+from packager import sources
 from packager.commands._options import int_list
+from packager.sources.formats import FORMATS
 from packager.spec import QueuePolicy
 from packager.textable import format_table
 
@@ -55,9 +57,10 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--format",
     "fmt",
+    type=click.Choice(["auto", *FORMATS]),
     default="auto",
     show_default=True,
-    help="Artifact format: auto (detect a file by content), onnx or torchscript "
+    help="Artifact format: auto (detect a file by content) or one of the formats "
     "(for a PyTorch module: the export target, default onnx).",
 )
 @click.option(
@@ -350,7 +353,12 @@ def build(
 @click.command("inspect")
 @click.argument("model")
 @click.option(
-    "--format", "fmt", default="auto", show_default=True, help="auto, onnx, torchscript, pytorch."
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", *sources.names()]),
+    default="auto",
+    show_default=True,
+    help="Source format: auto (detect by content) or one of the registered sources.",
 )
 @click.option(
     "--input", "input_specs", multiple=True, help="Input NAME:DTYPE:DIMS (TorchScript/PyTorch)."

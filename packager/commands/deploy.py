@@ -61,7 +61,7 @@ def docker(
 
     The repository is mounted read-only at /models; the server runs as a non-root user.
     """
-    from packager.docker import write_docker
+    from packager.deploy.docker import write_docker
 
     assets = write_docker(
         repository, output, gpus=gpus, pip=pip, shm_size=shm_size, image=image, force=force
@@ -157,7 +157,7 @@ def k8s(
     REPOSITORY is the local copy: it sizes CPU, memory and /dev/shm. Copy it to
     --repository-uri yourself (aws s3 sync, gsutil rsync, az storage blob upload-batch).
     """
-    from packager.k8s import K8sOptions, write_k8s
+    from packager.deploy.k8s import K8sOptions, write_k8s
 
     options = K8sOptions(
         repository_uri=repository_uri,

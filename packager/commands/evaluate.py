@@ -64,7 +64,7 @@ def evaluate(
     as_json: bool,
 ) -> None:
     """Send labeled DATA through the served MODEL in batches and report its metrics."""
-    from packager.evaluate import evaluate as run_evaluation
+    from packager.compress.evaluate import evaluate as run_evaluation
 
     bar: Any = None
 

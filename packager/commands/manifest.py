@@ -13,7 +13,7 @@ _MANIFEST_BUILD_OPTIONS = {"manifest", "model", "output", "force", "dry_run", "a
 
 def build_manifest_cmd(ctx: click.Context, model: str | None, manifest: str | None) -> None:
     """Run ``build -f MANIFEST``: called by ``packager.commands.build.build``."""
-    from packager.manifest import build_manifest
+    from packager.manifest.builder import build_manifest
 
     if model is not None and manifest is not None:
         raise click.UsageError("give MODEL or -f MANIFEST, not both")
@@ -87,7 +87,7 @@ def versions(
 
     Adding a version is a build: `build ... --version N` or `version:` in a manifest.
     """
-    from packager.versions import update_versions
+    from packager.manifest.versions import update_versions
 
     report = update_versions(Path(repository), model, policy=policy, remove=remove)
     if as_json:

@@ -91,7 +91,7 @@ def serve(
     runtime here (one line per model says so); the repository itself is never modified.
     """
     from packager.errors import ServerError
-    from packager.server import LocalServer
+    from packager.serve.server import LocalServer
 
     if not no_verify and repository.is_dir():
         _verify(repository, model_control_mode, load_models)
@@ -123,7 +123,7 @@ def serve(
         if show_log:
             _echo_log(server, offset)
         log = server.log_text()
-        from packager.embedded import describe_failure
+        from packager.serve.embedded import describe_failure
 
         raise ServerError(f"tritonserver stopped unexpectedly:\n{describe_failure(log)}")
     except (KeyboardInterrupt, _Stop):
@@ -159,7 +159,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> Any:
 
 
 def _print_banner(server: Any) -> None:
-    from packager.embedded import TRITON_VERSION
+    from packager.serve.embedded import TRITON_VERSION
 
     click.echo(f"tritonserver {TRITON_VERSION} is ready (pid {server.pid})")
     click.echo(f"  HTTP     http://{server.http_url}")

@@ -125,8 +125,8 @@ def tune(
       triton-packager tune model_repository/mlp --concurrency 1,8,32 \\
           --max-latency-ms 20 --budget-s 300 --apply
     """
-    from packager.tune import tune as run_tune
-    from packager.tune_report import table
+    from packager.tune.report import table
+    from packager.tune.run import tune as run_tune
 
     def progress(message: str) -> None:
         click.echo(message, err=True)

@@ -24,6 +24,7 @@ from packager.compress.quantize import QUANTIZE_MODES, check_inputs, load_calibr
 from packager.compress.report import CompressionReport, Stage, onnx_stage
 from packager.errors import PackagerError
 from packager.sources import LoadedModel
+from packager.sources.formats import FORMATS
 
 _LABEL = {"dynamic-int8": "dynamic int8", "static-int8": "static int8 (QDQ)"}
 
@@ -82,7 +83,7 @@ class CompressOptions:
             return None
         evaluate = None
         if self.eval_data is not None:
-            from packager.evaluate import load_labeled, parse_metric
+            from packager.compress.evaluate import load_labeled, parse_metric
 
             data = load_labeled(self.eval_data, self.labels_key)
             evaluate = _torch_evaluator(data.inputs, data.labels, parse_metric(self.eval_metric))
@@ -108,7 +109,7 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
     metric_name = None
     data = None
     if options.eval_data is not None:
-        from packager.evaluate import load_labeled, parse_metric
+        from packager.compress.evaluate import load_labeled, parse_metric
 
         metric_name = parse_metric(options.eval_metric)
         names = [t.name for t in loaded.signature.inputs]
@@ -125,12 +126,13 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
     def measure(path: Path, label: str) -> Stage:
         metric = None
         if data is not None and metric_name is not None:
-            from packager.evaluate import evaluate_local
+            from packager.compress.evaluate import evaluate_local
 
             metric = evaluate_local(path, data, [metric_name])[metric_name]
         return onnx_stage(path, label, metric)
 
-    src = loaded.files["model.onnx"] if loaded.format == "onnx" else None
+    artifact = FORMATS["onnx"].artifact
+    src = loaded.files[artifact] if loaded.format == "onnx" else None
     if pruned is not None:
         report = CompressionReport.from_dict(pruned)
         if src is not None:  # the pruned stage, as exported (file size, metric through ORT)
@@ -153,7 +155,7 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
         if options.quantize:
             dst = quantize(
                 src,
-                work / "model.onnx",
+                work / artifact,
                 options.quantize,
                 calibration=calibration,
                 per_channel=options.per_channel,
@@ -161,14 +163,14 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
             label = _LABEL[options.quantize] + (" per-channel" if options.per_channel else "")
             step = f"quantize {options.quantize}" + (" per-channel" if options.per_channel else "")
         else:
-            dst = convert_fp16(src, work / "model.onnx", keep_io_types=not options.fp16_io)
+            dst = convert_fp16(src, work / artifact, keep_io_types=not options.fp16_io)
             clamped = out_of_range(src)
             if clamped:  # recorded: such weights were clamped to +-65504
                 report = replace(report, details={**report.details, "fp16_clamped": clamped})
             label = "fp16" + (" (fp16 inputs/outputs)" if options.fp16_io else "")
             step = "fp16" + (" io" if options.fp16_io else " (fp32 inputs/outputs kept)")
         report = report.with_stage(measure(dst, label), step)
-        loaded.files["model.onnx"] = dst
+        loaded.files[artifact] = dst
         if options.fp16_io:  # the inputs and outputs changed type: the config must follow
             from packager.sources.onnx_file import load_proto, signature_of
 
@@ -183,7 +185,7 @@ def _torch_evaluator(inputs: Mapping[str, np.ndarray], labels: np.ndarray, metri
     def evaluate(module: Any) -> float:
         import torch
 
-        from packager.evaluate import score
+        from packager.compress.evaluate import score
 
         names = list(inputs)
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}

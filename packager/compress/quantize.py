@@ -110,7 +110,7 @@ def quantize_static(
 
 def load_calibration(path: Path | str, signature: Signature) -> dict[str, np.ndarray]:
     """Read a calibration ``.npz`` and check it against the model's inputs (see below)."""
-    from packager.inputs import load_npz
+    from packager.sources.inputs import load_npz
 
     p = Path(path)
     if not p.is_file():

@@ -8,7 +8,6 @@ format-agnostic; adding a format means adding a module here and one ``register``
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -139,12 +138,11 @@ _loaded = False
 
 
 def _load_builtin() -> None:
-    # Importing the modules registers them; they import their heavy libraries lazily.
+    # Importing the modules registers them; they import their heavy libraries (torch,
+    # onnxruntime) lazily, so every format is listed even where its extra is not installed.
     global _loaded
     if _loaded:
         return
     _loaded = True
     from packager.sources import onnx_file, torchscript_file  # noqa: F401
-
-    with contextlib.suppress(ImportError):  # absent only while the module is being written
-        from packager.sources import pytorch_module  # type: ignore[attr-defined,unused-ignore]  # noqa: F401
+    from packager.sources.pytorch import module  # noqa: F401

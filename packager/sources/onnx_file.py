@@ -11,7 +11,10 @@ from packager import dtypes
 from packager.errors import DTypeError, SourceError
 from packager.repository import sha256_file
 from packager.sources import LoadedModel, Signature, register
+from packager.sources.formats import FORMATS
 from packager.spec import TensorSpec
+
+FMT = FORMATS["onnx"]
 
 # protobuf stores larger-than-2GB models only with external data; below that we inline it.
 _INLINE_LIMIT = 1_800_000_000
@@ -51,10 +54,10 @@ class OnnxSource:
             workdir.cleanup()
             raise
         return LoadedModel(
-            format="onnx",
-            platform="onnxruntime_onnx",
+            format=FMT.name,
+            platform=FMT.platform,
             signature=signature,
-            files={"model.onnx": artifact},
+            files={FMT.artifact: artifact},
             record={
                 "source": {"format": "onnx", "file": path.name, "sha256": sha256_file(path)},
                 "onnx": {
@@ -122,7 +125,7 @@ def _self_contained(model: Any, path: Path, workdir: Path) -> Path:
     from onnx.external_data_helper import uses_external_data
 
     external = [t for t in model.graph.initializer if uses_external_data(t)]
-    target = workdir / "model.onnx"
+    target = workdir / FMT.artifact
     if not external:
         return path  # copied as is by the writer
     missing = sorted(

@@ -21,10 +21,13 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import PackagerError, SourceError
-from packager.inputs import parse_tensor_arg, resolve_examples
 from packager.repository import sha256_file
 from packager.sources import LoadedModel, Signature, register
+from packager.sources.formats import FORMATS
+from packager.sources.inputs import parse_tensor_arg, resolve_examples
 from packager.spec import TensorSpec
+
+FMT = FORMATS["torchscript"]
 
 _INDEXED = re.compile(r"^.+__(\d+)$")
 
@@ -77,10 +80,10 @@ class TorchScriptSource:
             TensorSpec(t.name, t.dtype, ((-1,) if batching else ()) + t.dims) for t in inputs
         )
         return LoadedModel(
-            format="torchscript",
-            platform="pytorch_libtorch",
+            format=FMT.name,
+            platform=FMT.platform,
             signature=Signature(full_inputs, outputs),
-            files={"model.pt": path},
+            files={FMT.artifact: path},
             record={
                 "source": {"format": "torchscript", "file": path.name, "sha256": sha256_file(path)},
                 "torch": torch.__version__,
@@ -153,7 +156,7 @@ def _probe_outputs(
     """Run twice with different batch/dynamic sizes; dims that change are dynamic (-1)."""
     import torch
 
-    from packager.inputs import random_inputs
+    from packager.sources.inputs import random_inputs
 
     shapes: list[list[tuple[int, ...]]] = []
     kinds: list[Any] = []

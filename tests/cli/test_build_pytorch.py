@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from packager.cli import main
 from packager.render import parse_config
 from packager.repository import sha256_file
-from packager.verify import torchscript_runner
+from packager.sources.verify import torchscript_runner
 from tests.support.tree import snapshot
 
 USER_CODE = textwrap.dedent(

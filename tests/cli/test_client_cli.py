@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from packager.cli import main
-from packager.server import LocalServer, free_port
+from packager.serve.server import LocalServer, free_port
 from tests.support.client_models import mlp_reference, write_repository
 
 

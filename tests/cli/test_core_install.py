@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.wheel import core_environment
 
 OPTIONAL = ("torch", "onnxruntime", "matplotlib", "safetensors", "onnxscript")

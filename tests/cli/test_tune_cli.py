@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from packager.builder import build
 from packager.cli import main
 from packager.repository import read_config, write_model
-from packager.server import started_pids
+from packager.serve.server import started_pids
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 from tests.support.tree import snapshot
 
@@ -143,12 +143,12 @@ def test_tiny_search_applies_and_prints_json(repo: Path, tmp_path: Path) -> None
 def test_ctrl_c_exits_130_and_leaves_the_repository_unchanged(
     repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import packager.tune
+    import packager.tune.run
 
     def interrupted(_job: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(packager.tune, "default_load", lambda: interrupted)
+    monkeypatch.setattr(packager.tune.run, "default_load", lambda: interrupted)
     before = snapshot(repo)
     r = run("tune", repo / "mlp", *TINY, "--output-dir", tmp_path / "reports", "--apply")
     assert r.exit_code == 130

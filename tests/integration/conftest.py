@@ -1,6 +1,6 @@
 """Fixtures for tests that run the real embedded tritonserver.
 
-- ``start_server(repository, **kwargs)``: start a :class:`packager.server.LocalServer` on free
+- ``start_server(repository, **kwargs)``: start a :class:`packager.serve.server.LocalServer` on free
   ports (session-scoped factory; every server it starts is stopped at the end of the session,
   or earlier with ``server.stop()``). Start as few servers as possible: put many models in one
   repository and share the server through a module- or session-scoped fixture.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.servers import describe, leftover_processes
 
 StartServer = Callable[..., LocalServer]

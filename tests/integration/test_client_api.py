@@ -25,7 +25,7 @@ from packager.errors import (
     ModelNotFound,
     ModelNotReady,
 )
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import mlp_reference, write_repository
 

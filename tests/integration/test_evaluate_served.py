@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from packager.builder import BuildResult, build
 from packager.cli import main
+from packager.compress.evaluate import evaluate, load_labeled
 from packager.errors import PackagerError
-from packager.evaluate import evaluate, load_labeled
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support import classifier
 
 pytestmark = pytest.mark.integration

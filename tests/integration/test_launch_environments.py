@@ -24,12 +24,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from packager import stub_env
 from packager.builder import build
 from packager.client import Client
-from packager.embedded import free_port
 from packager.errors import ServerError
-from packager.server import LocalServer
+from packager.serve import stub_env
+from packager.serve.embedded import free_port
+from packager.serve.server import LocalServer
 from tests.support import classifier
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from packager.builder import build
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 
 pytestmark = pytest.mark.integration
 

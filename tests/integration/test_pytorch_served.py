@@ -1,7 +1,7 @@
 """PyTorch modules built with ``packager.build`` (ONNX and TorchScript), served by the real
 embedded tritonserver, answer tritonclient requests like the source module does.
 
-The embedded server has only the Python backend: :class:`packager.server.LocalServer` serves
+The embedded server has only the Python backend: :class:`packager.serve.server.LocalServer` serves
 these native-platform repositories through the generated Python runtime (its "shadow").
 One server for the whole module.
 """
@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import np_to_triton_dtype
 
 from packager.builder import build
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.torch_models import MLP, SmallCNN, TextClassifier, TwoInTwoOut, text_inputs
 
 pytestmark = pytest.mark.integration

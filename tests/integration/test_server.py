@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from packager.builder import build
 from packager.errors import ServerError
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.servers import group_members, leftover_processes
 from tests.support.tree import snapshot
 

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import tritonclient.http as httpclient
 import packager
 from packager.builder import build
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 
 onnx_file, repo = sys.argv[1], sys.argv[2]
 print(packager.__file__)

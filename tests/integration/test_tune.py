@@ -17,11 +17,11 @@ import tritonclient.http as httpclient
 
 from packager.builder import build
 from packager.repository import read_config
-from packager.server import LocalServer, started_pids
-from packager.tune import default_load, tune
-from packager.tune_apply import TUNING_RECORD
-from packager.tune_search import Candidate, Point
-from packager.tune_server import LoadJob
+from packager.serve.server import LocalServer, started_pids
+from packager.tune.apply import TUNING_RECORD
+from packager.tune.run import default_load, tune
+from packager.tune.search import Candidate, Point
+from packager.tune.server import LoadJob
 from packager.validation import validate
 from tests.integration.conftest import StartServer
 from tests.support.servers import group_members

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.servers import describe, leftover_processes
 
 StartServer = Callable[..., LocalServer]

@@ -29,7 +29,7 @@ import yaml
 
 from packager.builder import build
 from packager.errors import ManifestError, PackagerError, RepositoryError, SourceError, SpecError
-from packager.manifest import build_manifest
+from packager.manifest.builder import build_manifest
 from packager.validation import validate
 from tests.support.tree import snapshot
 

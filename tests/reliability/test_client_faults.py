@@ -35,7 +35,7 @@ from packager.errors import (
     InvalidInput,
     ServerUnavailable,
 )
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.reliability.conftest import StartServer
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import mlp_reference, write_repository

@@ -26,7 +26,7 @@ from packager.cli import main
 from packager.client import Client
 from packager.errors import InferenceServerError
 from packager.repository import verify_repository
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

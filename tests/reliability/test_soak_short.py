@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks.soak import soak
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.support.client_models import mlp_reference
 from tests.support.servers import group_members
 

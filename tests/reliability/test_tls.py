@@ -22,7 +22,7 @@ import pytest
 
 from packager.client import Client, TLSOptions
 from packager.errors import ServerUnavailable
-from packager.server import LocalServer
+from packager.serve.server import LocalServer
 from tests.reliability.conftest import StartServer
 from tests.support.client_models import write_repository
 

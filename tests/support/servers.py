@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packager.server import started_pids
+from packager.serve.server import started_pids
 
 
 def group_members(pgid: int) -> list[int]:

@@ -18,8 +18,8 @@ from packager.compress import (
     prune_module,
     quantize,
 )
+from packager.compress.evaluate import evaluate_local, labeled, load_labeled, parse_metric, score
 from packager.errors import PackagerError
-from packager.evaluate import evaluate_local, labeled, load_labeled, parse_metric, score
 from packager.sources import Signature
 from packager.sources.onnx_file import load_proto, signature_of
 from packager.spec import TensorSpec

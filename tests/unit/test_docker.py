@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from packager import footprint
 from packager import releases as rel
-from packager.docker import Gpus, render_docker, write_docker
+from packager.deploy import footprint
+from packager.deploy.docker import Gpus, render_docker, write_docker
 from packager.errors import PackagerError
 from tests.support.deploy import mixed_repo, native_cpu_repo, python_model, write_model
 from tests.support.tree import snapshot
@@ -35,7 +35,7 @@ def _tool(name: str) -> str:
 
 def test_embedded_server_is_the_release_of_the_docker_image() -> None:
     """The tritonserver binary of the wheel reports the version the Docker assets pin."""
-    from packager.embedded import tritonserver_binary
+    from packager.serve.embedded import tritonserver_binary
 
     # A missing repository makes the server print its option table (with server_version) and
     # exit at once: no ports, no models, ~20 ms.
@@ -69,7 +69,7 @@ def test_ngc_release_carries_the_pinned_triton_version() -> None:
 
 
 def test_embedded_module_agrees_with_versions() -> None:
-    from packager import embedded
+    from packager.serve import embedded
 
     assert embedded.TRITON_VERSION == rel.TRITON_VERSION
 
@@ -321,7 +321,7 @@ def test_committed_docker_assets_are_what_the_generator_writes() -> None:
 
 
 def test_repository_path_in_generated_files(tmp_path: Path) -> None:
-    from packager.docker import path_from
+    from packager.deploy.docker import path_from
 
     # Relative when the two live in one tree, so the folder pair can move together...
     assert path_from(tmp_path / "deploy" / "docker", tmp_path / "repo") == "../../repo"

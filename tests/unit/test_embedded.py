@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from packager import embedded, stub_env
 from packager.errors import ServerError
-from packager.server import LocalServer
+from packager.serve import embedded, stub_env
+from packager.serve.server import LocalServer
 
 # Lines as tritonserver 2.51.0 writes them (copied from real logs of this project's tests).
 LOG = r"""

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.ensemble import EnsembleStep, ensemble_spec, plan_ensemble, wiring_problems
 from packager.errors import SpecError
+from packager.manifest.ensemble import EnsembleStep, ensemble_spec, plan_ensemble, wiring_problems
 from packager.render import parse_config, render_config, spec_from_config
 from packager.repository import write_model
 from packager.spec import ModelSpec, TensorSpec

@@ -1,4 +1,4 @@
-"""packager.export: nn.Module -> ONNX / TorchScript with dynamic axes, verified against the source.
+"""packager.sources.pytorch.export: nn.Module -> ONNX / TorchScript with dynamic axes, verified against the source.
 
 Every artifact made here is also loaded back (ONNX Runtime / torch.jit.load) and run on a batch
 size and sequence length that neither the export nor its verification saw.
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from packager.errors import ExportError, PackagerError, SourceError, VerificationError
-from packager.export import export_module
-from packager.exporters import external_locations
-from packager.verify import onnx_runner, torchscript_runner
+from packager.sources.pytorch.export import export_module
+from packager.sources.pytorch.exporters import external_locations
+from packager.sources.verify import onnx_runner, torchscript_runner
 from tests.support.torch_models import (
     MLP,
     BranchOnValues,
@@ -423,7 +423,7 @@ def test_onnx_over_the_single_file_limit_keeps_its_data_file(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # A > 2 GB model is too slow for a unit test: lower the limit instead.
-    monkeypatch.setattr("packager.exporters.ONNX_SINGLE_FILE_LIMIT", 0)
+    monkeypatch.setattr("packager.sources.pytorch.exporters.ONNX_SINGLE_FILE_LIMIT", 0)
     loaded = export_module(MLP(), format="onnx", input_specs=["x:FP32:16"])
     try:
         assert sorted(loaded.files) == ["model.onnx", "model.onnx.data"]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from packager import footprint
+from packager.deploy import footprint
+from packager.deploy.k8s import ALL_FILES, K8sOptions, StorageUri, render_k8s, write_k8s
 from packager.errors import PackagerError
-from packager.k8s import ALL_FILES, K8sOptions, StorageUri, render_k8s, write_k8s
 from tests.support.deploy import (
     mixed_repo,
     native_cpu_repo,

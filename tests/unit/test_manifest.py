@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from packager.errors import ManifestError
-from packager.manifest import build_manifest
-from packager.pysteps import StepRunner
+from packager.manifest.builder import build_manifest
+from packager.manifest.pysteps import StepRunner
 from packager.repository import read_config, versions
 from packager.validation import validate
 from tests.support.tree import snapshot

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from packager.errors import SpecError
-from packager.pysteps import PythonStep, StepRunner, step_files, step_problems
+from packager.manifest.pysteps import PythonStep, StepRunner, step_files, step_problems
 from packager.repository import write_model
 from packager.spec import TensorSpec
 
@@ -49,7 +49,7 @@ def build(tmp_path: Path, name: str, entry: str, kind: str, inputs, outputs, **k
     src.write_text(STEP_CODE)
     (tmp_path / "vocab.txt").write_text("red green blue\n")
     step = PythonStep(name, src, entry, kind, tuple(inputs), tuple(outputs), **kw)
-    from packager.pysteps import step_spec
+    from packager.manifest.pysteps import step_spec
 
     files, model_files, record = step_files(step)
     write_model(tmp_path / "repo", step_spec(step), files, model_files=model_files, record=record)

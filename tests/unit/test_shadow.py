@@ -12,9 +12,9 @@ import pytest
 
 from packager.builder import build
 from packager.errors import PackagerError
-from packager.pyruntime import runtime_files
 from packager.repository import read_config
-from packager.shadow import needs_shadow, shadow_repository
+from packager.serve.pyruntime import runtime_files
+from packager.serve.shadow import needs_shadow, shadow_repository
 from tests.support.tree import snapshot
 
 ENSEMBLE = """\

@@ -6,8 +6,8 @@ import pytest
 from packager import sources
 from packager.builder import build, inspect
 from packager.errors import PackagerError, SourceError, SpecError
-from packager.inputs import parse_tensor_arg
 from packager.render import parse_config
+from packager.sources.inputs import parse_tensor_arg
 from packager.validation import validate
 from tests.support.models import reference
 

@@ -12,9 +12,9 @@ from packager.errors import SpecError
 from packager.render import parse_config, render_config
 from packager.repository import read_config, write_model
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, Warmup, WarmupInput
-from packager.tune import search_space
-from packager.tune_apply import TUNING_RECORD, apply_candidate, config_text, tuned_config
-from packager.tune_search import (
+from packager.tune.apply import TUNING_RECORD, apply_candidate, config_text, tuned_config
+from packager.tune.run import search_space
+from packager.tune.search import (
     Budget,
     Candidate,
     Objective,
@@ -27,7 +27,7 @@ from packager.tune_search import (
     pick_winner,
     run_search,
 )
-from packager.tune_server import current_candidate, override_config, request_inputs
+from packager.tune.server import current_candidate, override_config, request_inputs
 from tests.support.tree import snapshot
 
 SPEC = ModelSpec(

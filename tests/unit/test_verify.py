@@ -1,4 +1,4 @@
-"""packager.verify: per-output closeness report between a reference and a candidate runner."""
+"""packager.sources.verify: per-output closeness report between a reference and a candidate runner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from packager.errors import ExportError, VerificationError
-from packager.verify import VerificationReport, compare, verify
+from packager.sources.verify import VerificationReport, compare, verify
 
 
 def test_compare_reports_max_errors_and_worst_index() -> None:

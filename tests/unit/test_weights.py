@@ -1,4 +1,4 @@
-"""packager.weights and the "pytorch" source: references, safe weight loading, registry detection."""
+"""packager.sources.pytorch.weights and the "pytorch" source: references, safe weight loading, registry detection."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from safetensors.torch import save_file
 from packager import sources
 from packager.errors import SourceError
 from packager.repository import sha256_file
-from packager.sources.pytorch_module import PyTorchModuleSource
-from packager.verify import torchscript_runner
-from packager.weights import (
+from packager.sources.pytorch.module import PyTorchModuleSource
+from packager.sources.pytorch.weights import (
     import_reference,
     instantiate,
     is_reference,
     load_weights,
     read_state_dict,
 )
+from packager.sources.verify import torchscript_runner
 
 MODULE_SOURCE = textwrap.dedent(
     """

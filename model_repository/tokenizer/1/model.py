@@ -27,7 +27,7 @@ import numpy as np
 
 try:
     import triton_python_backend_utils as pb_utils
-except ImportError:  # imported in-process by packager.pysteps.StepRunner (tests, local checks)
+except ImportError:  # imported in-process by packager.manifest.pysteps.StepRunner (tests, local checks)
     pb_utils = None
 
 

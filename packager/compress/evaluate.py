@@ -64,7 +64,7 @@ def load_labeled(
     path: Path | str, labels_key: str = "labels", input_names: Sequence[str] | None = None
 ) -> LabeledData:
     """Read an ``.npz`` of inputs + labels; every array must hold the same number of samples."""
-    from packager.inputs import load_npz
+    from packager.sources.inputs import load_npz
 
     p = Path(path)
     if not p.is_file():
@@ -213,7 +213,7 @@ def evaluate_local(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Metrics of an ONNX file run in-process by ONNX Runtime."""
-    from packager.verify import onnx_runner
+    from packager.sources.verify import onnx_runner
 
     ms = [parse_metric(m) for m in metrics]
     _, out = run_batches(onnx_runner(path), data, batch_size, output)
@@ -346,7 +346,7 @@ def evaluate(
     )
     if reference is None:
         return result
-    from packager.verify import onnx_runner
+    from packager.sources.verify import onnx_runner
 
     _, ref_outs = run_batches(onnx_runner(reference), data, 256, out_name)
     if ref_outs.shape != outs.shape:

@@ -4,10 +4,10 @@ The tritonserver in the nvidia-pytriton wheel has only the Python backend, so a 
 for NVIDIA's container (``onnxruntime_onnx``, ``pytorch_libtorch``) cannot load there as it is.
 :func:`shadow_repository` writes a copy of the repository in which each such model keeps its name,
 versions, inputs, outputs, batching and instance counts, but runs through the generated
-``model.py`` of :mod:`packager.pyruntime`. Artifacts are linked, never copied, and the user's
+``model.py`` of :mod:`packager.serve.pyruntime`. Artifacts are linked, never copied, and the user's
 repository is never written to. Python models and ensembles pass through unchanged (linked).
 
-:class:`packager.server.LocalServer` serves every repository through such a linked copy (except
+:class:`packager.serve.server.LocalServer` serves every repository through such a linked copy (except
 in poll mode), so that the server's Python stubs write their ``__pycache__`` there and a
 repository with SHA256SUMS stays exactly as built.
 """
@@ -20,15 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import PackagerError, ServerError
+from packager.sources.formats import FORMATS, of_config
 
-# platform or backend name -> runtime format of packager.pyruntime
-_NATIVE: dict[str, str] = {
-    "onnxruntime_onnx": "onnx",
-    "onnxruntime": "onnx",
-    "pytorch_libtorch": "torchscript",
-    "pytorch": "torchscript",
-}
-_DEFAULT_ARTIFACT = {"onnx": "model.onnx", "torchscript": "model.pt"}
 CONFIG = "config.pbtxt"
 
 
@@ -48,7 +41,8 @@ def _model_dirs(repository: Path) -> list[Path]:
 
 def native_format(config: Any) -> str | None:
     """``onnx`` / ``torchscript`` when the config names a native backend we can shadow."""
-    return _NATIVE.get(config.backend) or _NATIVE.get(config.platform)
+    fmt = of_config(config.platform, config.backend)
+    return fmt.name if fmt is not None else None
 
 
 def _config_or_none(model_dir: Path) -> Any:
@@ -75,7 +69,7 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
     """
     from google.protobuf import text_format
 
-    from packager.pyruntime import runtime_files
+    from packager.serve.pyruntime import runtime_files
 
     src_root, dst_root = Path(repository).resolve(), Path(target)
     dst_root.mkdir(parents=True)
@@ -93,7 +87,7 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
         if fmt is None:  # python models, ensembles, anything else: Triton decides
             _link(entry / CONFIG, model_dst / CONFIG)
             continue
-        artifact = config.default_model_filename or _DEFAULT_ARTIFACT[fmt]
+        artifact = config.default_model_filename or FORMATS[fmt].artifact
         was = config.backend or config.platform
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)
@@ -143,7 +137,7 @@ def _complete_from_onnx(config: Any, path: Path) -> bool:
     from packager import dtypes
 
     if path.is_dir():
-        path = path / "model.onnx"
+        path = path / FORMATS["onnx"].artifact
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:

@@ -1,6 +1,6 @@
 """Kubernetes and KServe resources as plain dicts, built from a resolved :class:`Plan`.
 
-:mod:`packager.k8s` checks the options and sizes the pods; this module only knows what each
+:mod:`packager.deploy.k8s` checks the options and sizes the pods; this module only knows what each
 resource looks like and why (GPU taints, probes, credentials from Secrets, memory-backed /dev/shm).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager import releases as rel
-from packager.docker import PORTS, image_tag
+from packager.deploy.docker import PORTS, image_tag
 from packager.errors import PackagerError
 
 GPU = "nvidia.com/gpu"
@@ -91,7 +91,7 @@ class StorageUri:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every resolved value the manifests are built from (checked and sized by packager.k8s)."""
+    """Every resolved value the manifests are built from (checked and sized by packager.deploy.k8s)."""
 
     name: str
     namespace: str | None

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import jinja2
 
-from packager import footprint, render
 from packager import releases as rel
+from packager import render
+from packager.deploy import footprint
 from packager.errors import PackagerError
 
 DOCKERFILE = "Dockerfile"

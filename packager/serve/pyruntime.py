@@ -1,6 +1,6 @@
 """The generic Python-backend runtime: a ``model.py`` that runs an ONNX or TorchScript artifact.
 
-``build --backend python`` writes it next to the artifact, and :mod:`packager.shadow` uses it to
+``build --backend python`` writes it next to the artifact, and :mod:`packager.serve.shadow` uses it to
 serve native-backend repositories on the embedded server. The generated file is self-contained
 (numpy + onnxruntime or torch), so it also runs in NVIDIA's container without triton-packager.
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 import importlib.metadata
 
 from packager.errors import PackagerError
+from packager.sources.formats import FORMATS, PYTHON_FILE
 
 TEMPLATE = "python_model.py.j2"
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-DEFAULT_ARTIFACT: dict[str, str] = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
 def _version() -> str:
@@ -27,7 +26,7 @@ def runtime_files(fmt: str) -> dict[str, str]:
     """Files for a Python-backend version folder: ``{"model.py": text}`` for ``fmt``.
 
     The artifact itself is not included; the config names it with the parameter ``artifact``
-    (default ``model.onnx`` / ``model.pt``).
+    (default: the format's file name in :data:`packager.sources.formats.FORMATS`).
     """
     if fmt not in FORMATS:
         raise PackagerError(
@@ -36,4 +35,8 @@ def runtime_files(fmt: str) -> dict[str, str]:
         )
     from packager.render import render_template
 
-    return {"model.py": render_template(TEMPLATE, fmt=fmt, version=_version())}
+    f = FORMATS[fmt]
+    text = render_template(
+        TEMPLATE, fmt=f.name, artifact=f.artifact, runtime=f.runtime, version=_version()
+    )
+    return {PYTHON_FILE: text}

@@ -7,7 +7,7 @@
         server.models()                                   # [(name, version, state, reason), ...]
 
 The wheel ships only Triton's Python backend. Repositories whose models use the native ONNX Runtime
-or LibTorch backends are served through a generated shadow copy (see :mod:`packager.shadow`).
+or LibTorch backends are served through a generated shadow copy (see :mod:`packager.serve.shadow`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from packager.control import control_call
-from packager.embedded import (
+from packager.errors import ServerError
+from packager.serve.control import control_call
+from packager.serve.embedded import (
     TRITON_NGC_RELEASE,
     TRITON_VERSION,
     describe_failure,
@@ -38,7 +39,6 @@ from packager.embedded import (
     server_environment,
     tritonserver_binary,
 )
-from packager.errors import ServerError
 
 __all__ = [
     "CONTROL_MODES",
@@ -264,7 +264,7 @@ class LocalServer:
         """The folder given to tritonserver: a linked copy (the shadow) unless told otherwise."""
         if not self.shadow:
             return self.repository
-        from packager.shadow import needs_shadow, shadow_repository
+        from packager.serve.shadow import needs_shadow, shadow_repository
 
         if self.model_control_mode == "poll" and not needs_shadow(self.repository):
             return self.repository  # poll follows the user's files: serve them in place

@@ -1,6 +1,6 @@
 """PyTorch ``nn.Module`` source: a live module or a ``module.path:factory_or_class`` reference.
 
-The module is exported (ONNX by default, or TorchScript) and verified by :mod:`packager.export`;
+The module is exported (ONNX by default, or TorchScript) and verified by :mod:`packager.sources.pytorch.export`;
 the artifact then follows the same spec -> render -> repository path as a model file.
 torch is imported only inside ``load``: the registry imports this module eagerly.
 """
@@ -14,8 +14,13 @@ from typing import Any
 
 from packager.errors import SourceError
 from packager.sources import LoadedModel, register
-from packager.verify import DEFAULT_ATOL, DEFAULT_RTOL
-from packager.weights import import_reference, instantiate, is_reference, load_weights
+from packager.sources.pytorch.weights import (
+    import_reference,
+    instantiate,
+    is_reference,
+    load_weights,
+)
+from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL
 
 # Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
 OPTIONS = (
@@ -35,8 +40,8 @@ class PyTorchModuleSource:
         return is_reference(ref)
 
     def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
-        from packager.export import export_module
         from packager.repository import sha256_file
+        from packager.sources.pytorch.export import export_module
 
         if is_reference(ref):
             module = instantiate(import_reference(ref), ref)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager.errors import SpecError
+from packager.manifest.yamlcheck import KeyPath, key_path
 from packager.spec import ModelSpec, TensorSpec, VersionPolicy
 from packager.spec import problems as spec_problems
-from packager.yamlcheck import KeyPath, key_path
 
 ENSEMBLE = "ensemble"
 

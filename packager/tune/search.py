@@ -1,7 +1,7 @@
-"""The search of :mod:`packager.tune`: candidates, measurements, the objective, grid and hill climbing.
+"""The search of :mod:`packager.tune.run`: candidates, measurements, the objective, grid and hill climbing.
 
 Pure logic: measuring is a callable ``evaluate(candidate) -> Trial`` handed in by the caller
-(:mod:`packager.tune_server` on a real server; tests may hand in anything).
+(:mod:`packager.tune.server` on a real server; tests may hand in anything).
 """
 
 from __future__ import annotations

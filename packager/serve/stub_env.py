@@ -12,7 +12,7 @@ The fix is to hand the stub an environment of our own, whatever the caller's ``P
 
 ``<backends>/env/``
     a minimal virtual environment (``pyvenv.cfg`` + ``bin/python3`` linked to this process's
-    base interpreter). :func:`packager.embedded.server_environment` puts its ``bin`` first on
+    base interpreter). :func:`packager.serve.embedded.server_environment` puts its ``bin`` first on
     the server's ``PATH``, so the stub's interpreter starts *as* this environment.
 ``<backends>/env/lib/python3.X/site-packages/_triton_packager_paths.pth``
     runs at interpreter start, before the stub imports numpy, and appends the paths listed in

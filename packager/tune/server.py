@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from packager.control import control_call
 from packager.errors import PackagerError
-from packager.tune_search import Candidate, Point, Trial, TuneError
+from packager.serve.control import control_call
+from packager.tune.search import Candidate, Point, Trial, TuneError
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ def override_config(served: Mapping[str, Any], user: Any, c: Candidate) -> dict[
 
 def request_inputs(config: Any) -> dict[str, np.ndarray]:
     """One batch-1 request of random data for every input (dynamic dims set to 1)."""
-    from packager.inputs import random_inputs
     from packager.render import spec_from_config
+    from packager.sources.inputs import random_inputs
 
     spec = spec_from_config(config)
     batch = 1 if spec.max_batch_size > 0 else None

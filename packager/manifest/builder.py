@@ -4,9 +4,9 @@
 
     models:        # model files or PyTorch module:factory references (see packager.builder)
       - {name: classifier, source: models/classifier.onnx, max_batch_size: 8}
-    python_steps:  # a user's .py file with a function or class (see packager.pysteps)
+    python_steps:  # a user's .py file with a function or class (see packager.manifest.pysteps)
       - {name: tokenizer, file: steps/tokenizer.py, function: tokenize, inputs: [...], outputs: [...]}
-    ensembles:     # ordered steps wired by tensor names (see packager.ensemble)
+    ensembles:     # ordered steps wired by tensor names (see packager.manifest.ensemble)
       - {name: pipeline, outputs: [LABELS], steps: [{model: tokenizer, inputs: {...}, outputs: {...}}]}
 
 The order of work is what makes it all-or-nothing: the schema is checked first (every problem
@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packager.ensemble import plan_ensemble
 from packager.errors import PackagerError, SpecError
-from packager.manifest_schema import Entry, check_manifest
-from packager.pysteps import PythonStep, step_files, step_problems, step_spec
+from packager.manifest.ensemble import plan_ensemble
+from packager.manifest.pysteps import PythonStep, step_files, step_problems, step_spec
+from packager.manifest.schema import Entry, check_manifest
+from packager.manifest.yamlcheck import Problems
 from packager.render import render_config, spec_from_config
 from packager.repository import (
     CHECKSUMS,
@@ -42,7 +43,6 @@ from packager.repository import (
     write_models,
 )
 from packager.spec import DynamicBatching, ModelSpec, TensorSpec
-from packager.yamlcheck import Problems
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Examples arrive as a dict (name -> array/tensor), a single array or tensor, a li
 (positional), a ``.npz`` path, or ``NAME:DTYPE:DIMS`` specs (random data). Whatever the form,
 the result is an ordered ``{argument name: numpy array}`` with the batch dim first, plus the
 axes the user declared dynamic. Parsing of specs and ``.npz`` files is shared with the other
-sources (:mod:`packager.inputs`).
+sources (:mod:`packager.sources.inputs`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import PackagerError, SourceError
-from packager.inputs import load_npz, parse_tensor_arg, random_array
+from packager.sources.inputs import load_npz, parse_tensor_arg, random_array
 from packager.spec import TensorSpec, name_problem
 
 # Size given to a ``-1`` (dynamic) dim of an input spec: >= 3 so that the second verification

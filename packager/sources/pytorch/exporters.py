@@ -1,4 +1,4 @@
-"""The two exporters behind :mod:`packager.export`: ONNX (torch.export based) and TorchScript.
+"""The two exporters behind :mod:`packager.sources.pytorch.export`: ONNX (torch.export based) and TorchScript.
 
 Each takes the generated wrapper module (fixed named tensor inputs, flat tuple of tensor
 outputs) and writes the artifact into a work directory. Exporter chatter (progress prints,
@@ -21,6 +21,7 @@ import numpy as np
 from packager import dtypes
 from packager.errors import ExportError
 from packager.sources import Signature
+from packager.sources.formats import FORMATS
 from packager.spec import TensorSpec
 
 # protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph itself.
@@ -111,11 +112,11 @@ def export_onnx(
         ) from exc
     if program is None:  # pragma: no cover - only the legacy exporter returns None
         raise ExportError("torch.onnx.export returned no program")
-    dst = workdir / "model.onnx"
+    dst = workdir / FORMATS["onnx"].artifact
     size = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values())
     program.save(str(dst), external_data=size >= ONNX_SINGLE_FILE_LIMIT)
     model = onnx.load(str(dst), load_external_data=False)
-    files = {"model.onnx": dst}
+    files = {dst.name: dst}
     for loc in external_locations(model):
         # Only for > 2 GB models: the data file must sit beside model.onnx in the version folder.
         if "/" in loc or "\\" in loc or not (workdir / loc).is_file():

@@ -1,7 +1,7 @@
 """The tritonserver binary of the nvidia-pytriton wheel: locate it, prepare its backend folder,
 build its environment, and read its log.
 
-:mod:`packager.server` runs it; this module knows where things are and what the log means.
+:mod:`packager.serve.server` runs it; this module knows where things are and what the log means.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from packager import stub_env
 from packager.errors import ServerError
 from packager.releases import NGC_RELEASE as TRITON_NGC_RELEASE  # noqa: F401 - re-exported
 from packager.releases import TRITON_VERSION
+from packager.serve import stub_env
 
 PYTRITON_DIST = "nvidia-pytriton"
 ENV_DIR = "env"  # in the backend folder: the Python environment of the stubs
@@ -71,7 +71,7 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
 
     ``python/`` gets links to ``libtriton_python.so``, NVIDIA's ``triton_python_backend_utils.py``
     and the stub built for the running Python version; ``env/`` is the environment the stubs'
-    interpreter starts as (:mod:`packager.stub_env`). The folder is keyed by the wheel location
+    interpreter starts as (:mod:`packager.serve.stub_env`). The folder is keyed by the wheel location
     and this interpreter, so that two environments never share one. When this process has
     numpy 2, the numpy 1.x overlay for the stubs is prepared here too.
     """

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from packager.tune import TuneResult
+    from packager.tune.run import TuneResult
 
 CSV_FIELDS = (
     "label",

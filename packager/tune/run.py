@@ -1,4 +1,4 @@
-"""``packager.tune``: measure serving configurations on a real Triton server and keep the best.
+"""``packager.tune.run``: measure serving configurations on a real Triton server and keep the best.
 
 ::
 
@@ -7,10 +7,10 @@
 
 Candidates (instance count, max batch size, dynamic batching on/off and its queue delay) are
 loaded one at a time with a config override in explicit model-control mode, warmed up, measured
-at each concurrency with the project's load generator and unloaded (:mod:`packager.tune_server`),
+at each concurrency with the project's load generator and unloaded (:mod:`packager.tune.server`),
 so the repository is never written while searching. Search and objective live in
-:mod:`packager.tune_search`; reports in :mod:`packager.tune_report`; ``apply=True`` writes the
-winner into config.pbtxt atomically (:mod:`packager.tune_apply`). Without ``url`` the embedded
+:mod:`packager.tune.search`; reports in :mod:`packager.tune.report`; ``apply=True`` writes the
+winner into config.pbtxt atomically (:mod:`packager.tune.apply`). Without ``url`` the embedded
 server is started on the model's repository.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import PackagerError
-from packager.tune_search import (
+from packager.tune.search import (
     SEARCHES,
     Budget,
     Candidate,
@@ -37,7 +37,7 @@ from packager.tune_search import (
     pick_winner,
     run_search,
 )
-from packager.tune_server import LoadFn, LoadJob, ServerTarget, current_candidate
+from packager.tune.server import LoadFn, LoadJob, ServerTarget, current_candidate
 
 __all__ = [
     "SEARCHES",
@@ -262,8 +262,8 @@ def tune(
     the candidate, stops the embedded server and propagates; the repository is left unchanged.
     """
     from packager.repository import read_config
-    from packager.tune_apply import apply_candidate
-    from packager.tune_report import machine, write_reports
+    from packager.tune.apply import apply_candidate
+    from packager.tune.report import machine, write_reports
 
     started = time.monotonic()
     say = progress or (lambda _msg: None)
@@ -294,7 +294,7 @@ def tune(
 
     server = None
     if url is None:
-        from packager.server import LocalServer
+        from packager.serve.server import LocalServer
 
         say(f"starting the embedded Triton server on {model_dir.parent} (explicit model control)")
         server = LocalServer(

@@ -1,6 +1,6 @@
 """The deploy manifest's schema: which keys each section takes, and checked :class:`Entry` items.
 
-:func:`check_manifest` parses the YAML (:mod:`packager.yamlcheck` keeps the line of every key)
+:func:`check_manifest` parses the YAML (:mod:`packager.manifest.yamlcheck` keeps the line of every key)
 and returns one :class:`Entry` per model, Python step and ensemble, with typed options and paths
 resolved from the manifest's folder; it raises :class:`ManifestError` listing every problem of
 the file at once, each as ``deploy.yaml:12: models[0].max_batch_size: expected ...``.
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager.ensemble import EnsembleStep
 from packager.errors import SpecError
+from packager.manifest.ensemble import EnsembleStep
+from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
 from packager.spec import DynamicBatching, InstanceGroup, TensorSpec, VersionPolicy, name_problem
-from packager.yamlcheck import KeyPath, Problems, Reader, load
 
 SECTIONS = {
     "models": "model files or PyTorch module:factory references",

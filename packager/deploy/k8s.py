@@ -4,7 +4,7 @@ Plain Kubernetes: a Deployment of tritonserver reading the repository URI, a Ser
 HTTP/gRPC/metrics, a HorizontalPodAutoscaler and, on request, a Prometheus ServiceMonitor.
 KServe: one InferenceService on KServe's Triton runtime (plus a ServiceAccount that carries the
 storage Secret). Resources are derived from the local copy of the repository (instance counts,
-model file sizes; see :mod:`packager.footprint`). Output is deterministic: the same inputs give
+model file sizes; see :mod:`packager.deploy.footprint`). Output is deterministic: the same inputs give
 byte-identical files. Manifests are built as plain dicts and dumped with PyYAML, so quoting is
 always right.
 """
@@ -21,12 +21,12 @@ from typing import Any
 
 import yaml
 
-from packager import footprint
-from packager import k8s_resources as res
 from packager import releases as rel
-from packager.docker import MARKER, check_image, image_tag, path_from, write_generated
+from packager.deploy import footprint
+from packager.deploy import k8s_resources as res
+from packager.deploy.docker import MARKER, check_image, image_tag, path_from, write_generated
+from packager.deploy.k8s_resources import GPU, Plan, StorageUri
 from packager.errors import PackagerError
-from packager.k8s_resources import GPU, Plan, StorageUri
 
 DEPLOYMENT, SERVICE, HPA = "deployment.yaml", "service.yaml", "hpa.yaml"
 SERVICE_MONITOR = "servicemonitor.yaml"

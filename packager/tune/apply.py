@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import SpecError
-from packager.tune_search import Candidate
+from packager.tune.search import Candidate
 
 TUNING_RECORD = "tuning.json"
 

@@ -19,6 +19,7 @@ from packager.repository import WriteResult, write_model
 from packager.sources import LoadedModel, Signature
 from packager.sources.formats import FORMATS
 from packager.spec import (
+    KIND_OPTIONS,
     DynamicBatching,
     GpuOptimization,
     InstanceGroup,
@@ -31,7 +32,6 @@ from packager.spec import (
 )
 
 DEFAULT_MAX_BATCH_SIZE = 32
-_KIND = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU", "model": "KIND_MODEL"}
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,8 @@ def build(
         early.append(p)
     if backend not in ("native", "python"):
         early.append(f"backend must be 'native' or 'python', got {backend!r}")
-    if kind not in _KIND:
-        early.append(f"kind must be one of {', '.join(_KIND)}, got {kind!r}")
+    if kind not in KIND_OPTIONS:
+        early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {kind!r}")
     if gpus and kind not in ("gpu", "auto"):
         early.append(f"--gpus needs --kind gpu (kind is {kind})")
     if isinstance(version_policy, str):
@@ -194,7 +194,9 @@ def build(
         groups = (
             tuple(instance_groups)
             if instance_groups is not None
-            else (InstanceGroup("KIND_GPU" if gpus else _KIND[kind], instances, tuple(gpus)),)
+            else (
+                InstanceGroup("KIND_GPU" if gpus else KIND_OPTIONS[kind], instances, tuple(gpus)),
+            )
         )
         batching_asked = bool(
             preferred_batch_sizes

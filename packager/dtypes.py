@@ -131,3 +131,18 @@ def from_config(name: str) -> DType:
     if not name.startswith("TYPE_"):
         raise DTypeError(f"{name!r} is not a config data_type (expected TYPE_*)")
     return parse(name)
+
+
+def random_array(dtype: DType, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Random data of ``dtype`` for examples, probes and load tests (one rule for all of them).
+
+    Integers are small and non-negative (safe as token ids, indices and counts); floats are
+    standard normal; BYTES are a fixed word; BOOL is a coin flip.
+    """
+    if dtype.wire == "BOOL":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.wire == "BYTES":
+        return np.full(shape, b"sample", dtype=object)
+    if dtype.numpy.kind in "iu":
+        return rng.integers(0, 8, size=shape).astype(dtype.numpy)
+    return rng.standard_normal(size=shape).astype(dtype.numpy)

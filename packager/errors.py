@@ -13,6 +13,7 @@
     ├── ManifestError                a deploy manifest with problems
     ├── ServerError                  the embedded tritonserver failed to start or load models
     ├── MissingExtra                 an optional dependency is not installed (packager.extras)
+    ├── TuneError                    ``tune`` cannot run (bad options, no usable server)
     └── ClientError                  (packager.client) anything a client call can fail with
         ├── ServerUnavailable        cannot connect / connection lost
         ├── ModelNotFound            the server does not know the model (or version)
@@ -90,6 +91,10 @@ class ServerError(PackagerError):
 
 class MissingExtra(PackagerError):
     """An optional dependency of the command is not installed; the message names the extra."""
+
+
+class TuneError(PackagerError):
+    """``tune`` cannot run: bad options, or the server cannot load or measure the model."""
 
 
 class ClientError(PackagerError):

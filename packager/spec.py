@@ -18,6 +18,13 @@ from packager.errors import SpecError
 # Plain strings (checked by problems()): values arrive from CLI options, YAML and protobuf enums.
 Kind = str
 KINDS: tuple[str, ...] = ("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL")
+# --kind / manifest `kind:` values -> Triton instance kinds
+KIND_OPTIONS: dict[str, str] = {
+    "auto": "KIND_AUTO",
+    "gpu": "KIND_GPU",
+    "cpu": "KIND_CPU",
+    "model": "KIND_MODEL",
+}
 TimeoutAction = str
 
 # Limits of the int64/int32 fields in Triton's model_config.proto.

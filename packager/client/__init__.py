@@ -17,7 +17,7 @@ the classes of :mod:`packager.errors`; :mod:`packager.client.errors` maps failur
 
 from packager.client.aio import AsyncClient
 from packager.client.bench import LoadResult, run_load, run_sweep, synthetic_inputs
-from packager.client.core import ModelInfo, ModelMetadata, TensorMeta, TLSOptions
+from packager.client.core import ModelInfo, ModelMetadata, ServerInfo, TensorMeta, TLSOptions
 from packager.client.sync import Client
 from packager.errors import (
     ClientError,
@@ -41,6 +41,7 @@ __all__ = [
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",
+    "ServerInfo",
     "ServerUnavailable",
     "TLSOptions",
     "TensorMeta",

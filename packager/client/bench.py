@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from packager import dtypes
 from packager.client.base import version_text
 from packager.client.core import ModelFacts
 from packager.client.sync import Client
@@ -71,16 +72,7 @@ def synthetic_inputs(
         shape = tuple(1 if d < 0 else d for d in spec.dims)
         if facts.max_batch_size > 0:
             shape = (batch_size, *shape)
-        dt = spec.dtype
-        if dt.wire == "BYTES":
-            arr: np.ndarray = np.full(shape, b"triton-packager", dtype=object)
-        elif dt.wire == "BOOL":
-            arr = rng.integers(0, 2, shape).astype(bool)
-        elif dt.numpy.kind in "iu":
-            arr = rng.integers(0, 8, shape).astype(dt.numpy)
-        else:
-            arr = rng.standard_normal(shape).astype(dt.numpy)
-        out[spec.name] = arr
+        out[spec.name] = dtypes.random_array(spec.dtype, shape, rng)
     return out
 
 

@@ -126,6 +126,14 @@ class RetryPolicy:
         return float(min(self.max_backoff_s, self.backoff_s * (2**attempt)))
 
 
+class ServerInfo(NamedTuple):
+    """The server's metadata: its name, release version and protocol extensions."""
+
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
 class ModelInfo(NamedTuple):
     """One row of the server's repository index."""
 

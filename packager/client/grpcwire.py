@@ -18,6 +18,7 @@ from packager.client.core import (
     ModelInfo,
     ModelMetadata,
     Prepared,
+    ServerInfo,
     TensorMeta,
     deserialize_bytes,
     numeric_output,
@@ -94,6 +95,13 @@ class GrpcCodec:
 
     def ready(self) -> GrpcCall:
         return GrpcCall("ServerReady", service_pb2.ServerReadyRequest(), _ready, "is_ready")
+
+    def server_metadata(self) -> GrpcCall:
+        def parse(r: Any) -> ServerInfo:
+            return ServerInfo(r.name, r.version, tuple(r.extensions))
+
+        req = service_pb2.ServerMetadataRequest()
+        return GrpcCall("ServerMetadata", req, parse, "server_metadata")
 
     def model_ready(self, model: str, version: str) -> GrpcCall:
         req = service_pb2.ModelReadyRequest(name=model, version=version)

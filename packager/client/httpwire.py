@@ -20,6 +20,7 @@ from packager.client.core import (
     ModelInfo,
     ModelMetadata,
     Prepared,
+    ServerInfo,
     TensorMeta,
     deserialize_bytes,
     numeric_output,
@@ -110,6 +111,17 @@ class HttpCodec:
 
     def ready(self) -> HttpCall:
         return HttpCall("GET", "/v2/health/ready", (), b"", _is_ok, "is_ready")
+
+    def server_metadata(self) -> HttpCall:
+        def parse(status: int, headers: Mapping[str, str], body: Any) -> ServerInfo:
+            doc = _json_or_raise(status, headers, body) or {}
+            return ServerInfo(
+                str(doc.get("name", "")),
+                str(doc.get("version", "")),
+                tuple(doc.get("extensions", ())),
+            )
+
+        return HttpCall("GET", "/v2", (), b"", parse, "server_metadata")
 
     def model_ready(self, model: str, version: str) -> HttpCall:
         path = _model_path(model, version) + "/ready"

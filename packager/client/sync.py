@@ -21,6 +21,7 @@ from packager.client.core import (
     ModelFacts,
     ModelInfo,
     ModelMetadata,
+    ServerInfo,
     TLSOptions,
     concat_outputs,
     facts_from,
@@ -132,6 +133,10 @@ class Client(ClientBase):
             index = None
         live = index is not None and self.is_live()
         raise not_ready_error(self.url, model, timeout_s, index if live else None)
+
+    def server_metadata(self) -> ServerInfo:
+        """The server's name, release version (e.g. 2.51.0) and protocol extensions."""
+        return self._send(self._codec.server_metadata())
 
     def models(self) -> list[ModelInfo]:
         """The repository index: every model the server knows, with its state."""

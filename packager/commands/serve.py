@@ -159,7 +159,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> Any:
 
 
 def _print_banner(server: Any) -> None:
-    from packager.serve.embedded import TRITON_VERSION
+    from packager.releases import TRITON_VERSION
 
     click.echo(f"tritonserver {TRITON_VERSION} is ready (pid {server.pid})")
     click.echo(f"  HTTP     http://{server.http_url}")

@@ -15,7 +15,14 @@ from typing import Any
 from packager.errors import SpecError
 from packager.manifest.ensemble import EnsembleStep
 from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
-from packager.spec import DynamicBatching, InstanceGroup, TensorSpec, VersionPolicy, name_problem
+from packager.spec import (
+    KIND_OPTIONS,
+    DynamicBatching,
+    InstanceGroup,
+    TensorSpec,
+    VersionPolicy,
+    name_problem,
+)
 
 SECTIONS = {
     "models": "model files or PyTorch module:factory references",
@@ -76,7 +83,6 @@ EXPORT_KEYS = {
     "atol": "absolute tolerance",
     "rtol": "relative tolerance",
 }
-_KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU", "model": "KIND_MODEL"}
 
 
 @dataclass
@@ -137,10 +143,10 @@ def _common(r: Reader, m: dict[str, Any], path: KeyPath, opts: dict[str, Any]) -
         gm = r.mapping(g, gp, {"kind": "auto|cpu|gpu|model", "count": ">= 1", "gpus": "GPU ids"})
         if gm is None:
             continue
-        kind = r.text(gm.get("kind", "cpu"), (*gp, "kind"), tuple(_KINDS)) or "cpu"
+        kind = r.text(gm.get("kind", "cpu"), (*gp, "kind"), tuple(KIND_OPTIONS)) or "cpu"
         count = r.integer(gm.get("count", 1), (*gp, "count"), 1) or 1
         gpus = r.int_list(gm.get("gpus"), (*gp, "gpus"), 0)
-        groups.append(InstanceGroup(_KINDS[kind], count, gpus))
+        groups.append(InstanceGroup(KIND_OPTIONS[kind], count, gpus))
     opts["instance_groups"] = tuple(groups) or None
     db = m.get("dynamic_batching")
     dp = (*path, "dynamic_batching")

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from packager.errors import ServerError
-from packager.releases import NGC_RELEASE as TRITON_NGC_RELEASE  # noqa: F401 - re-exported
 from packager.releases import TRITON_VERSION
 from packager.serve import stub_env
 

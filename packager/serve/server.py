@@ -21,17 +21,12 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
-from packager.errors import ServerError
-from packager.serve.control import control_call
+from packager.errors import ClientError, ServerError
 from packager.serve.embedded import (
-    TRITON_NGC_RELEASE,
-    TRITON_VERSION,
     describe_failure,
     free_port,
     load_failures,
@@ -40,28 +35,14 @@ from packager.serve.embedded import (
     tritonserver_binary,
 )
 
-__all__ = [
-    "CONTROL_MODES",
-    "TRITON_NGC_RELEASE",
-    "TRITON_VERSION",
-    "LocalServer",
-    "ModelState",
-    "free_port",
-    "started_pids",
-]
+if TYPE_CHECKING:
+    from packager.client import Client, ModelInfo
+
+__all__ = ["CONTROL_MODES", "LocalServer", "started_pids"]
 
 EXIT_TIMEOUT_S = 5  # seconds Triton waits for connections and in-flight requests on SIGTERM
 ControlMode = Literal["none", "explicit", "poll"]
 CONTROL_MODES: tuple[str, ...] = ("none", "explicit", "poll")
-
-
-class ModelState(NamedTuple):
-    """One row of Triton's repository index."""
-
-    name: str
-    version: str
-    state: str  # READY, UNAVAILABLE, LOADING, UNLOADING or "" (never loaded)
-    reason: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,7 +300,6 @@ class LocalServer:
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
         while True:
             code = self._proc.poll()
             if code is not None:
@@ -330,7 +310,7 @@ class LocalServer:
                     f"tritonserver exited with code {code} while starting on "
                     f"{self.repository}:\n{describe_failure(log)}"
                 )
-            if _http_status(url, timeout=1.0) == 200:
+            if self._ready_now():
                 break
             if time.monotonic() > deadline:
                 failures = load_failures(self.log_text())
@@ -350,6 +330,15 @@ class LocalServer:
                     f"model '{m.name}' version {m.version} failed to load: {m.reason}" for m in bad
                 )
             )
+
+    def _ready_now(self) -> bool:
+        from packager.client import Client
+
+        try:
+            with Client(self.http_url, protocol="http", timeout_s=1.0) as client:
+                return client.is_ready()
+        except ClientError:  # e.g. a timeout while the server is busy loading
+            return False
 
     def _loading_summary(self) -> str:
         try:
@@ -392,44 +381,34 @@ class LocalServer:
 
     # -- repository API ------------------------------------------------------------------------
 
-    def models(self) -> list[ModelState]:
+    def models(self) -> list[ModelInfo]:
         """The repository index: one (name, version, state, reason) per model version."""
-        rows = self._post("/v2/repository/index", {})
-        return [
-            ModelState(
-                str(r.get("name", "")),
-                str(r.get("version", "")),
-                str(r.get("state", "")),
-                str(r.get("reason", "")),
-            )
-            for r in rows
-        ]
+        return self._control("reading the repository index", lambda c: c.models())
 
     def load_model(self, name: str) -> None:
         """Load (or reload) a model; explicit mode only. Raises ServerError with the reason."""
-        self._post(f"/v2/repository/models/{name}/load", {}, what=f"loading model '{name}'")
+        self._control(f"loading model '{name}'", lambda c: c.load_model(name))
 
     def unload_model(self, name: str) -> None:
         """Unload a model; explicit mode only."""
-        self._post(f"/v2/repository/models/{name}/unload", {}, what=f"unloading model '{name}'")
+        self._control(f"unloading model '{name}'", lambda c: c.unload_model(name))
 
-    def _post(self, path: str, body: dict[str, Any], what: str = "") -> Any:
+    def _control(self, what: str, call: Callable[[Client], Any]) -> Any:
+        """``call(client)`` through :class:`packager.client.Client`, errors as ServerError.
+
+        The client is short-lived: an idle keep-alive connection would make Triton wait its
+        exit timeout when the server is stopped.
+        """
+        from packager.client import Client
+
         if not self.is_running:
             raise ServerError("the server is not running; call start() first")
-        return control_call(
-            self.http_url, "POST", path, body, timeout_s=120, what=what, error=ServerError
-        )
+        try:
+            with Client(self.http_url, protocol="http", timeout_s=120) as client:
+                return call(client)
+        except ClientError as exc:
+            raise ServerError(f"{what} failed: {exc}") from exc
 
 
 class _PortTaken(Exception):
     """The server exited because a port was taken between picking and binding it."""
-
-
-def _http_status(url: str, timeout: float) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None

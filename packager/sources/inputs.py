@@ -81,16 +81,7 @@ def random_array(
 
 
 def _random(spec: TensorSpec, shape: list[int], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    dt = spec.dtype
-    if dt.wire == "BOOL":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if dt.wire == "BYTES":
-        return np.array([b"sample"] * int(np.prod(shape)), dtype=object).reshape(shape)
-    if dt.numpy.kind in "iu":
-        # Small non-negative values: safe as token ids, indices and counts.
-        return rng.integers(0, 8, size=shape).astype(dt.numpy)
-    return rng.standard_normal(size=shape).astype(dt.numpy)
+    return dtypes.random_array(spec.dtype, tuple(shape), np.random.default_rng(seed))
 
 
 def random_inputs(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager.errors import PackagerError
+from packager.errors import PackagerError, TuneError
 from packager.tune.search import (
     SEARCHES,
     Budget,
@@ -32,7 +32,6 @@ from packager.tune.search import (
     Point,
     SearchSpace,
     Trial,
-    TuneError,
     check_options,
     pick_winner,
     run_search,
@@ -46,7 +45,6 @@ __all__ = [
     "Point",
     "SearchSpace",
     "Trial",
-    "TuneError",
     "TuneResult",
     "tune",
 ]

@@ -11,16 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from packager.errors import PackagerError
+from packager.errors import TuneError
 
 Search = Literal["quick", "full"]
 SEARCHES: tuple[str, ...] = ("quick", "full")
 # Hill climbing moves only for a gain above the noise of a short measurement window.
 MIN_GAIN = 0.03
-
-
-class TuneError(PackagerError):
-    """A tuning run that cannot start or cannot give an answer (bad options, no feasible config)."""
 
 
 @dataclass(frozen=True, order=True)

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from packager.errors import PackagerError
-from packager.serve.control import control_call
-from packager.tune.search import Candidate, Point, Trial, TuneError
+from packager.errors import ClientError, PackagerError, TuneError
+from packager.tune.search import Candidate, Point, Trial
+
+if TYPE_CHECKING:
+    from packager.client import Client
 
 
 @dataclass(frozen=True)
@@ -135,42 +137,39 @@ class ServerTarget:
         self._was_ready = False
         self._inputs: dict[str, np.ndarray] = {}
 
-    # -- the HTTP control API --------------------------------------------------------------
+    # -- the control API, through packager.client --------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None, what: str = "") -> Any:
-        return control_call(
-            self.url, method, path, body, timeout_s=self.timeout_s, what=what, error=TuneError
-        )
+    def _call(self, what: str, call: Callable[[Client], Any]) -> Any:
+        """``call(client)`` on a short-lived client: an idle keep-alive connection left open
+        would make the embedded server wait its exit timeout at shutdown."""
+        from packager.client import Client
+
+        try:
+            with Client(self.url, protocol="http", timeout_s=self.timeout_s) as client:
+                return call(client)
+        except ClientError as exc:
+            raise TuneError(f"{what} failed: {exc}") from None
 
     def _ready(self) -> bool:
         try:
-            self._call("GET", f"/v2/models/{self.model}/ready")
+            return bool(self._call("checking readiness", lambda c: c.is_ready(self.model)))
         except TuneError:
             return False
-        return True
 
     def _load(self, config: Mapping[str, Any] | None = None) -> None:
-        body = {"parameters": {"config": json.dumps(config)}} if config is not None else {}
+        override = json.dumps(config) if config is not None else None
         self._call(
-            "POST",
-            f"/v2/repository/models/{self.model}/load",
-            body,
-            what=f"loading model '{self.model}'",
+            f"loading model '{self.model}'", lambda c: c.load_model(self.model, config=override)
         )
 
     def _unload(self, wait_s: float = 60.0) -> None:
-        self._call(
-            "POST",
-            f"/v2/repository/models/{self.model}/unload",
-            {},
-            what=f"unloading model '{self.model}'",
-        )
+        self._call(f"unloading model '{self.model}'", lambda c: c.unload_model(self.model))
         # Triton unloads in the background; the next candidate must not share the CPU with
         # instances that are still shutting down, or its first window is measured on a busy box.
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            rows = self._call("POST", "/v2/repository/index", {}, what="reading the index")
-            states = {str(r.get("state", "")) for r in rows or [] if r.get("name") == self.model}
+            rows = self._call("reading the index", lambda c: c.models())
+            states = {r.state for r in rows if r.name == self.model}
             if not states & {"READY", "UNLOADING", "LOADING"}:
                 return
             time.sleep(0.05)
@@ -179,8 +178,8 @@ class ServerTarget:
 
     def open(self) -> None:
         """Check the server, load the model from the repository, read the served config."""
-        meta = self._call("GET", "/v2", what="reading the server metadata")
-        self.server_version = str(meta.get("version", "")) if isinstance(meta, dict) else ""
+        meta = self._call("reading the server metadata", lambda c: c.server_metadata())
+        self.server_version = meta.version
         self._was_ready = self._ready()
         try:
             self._load()
@@ -189,8 +188,11 @@ class ServerTarget:
             if "explicit" in str(exc).lower() or "not allowed" in str(exc).lower():
                 hint = "; start the server with --model-control-mode explicit"
             raise TuneError(f"{exc}{hint}") from None
-        served = self._call("GET", f"/v2/models/{self.model}/config", what="reading the config")
-        if not isinstance(served, dict) or served.get("name") != self.model:
+        from google.protobuf import json_format
+
+        config = self._call("reading the config", lambda c: c.config(self.model))
+        served = json_format.MessageToDict(config, preserving_proto_field_name=True)
+        if served.get("name") != self.model:
             raise TuneError(f"the server at {self.url} returned no config for '{self.model}'")
         served_inputs = sorted(t.get("name", "") for t in served.get("input", []))
         local_inputs = sorted(t.name for t in self.user_config.input)

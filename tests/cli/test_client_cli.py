@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from packager.cli import main
-from packager.serve.server import LocalServer, free_port
+from packager.serve.embedded import free_port
+from packager.serve.server import LocalServer
 from tests.support.client_models import mlp_reference, write_repository
 
 

@@ -25,6 +25,7 @@ from packager.errors import (
     ModelNotFound,
     ModelNotReady,
 )
+from packager.releases import TRITON_VERSION
 from packager.serve.server import LocalServer
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import mlp_reference, write_repository
@@ -65,6 +66,9 @@ def test_health_and_repository(api: Any) -> None:
     assert states[("versioned", "1")] == states[("versioned", "2")] == "READY"
     with pytest.raises(ModelNotFound, match=r"'nope' is not in the server's repository; models: "):
         api.wait_until_ready("nope", timeout_s=0.2)
+    meta = api.server_metadata()
+    assert (meta.name, meta.version) == ("triton", TRITON_VERSION)
+    assert "model_repository" in meta.extensions
 
 
 def test_metadata_config_and_statistics(api: Any) -> None:

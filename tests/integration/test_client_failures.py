@@ -14,7 +14,7 @@ import pytest
 
 from packager.client import Client
 from packager.errors import InferenceTimeout, ServerUnavailable
-from packager.serve.server import free_port
+from packager.serve.embedded import free_port
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import write_repository
 

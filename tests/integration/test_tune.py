@@ -23,7 +23,7 @@ from packager.tune.run import default_load, tune
 from packager.tune.search import Candidate, Point
 from packager.tune.server import LoadJob
 from packager.validation import validate
-from tests.integration.conftest import StartServer
+from tests.conftest import StartServer
 from tests.support.servers import group_members
 from tests.support.tree import snapshot
 

@@ -6,47 +6,12 @@ integration tier; at the end of the session a check fails the run if any server 
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from packager.serve.server import LocalServer
-from tests.support.servers import describe, leftover_processes
-
-StartServer = Callable[..., LocalServer]
-
-
-@pytest.fixture(scope="session")
-def reliability_servers() -> Iterator[StartServer]:
-    """Factory: ``start(repo, **LocalServer kwargs)`` -> a started server on free ports.
-
-    Every server it starts is stopped at the end of the session (or earlier by the test);
-    then no tritonserver or Python backend stub started by this process may be alive.
-    """
-    servers: list[LocalServer] = []
-
-    def start(repository: str | os.PathLike[str], **kwargs: Any) -> LocalServer:
-        kwargs.setdefault("startup_timeout_s", 120.0)  # two cores shared with other work
-        server = LocalServer(repository, **kwargs)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in reversed(servers):
-        server.stop(grace_s=5.0)
-    pids = [s.pid for s in servers if s.pid is not None]
-    deadline = time.monotonic() + 5.0
-    left = leftover_processes(pids)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = leftover_processes(pids)
-    if left:
-        pytest.fail("tritonserver processes left behind:\n" + describe(left))
-
+from tests.conftest import StartServer
 
 # A batching model with two inputs of different dtypes, one with a dynamic dim: the shapes
 # the client must check together (same batch size on every input).
@@ -93,6 +58,6 @@ def client_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def client_server(reliability_servers: StartServer, client_repo: Path) -> LocalServer:
+def client_server(start_server: StartServer, client_repo: Path) -> LocalServer:
     """One server for the tests that leave it running (explicit model control, all loaded)."""
-    return reliability_servers(client_repo, model_control_mode="explicit", load_models=["*"])
+    return start_server(client_repo, model_control_mode="explicit", load_models=["*"])

@@ -36,7 +36,7 @@ from packager.errors import (
     ServerUnavailable,
 )
 from packager.serve.server import LocalServer
-from tests.reliability.conftest import StartServer
+from tests.conftest import StartServer
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import mlp_reference, write_repository
 
@@ -103,10 +103,10 @@ def small_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_server_killed_mid_stream_then_restarted_on_the_same_ports(
-    reliability_servers: StartServer, small_repo: Path
+    start_server: StartServer, small_repo: Path
 ) -> None:
     client_repo = small_repo
-    server = reliability_servers(client_repo, model_control_mode="explicit", load_models=["*"])
+    server = start_server(client_repo, model_control_mode="explicit", load_models=["*"])
     ports = {"http_port": server.http_port, "grpc_port": server.grpc_port}
     ports["metrics_port"] = server.metrics_port
     want = mlp_reference(client_repo, X)
@@ -142,7 +142,7 @@ def test_server_killed_mid_stream_then_restarted_on_the_same_ports(
                 assert time.monotonic() - t0 < TIMEOUT_S, mode
             time.sleep(0.1)
 
-        reliability_servers(client_repo, model_control_mode="explicit", load_models=["*"], **ports)
+        start_server(client_repo, model_control_mode="explicit", load_models=["*"], **ports)
         for mode, api in apis.items():  # the same client objects, no reconnect by the caller
             t0, failed = time.monotonic(), 0
             while True:

@@ -23,7 +23,7 @@ import pytest
 from packager.client import Client, TLSOptions
 from packager.errors import ServerUnavailable
 from packager.serve.server import LocalServer
-from tests.reliability.conftest import StartServer
+from tests.conftest import StartServer
 from tests.support.client_models import write_repository
 
 pytestmark = [
@@ -97,9 +97,9 @@ def refused_quickly(needle: str, within_s: float = 5.0) -> Iterator[None]:
 
 
 def test_grpc_over_tls_with_a_certificate_made_here(
-    reliability_servers: StartServer, tls_repo: Path, pki: dict[str, Path]
+    start_server: StartServer, tls_repo: Path, pki: dict[str, Path]
 ) -> None:
-    server: LocalServer = reliability_servers(tls_repo, extra_args=tls_args(pki, mutual=False))
+    server: LocalServer = start_server(tls_repo, extra_args=tls_args(pki, mutual=False))
     url = f"grpcs://{server.grpc_url}"
     with Client(url, tls=TLSOptions(ca_file=str(pki["ca.crt"])), timeout_s=10) as c:
         assert c.infer("spare", X)["y"].tolist() == [[2.0, -5.0]]
@@ -115,9 +115,9 @@ def test_grpc_over_tls_with_a_certificate_made_here(
 
 
 def test_mutual_tls_needs_a_client_certificate(
-    reliability_servers: StartServer, tls_repo: Path, pki: dict[str, Path]
+    start_server: StartServer, tls_repo: Path, pki: dict[str, Path]
 ) -> None:
-    server: LocalServer = reliability_servers(tls_repo, extra_args=tls_args(pki, mutual=True))
+    server: LocalServer = start_server(tls_repo, extra_args=tls_args(pki, mutual=True))
     url = f"grpcs://{server.grpc_url}"
     with (
         Client(url, tls=TLSOptions(ca_file=str(pki["ca.crt"])), timeout_s=10, retries=0) as c,

@@ -208,6 +208,10 @@ def test_control_calls() -> None:
         b'{"name":"m","max_batch_size":4,"future_field":1,"input":[{"name":"x","dims":[2]}]}',
     )
     assert config.max_batch_size == 4 and list(config.input[0].dims) == [2]
+    info = codec.server_metadata().parse(
+        200, {}, b'{"name":"triton","version":"2.51.0","extensions":["classification"]}'
+    )
+    assert tuple(info) == ("triton", "2.51.0", ("classification",))
 
 
 def test_metadata_from_json() -> None:
@@ -270,3 +274,5 @@ def test_grpc_control_calls() -> None:
     assert codec.index().parse(index)[0].state == "READY"
     assert codec.load("m", "{}").request.parameters["config"].string_param == "{}"
     assert codec.unload("m", True).request.parameters["unload_dependents"].bool_param
+    meta = service_pb2.ServerMetadataResponse(name="triton", version="2.51.0", extensions=["x"])
+    assert codec.server_metadata().parse(meta) == ("triton", "2.51.0", ("x",))

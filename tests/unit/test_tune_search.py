@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.errors import SpecError
+from packager.errors import SpecError, TuneError
 from packager.render import parse_config, render_config
 from packager.repository import read_config, write_model
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, Warmup, WarmupInput
@@ -21,7 +21,6 @@ from packager.tune.search import (
     Point,
     SearchSpace,
     Trial,
-    TuneError,
     check_options,
     parse_int_list,
     pick_winner,

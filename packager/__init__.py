@@ -21,6 +21,7 @@ from packager.spec import (
 )
 
 __all__ = [
+    "BuildOptions",
     "DynamicBatching",
     "GpuOptimization",
     "InstanceGroup",
@@ -28,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "PackagerError",
     "QueuePolicy",
+    "SourceOptions",
     "TensorSpec",
     "VersionPolicy",
     "Warmup",
@@ -43,6 +45,8 @@ __all__ = [
 # importing a submodule binds its name on the package and would shadow a same-named function.
 _LAZY = {
     "build": "packager.builder:build",
+    "BuildOptions": "packager.builder:BuildOptions",
+    "SourceOptions": "packager.builder:SourceOptions",
     "inspect": "packager.builder:inspect",
     "validate": "packager.validation:validate",
     "render_config": "packager.render:render_config",

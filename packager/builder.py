@@ -7,8 +7,9 @@ This module decides; :mod:`packager.sources` reads, :mod:`packager.render` rende
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from packager import sources
@@ -24,7 +25,6 @@ from packager.spec import (
     GpuOptimization,
     InstanceGroup,
     ModelSpec,
-    QueuePolicy,
     TensorSpec,
     VersionPolicy,
     default_warmup,
@@ -32,6 +32,126 @@ from packager.spec import (
 )
 
 DEFAULT_MAX_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How a source reads or exports the model (PyTorch modules and TorchScript files)."""
+
+    input_specs: tuple[Any, ...] = ()  # "NAME:DTYPE:DIMS" strings or TensorSpecs
+    example_inputs: Any = None  # {name: array}, one array, or a .npz path
+    weights: str | Path | None = None  # state_dict file for a module reference
+    output_names: tuple[str, ...] = ()
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None  # beyond the batch axis
+    opset: int | None = None
+    torchscript_mode: str | None = None  # "trace" | "script"
+    verify: bool = True  # compare the export with the module
+    atol: float | None = None
+    rtol: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))
+        object.__setattr__(self, "output_names", tuple(self.output_names or ()))
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The options a :class:`packager.sources.Source` reads; unset ones are left out."""
+        out = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if getattr(self, f.name) not in (None, ()) and f.name != "verify"
+        }
+        if not self.verify:
+            out["verify"] = False
+        return out
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything ``build`` takes besides the model: one typed, immutable object shared by the
+    CLI, the Python API (:meth:`from_kwargs` reads the flat keywords) and deploy manifests."""
+
+    name: str
+    output: Path = Path("model_repository")
+    format: str = "auto"  # auto | a source or artifact format (sources.formats.FORMATS)
+    backend: str = "native"  # native | python
+    max_batch_size: int | None = None  # None: 32 when every tensor has a batch axis, else 0
+    # Instances: explicit groups, or one group of `instances` of `kind` (on each of `gpus`).
+    instance_groups: tuple[InstanceGroup, ...] | None = None
+    kind: str = "auto"  # auto | gpu | cpu | model (spec.KIND_OPTIONS)
+    gpus: tuple[int, ...] = ()
+    instances: int = 1
+    # Dynamic batching: None turns it on when the model batches or `batching` was set.
+    dynamic_batching: bool | None = None
+    batching: DynamicBatching = field(default_factory=DynamicBatching)
+    version: int | None = None  # None: the next free version
+    version_policy: VersionPolicy | None = None
+    warmup: int = 0  # warm-up requests per instance at load
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    gpu_optimization: GpuOptimization | None = None
+    force: bool = False  # overwrite an existing version
+    dry_run: bool = False
+    compress: CompressOptions = field(default_factory=CompressOptions)
+    source: SourceOptions = field(default_factory=SourceOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        object.__setattr__(self, "gpus", tuple(int(g) for g in self.gpus or ()))
+        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
+        if self.instance_groups is not None:
+            object.__setattr__(self, "instance_groups", tuple(self.instance_groups))
+        if isinstance(self.version_policy, str):
+            object.__setattr__(self, "version_policy", VersionPolicy.parse(self.version_policy))
+
+    def replace(self, **changes: Any) -> BuildOptions:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> BuildOptions:
+        """The flat keywords of ``packager.build(model, name=..., max_batch_size=...)``."""
+        grouped: dict[str, tuple[type, dict[str, Any]]] = {
+            "batching": (DynamicBatching, {}),
+            "gpu_optimization": (GpuOptimization, {}),
+            "compress": (CompressOptions, {}),
+            "source": (SourceOptions, {}),
+        }
+        top: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            target = _FLAT_KEYWORDS.get(key)
+            if target is not None:
+                group, attr = target
+                grouped[group][1][attr] = value
+            elif key in _OWN_FIELDS:
+                top[key] = value
+            else:
+                known = sorted({*_OWN_FIELDS, *_FLAT_KEYWORDS} - set(grouped))
+                raise TypeError(
+                    f"build() got an unknown option {key!r}; options: {', '.join(known)}"
+                )
+        for group, (kind, values) in grouped.items():
+            if values:
+                top[group] = kind(**values)
+        if "gpu_optimization" in top and not (
+            top["gpu_optimization"].tensorrt or top["gpu_optimization"].cuda_graphs
+        ):
+            del top["gpu_optimization"]
+        return cls(**top)
+
+
+# Flat keyword of the Python API -> (BuildOptions field holding it, attribute there).
+_FLAT_KEYWORDS: dict[str, tuple[str, str]] = {
+    "preferred_batch_sizes": ("batching", "preferred_batch_sizes"),
+    "max_queue_delay_us": ("batching", "max_queue_delay_us"),
+    "preserve_ordering": ("batching", "preserve_ordering"),
+    "priority_levels": ("batching", "priority_levels"),
+    "default_priority_level": ("batching", "default_priority_level"),
+    "queue_policy": ("batching", "default_queue_policy"),
+    "tensorrt": ("gpu_optimization", "tensorrt"),
+    "tensorrt_precision": ("gpu_optimization", "tensorrt_precision"),
+    "cuda_graphs": ("gpu_optimization", "cuda_graphs"),
+    **{f.name: ("compress", f.name) for f in fields(CompressOptions)},
+    **{f.name: ("source", f.name) for f in fields(SourceOptions)},
+}
+_OWN_FIELDS = {f.name for f in fields(BuildOptions)}
 
 
 @dataclass(frozen=True)
@@ -116,132 +236,75 @@ def inspect(model: Any, *, format: str = "auto", **options: Any) -> InspectResul
         loaded.close()
 
 
-def build(
-    model: Any,
-    *,
-    name: str,
-    output: str | Path = "model_repository",
-    format: str = "auto",
-    backend: str = "native",
-    max_batch_size: int | None = None,
-    kind: str = "auto",
-    gpus: Sequence[int] = (),
-    instances: int = 1,
-    instance_groups: Sequence[InstanceGroup] | None = None,
-    dynamic_batching: bool | None = None,
-    preferred_batch_sizes: Sequence[int] = (),
-    max_queue_delay_us: int = 0,
-    preserve_ordering: bool = False,
-    priority_levels: int = 0,
-    default_priority_level: int = 0,
-    queue_policy: QueuePolicy | None = None,
-    version: int | None = None,
-    version_policy: VersionPolicy | str | None = None,
-    warmup: int = 0,
-    parameters: Mapping[str, str] | None = None,
-    tensorrt: bool = False,
-    tensorrt_precision: str = "FP16",
-    cuda_graphs: bool = False,
-    force: bool = False,
-    dry_run: bool = False,
-    quantize: str | None = None,
-    calibration_data: Any = None,
-    per_channel: bool = False,
-    fp16: bool = False,
-    fp16_io: bool = False,
-    prune: float | None = None,
-    prune_structured: bool = False,
-    eval_data: str | Path | None = None,
-    eval_metric: str = "accuracy",
-    **source_options: Any,
-) -> BuildResult:
+def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> BuildResult:
     """Package ``model`` (a file path, a ``module:factory`` reference or an ``nn.Module``) as
     ``<output>/<name>/<version>``. Nothing is written when anything is wrong or ``dry_run`` is set.
 
-    ``source_options`` go to the source: ``input_specs``, ``example_inputs``, ``weights``,
-    ``output_names``, ``dynamic_axes``, ``opset``, ``torchscript_mode``, ``verify``, ``atol``, ``rtol``.
-    Compression (``quantize``, ``fp16``, ``prune``...) is :class:`packager.compress.CompressOptions`;
-    its before/after figures go to ``record["compression"]``.
+    Options come as one :class:`BuildOptions`, or as its flat keywords (``name=``,
+    ``max_batch_size=``, ``preferred_batch_sizes=``, ``quantize=``, ``weights=``...; see
+    :meth:`BuildOptions.from_kwargs`). Compression figures go to ``record["compression"]``.
     """
+    if options is None:
+        options = BuildOptions.from_kwargs(**kwargs)
+    elif kwargs:
+        raise TypeError("pass either a BuildOptions or keyword options to build(), not both")
+    o = options
     early = []
-    if (p := name_problem(name)) is not None:
+    if (p := name_problem(o.name)) is not None:
         early.append(p)
-    if backend not in ("native", "python"):
-        early.append(f"backend must be 'native' or 'python', got {backend!r}")
-    if kind not in KIND_OPTIONS:
-        early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {kind!r}")
-    if gpus and kind not in ("gpu", "auto"):
-        early.append(f"--gpus needs --kind gpu (kind is {kind})")
-    if isinstance(version_policy, str):
-        version_policy = VersionPolicy.parse(version_policy)
-    compress = CompressOptions(
-        quantize, calibration_data, per_channel, fp16, fp16_io, prune, prune_structured,
-        eval_data, eval_metric,
-    )  # fmt: skip
-    early += compress.problems()
+    if o.backend not in ("native", "python"):
+        early.append(f"backend must be 'native' or 'python', got {o.backend!r}")
+    if o.kind not in KIND_OPTIONS:
+        early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {o.kind!r}")
+    if o.gpus and o.kind not in ("gpu", "auto"):
+        early.append(f"--gpus needs --kind gpu (kind is {o.kind})")
+    early += o.compress.problems()
     if early:
-        raise SpecError(early, subject=f"build of {name!r}")
+        raise SpecError(early, subject=f"build of {o.name!r}")
 
-    if max_batch_size is not None:
-        source_options.setdefault("max_batch_size", max_batch_size)
-    if compress.prune is not None:
-        source_options["prune"] = compress.prune_request()  # pruned before export
-    loaded = load_source(model, format, **source_options)
+    source_options = o.source.to_mapping()
+    if o.max_batch_size is not None:
+        source_options["max_batch_size"] = o.max_batch_size
+    if o.compress.prune is not None:
+        source_options["prune"] = o.compress.prune_request()  # pruned before export
+    loaded = load_source(model, o.format, **source_options)
     try:
-        compress_loaded(loaded, compress)  # replaces model.onnx; figures in the record
+        compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
         sig = loaded.signature
-        mbs = _max_batch_size(sig, max_batch_size)
+        mbs = _max_batch_size(sig, o.max_batch_size)
         groups = (
-            tuple(instance_groups)
-            if instance_groups is not None
+            o.instance_groups
+            if o.instance_groups is not None
             else (
-                InstanceGroup("KIND_GPU" if gpus else KIND_OPTIONS[kind], instances, tuple(gpus)),
+                InstanceGroup("KIND_GPU" if o.gpus else KIND_OPTIONS[o.kind], o.instances, o.gpus),
             )
         )
-        batching_asked = bool(
-            preferred_batch_sizes
-            or max_queue_delay_us
-            or preserve_ordering
-            or priority_levels
-            or queue_policy
-        )
-        use_db = dynamic_batching if dynamic_batching is not None else (mbs > 0 or batching_asked)
-        db = (
-            DynamicBatching(
-                tuple(preferred_batch_sizes),
-                max_queue_delay_us,
-                preserve_ordering,
-                priority_levels,
-                default_priority_level,
-                queue_policy,
-            )
-            if use_db
-            else None
+        batching_asked = o.batching != DynamicBatching()
+        use_db = (
+            o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
         )
         strip = 1 if mbs > 0 else 0
-        params = dict(parameters or {})
-        if backend == "python":
+        params = dict(o.parameters)
+        if o.backend == "python":
             params.setdefault("artifact", FORMATS[loaded.format].artifact)
         spec = ModelSpec(
-            name=name,
+            name=o.name,
             inputs=tuple(TensorSpec(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
             outputs=tuple(TensorSpec(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs),
-            platform=loaded.platform if backend == "native" else None,
-            backend="python" if backend == "python" else None,
+            platform=loaded.platform if o.backend == "native" else None,
+            backend="python" if o.backend == "python" else None,
             max_batch_size=mbs,
             instance_groups=groups,
-            dynamic_batching=db,
-            version_policy=version_policy,
+            dynamic_batching=o.batching if use_db else None,
+            version_policy=o.version_policy,
             parameters=params,
-            gpu_optimization=GpuOptimization(tensorrt, tensorrt_precision, cuda_graphs=cuda_graphs)
-            if (tensorrt or cuda_graphs)
-            else None,
+            gpu_optimization=o.gpu_optimization,
         )
-        if warmup:
-            spec = spec.replace(warmup=(default_warmup(spec, warmup),))
+        if o.warmup:
+            spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
         config = render_config(spec)  # SpecError lists every problem
         files: dict[str, Any] = dict(loaded.files)
-        if backend == "python":
+        if o.backend == "python":
             from packager.serve.pyruntime import runtime_files
 
             files.update(runtime_files(loaded.format))
@@ -252,8 +315,10 @@ def build(
             **loaded.record,
         }
         written = None
-        if not dry_run:
-            written = write_model(output, spec, files, version=version, force=force, record=record)
+        if not o.dry_run:
+            written = write_model(
+                o.output, spec, files, version=o.version, force=o.force, record=record
+            )
         return BuildResult(spec, config, sig, record, written)
     finally:
         loaded.close()

@@ -284,41 +284,72 @@ def build(
         raise click.UsageError(
             "Missing option '--name' / '-n' (the model's name in the repository)."
         )
+    from packager.builder import BuildOptions, SourceOptions
     from packager.builder import build as build_model
+    from packager.compress import CompressOptions
+    from packager.spec import DynamicBatching, GpuOptimization
 
+    o = options
     queue_policy = None
     if queue_timeout_us is not None or max_queue_size:
         queue_policy = QueuePolicy(
-            timeout_action,
-            queue_timeout_us or 0,
-            max_queue_size=max_queue_size,
+            timeout_action, queue_timeout_us or 0, max_queue_size=max_queue_size
         )
-    extra: dict[str, Any] = {}
-    if atol is not None:
-        extra["atol"] = atol
-    if rtol is not None:
-        extra["rtol"] = rtol
-    if dynamic_axes:
-        extra["dynamic_axes"] = _dynamic_axes(dynamic_axes)
-    if options["opset"] is None:
-        options.pop("opset")
-    if options["example_input"] is not None:
-        extra["example_inputs"] = options["example_input"]
-    options.pop("example_input")
-    if options["weights"] is None:
-        options.pop("weights")
-    result = build_model(
-        model,
+    gpu_optimization = None
+    if o["tensorrt"] or o["cuda_graphs"]:
+        gpu_optimization = GpuOptimization(
+            o["tensorrt"], o["tensorrt_precision"], cuda_graphs=o["cuda_graphs"]
+        )
+    build_options = BuildOptions(
+        name=o["name"],
+        output=o["output"],
         format=fmt,
-        input_specs=list(input_specs),
-        output_names=list(output_names) or None,
+        backend=o["backend"],
+        max_batch_size=o["max_batch_size"],
+        kind=o["kind"],
+        gpus=o["gpus"] or (),
+        instances=o["instances"],
+        dynamic_batching=o["dynamic_batching"],
+        batching=DynamicBatching(
+            o["preferred_batch_size"],
+            o["max_queue_delay_us"],
+            o["preserve_ordering"],
+            o["priority_levels"],
+            o["default_priority_level"],
+            queue_policy,
+        ),
+        version=o["version"],
+        version_policy=o["version_policy"],
+        warmup=o["warmup"],
         parameters=_parameters(parameters),
-        preferred_batch_sizes=options.pop("preferred_batch_size"),
-        gpus=options.pop("gpus") or (),
-        queue_policy=queue_policy,
-        **extra,
-        **options,
+        gpu_optimization=gpu_optimization,
+        force=o["force"],
+        dry_run=o["dry_run"],
+        compress=CompressOptions(
+            o["quantize"],
+            o["calibration_data"],
+            o["per_channel"],
+            o["fp16"],
+            o["fp16_io"],
+            o["prune"],
+            o["prune_structured"],
+            o["eval_data"],
+            o["eval_metric"],
+        ),
+        source=SourceOptions(
+            input_specs,
+            o["example_input"],
+            o["weights"],
+            output_names,
+            _dynamic_axes(dynamic_axes) if dynamic_axes else None,
+            o["opset"],
+            o["torchscript_mode"],
+            o["verify"],
+            atol,
+            rtol,
+        ),
     )
+    result = build_model(model, build_options)
     if options["dry_run"]:
         click.echo(result.config, nl=False)
         return

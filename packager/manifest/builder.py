@@ -25,7 +25,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from packager.errors import PackagerError, SpecError
 from packager.manifest.ensemble import plan_ensemble
@@ -175,42 +174,38 @@ def _with_labels(spec: ModelSpec, labels: dict[str, Path]) -> ModelSpec:
 
 def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
     """Load/export the model into a private scratch repository, then plan its real write."""
-    from packager.builder import build
+    from packager.builder import BuildOptions, SourceOptions, build
 
     o = e.options
-    kwargs: dict[str, Any] = {
-        "name": e.name,
-        "output": scratch,
-        "format": o["format"],
-        "backend": o["backend"],
-        "max_batch_size": o["max_batch_size"],
-        "instance_groups": o["instance_groups"],
-        "version": e.version,
-        "version_policy": o["version_policy"],
-        "warmup": o["warmup"],
-        "parameters": o["parameters"],
-        "force": True,
-    }
-    if isinstance(o["dynamic_batching"], DynamicBatching):
-        db = o["dynamic_batching"]
-        kwargs.update(
-            preferred_batch_sizes=db.preferred_batch_sizes,
-            max_queue_delay_us=db.max_queue_delay_us,
-            preserve_ordering=db.preserve_ordering,
-            priority_levels=db.priority_levels,
-            default_priority_level=db.default_priority_level,
-        )
-    elif o["dynamic_batching"] is not None:
-        kwargs["dynamic_batching"] = o["dynamic_batching"]
-    for key in ("weights", "example_inputs", "opset", "torchscript_mode", "verify", "atol", "rtol"):
-        if o.get(key) is not None:
-            kwargs[key] = o[key]
-    if o["inputs"]:
-        kwargs["input_specs"] = list(o["inputs"])
-    if o["output_names"]:
-        kwargs["output_names"] = o["output_names"]
+    db = o["dynamic_batching"]  # a DynamicBatching, or True/False/None (on/off/by the model)
+    options = BuildOptions(
+        name=e.name,
+        output=scratch,
+        format=o["format"],
+        backend=o["backend"],
+        max_batch_size=o["max_batch_size"],
+        instance_groups=o["instance_groups"],
+        dynamic_batching=None if isinstance(db, DynamicBatching) else db,
+        batching=db if isinstance(db, DynamicBatching) else DynamicBatching(),
+        version=e.version,
+        version_policy=o["version_policy"],
+        warmup=o["warmup"],
+        parameters=o["parameters"],
+        force=True,
+        source=SourceOptions(
+            input_specs=o["inputs"] or (),
+            example_inputs=o.get("example_inputs"),
+            weights=o.get("weights"),
+            output_names=o["output_names"] or (),
+            opset=o.get("opset"),
+            torchscript_mode=o.get("torchscript_mode"),
+            verify=o.get("verify") is not False,
+            atol=o.get("atol"),
+            rtol=o.get("rtol"),
+        ),
+    )
     source = str(o["source"]) if isinstance(o["source"], Path) else o["source"]
-    result = build(source, **kwargs)
+    result = build(source, options)
     assert result.written is not None
     vdir = result.written.model_dir / str(e.version)
     files = {

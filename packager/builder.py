@@ -289,8 +289,10 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
             params.setdefault("artifact", FORMATS[loaded.format].artifact)
         spec = ModelSpec(
             name=o.name,
-            inputs=tuple(TensorSpec(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
-            outputs=tuple(TensorSpec(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs),
+            inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
+            outputs=tuple(
+                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs
+            ),
             platform=loaded.platform if o.backend == "native" else None,
             backend="python" if o.backend == "python" else None,
             max_batch_size=mbs,

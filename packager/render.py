@@ -109,6 +109,7 @@ def spec_from_config(config: Any) -> ModelSpec:
             tuple(t.dims),
             optional=bool(t.optional) if is_input else False,
             label_filename=None if is_input else (t.label_filename or None),
+            reshape=tuple(t.reshape.shape) if t.HasField("reshape") else None,
         )
 
     db = None

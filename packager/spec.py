@@ -60,10 +60,20 @@ class TensorSpec:
     dims: tuple[int, ...]
     optional: bool = False  # inputs only: the request may omit it
     label_filename: str | None = None  # outputs only: classification labels file in the model dir
+    # The shape the model itself has, when it differs from ``dims`` (Triton's ``reshape``): a
+    # rank-0 model tensor is ``dims (1,)`` with ``reshape ()``, since Triton needs a dim.
+    reshape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", dtypes.parse(self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        if self.reshape is not None:
+            object.__setattr__(self, "reshape", tuple(int(d) for d in self.reshape))
+
+    @classmethod
+    def of_model(cls, name: str, dtype: Any, dims: tuple[int, ...]) -> TensorSpec:
+        """The spec of a model tensor with these dims; rank 0 becomes ``[1]`` + ``reshape []``."""
+        return cls(name, dtype, dims) if dims else cls(name, dtype, (1,), reshape=())
 
 
 @dataclass(frozen=True)
@@ -252,8 +262,8 @@ def problems(spec: ModelSpec) -> list[str]:
             seen[t.name] = role
             if not t.dims:
                 out.append(
-                    f"{role} {t.name!r} has no dims (rank 0); Triton needs at least one dim, "
-                    "use [1] for a scalar"
+                    f"{role} {t.name!r} has no dims (rank 0); Triton needs at least one dim: "
+                    "use dims [1] with reshape [] (builds from a model file do this by themselves)"
                 )
             for d in t.dims:
                 if d == 0 or d < -1:

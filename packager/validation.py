@@ -187,11 +187,12 @@ def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
                 out.append(
                     f"{vdir.name}: {role} {t.name!r} has a fixed first dim {m.dims[0]} but max_batch_size > 0"
                 )
-            if len(model_dims) != len(t.dims) or any(
-                a != -1 and b != -1 and a != b for a, b in zip(model_dims, t.dims, strict=False)
+            dims = t.reshape if t.reshape is not None else t.dims  # the model's own shape
+            if len(model_dims) != len(dims) or any(
+                a != -1 and b != -1 and a != b for a, b in zip(model_dims, dims, strict=False)
             ):
                 out.append(
-                    f"{vdir.name}: {role} {t.name!r} dims {list(t.dims)} contradict {artifact.name} "
+                    f"{vdir.name}: {role} {t.name!r} dims {list(dims)} contradict {artifact.name} "
                     f"{list(model_dims)} (batch dim {'excluded' if strip else 'included'})"
                 )
     return out

@@ -12,6 +12,7 @@ from packager.errors import DTypeError, SourceError
 from packager.repository import sha256_file
 from packager.sources import LoadedModel, Signature, register
 from packager.sources.formats import FORMATS
+from packager.sources.onnx_scalars import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 
 FMT = FORMATS["onnx"]
@@ -46,13 +47,19 @@ class OnnxSource:
     def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
         path = Path(ref)
         model = load_proto(path, external=False)
-        signature = signature_of(model, path)
         workdir = tempfile.TemporaryDirectory(prefix="tp-onnx-")
         try:
             artifact = _self_contained(model, path, Path(workdir.name))
+            lifted: list[str] = []
+            if any(scalar_names(model)):  # Triton has no rank-0 tensors: make them [1]
+                model = load_proto(artifact, external=True)
+                lifted = lift_scalars(model)
+                artifact = Path(workdir.name) / FMT.artifact
+                _save(model, artifact)
         except BaseException:
             workdir.cleanup()
             raise
+        signature = signature_of(model, path)
         return LoadedModel(
             format=FMT.name,
             platform=FMT.platform,
@@ -64,6 +71,7 @@ class OnnxSource:
                     "ir_version": model.ir_version,
                     "opsets": {d.domain or "ai.onnx": d.version for d in model.opset_import},
                     "producer": f"{model.producer_name} {model.producer_version}".strip(),
+                    **({"rank0_made_1": lifted} if lifted else {}),
                 },
             },
             workdir=workdir,
@@ -143,14 +151,18 @@ def _self_contained(model: Any, path: Path, workdir: Path) -> Path:
         )
     full = load_proto(path, external=True)
     if full.ByteSize() < _INLINE_LIMIT:
-        import onnx
-
-        onnx.save(full, str(target))
+        _save(full, target)
         return target
     raise SourceError(
         f"{path} is larger than 2 GB with external data; such models are not supported yet "
         "(Triton can load them, but this tool inlines weights into one file)"
     )
+
+
+def _save(model: Any, target: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(target))
 
 
 register("onnx", OnnxSource)

@@ -70,6 +70,7 @@ class TorchScriptSource:
                 "a TorchScript file does not record its inputs: give --input NAME:DTYPE:DIMS "
                 "(dims without the batch dim) or --example-input FILE.npz"
             )
+        _check_tensor_args(module, path)
         arg_names = _forward_args(module)
         inputs = specs or _specs_from_examples(resolve_examples(examples), arg_names)
         _check_input_names(inputs, arg_names)
@@ -98,6 +99,27 @@ def _forward_args(module: Any) -> list[str]:
     except (AttributeError, RuntimeError):
         return []
     return [a.name for a in args if a.name != "self"]
+
+
+def _check_tensor_args(module: Any, path: Path) -> None:
+    """Refuse forward() arguments that Triton cannot pass (it passes tensors only)."""
+    try:
+        args = [a for a in module.forward.schema.arguments if a.name != "self"]
+    except (AttributeError, RuntimeError):
+        return
+    for a in args:
+        kind = a.type.kind()
+        inner = a.type.getElementType().kind() if kind in ("OptionalType", "ListType") else ""
+        tensor = kind == "TensorType" or (kind == "OptionalType" and inner == "TensorType")
+        text = kind == "ListType" and inner == "StringType"  # BYTES inputs arrive as List[str]
+        if tensor or text or a.has_default_value():
+            continue
+        raise SourceError(
+            f"{path.name}: forward() argument {a.name!r} is {a.type}, not a tensor; Triton passes "
+            "tensors only. Wrap the model in a module whose forward takes a tensor there "
+            f"(e.g. `{a.name}: Tensor` and `int({a.name})` inside), script and save that, "
+            "or export the model to ONNX"
+        )
 
 
 def _specs_from_examples(

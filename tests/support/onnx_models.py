@@ -28,3 +28,60 @@ def affine_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def scalar_io_onnx(path: Path) -> Path:
+    """y = x * k + k (k a rank-0 input, read at the top level and inside an If branch), and
+    the rank-0 output s = k * 2: the shapes Triton cannot serve as they are."""
+    k2 = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    then_graph = helper.make_graph(
+        [helper.make_node("Add", ["xk", "k"], ["branch_out"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, ["n", 3])],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("Sub", ["xk", "k"], ["branch_out2"])],
+        "else",
+        [],
+        [helper.make_tensor_value_info("branch_out2", TensorProto.FLOAT, ["n", 3])],
+    )
+    nodes = [
+        helper.make_node("Mul", ["x", "k"], ["xk"]),
+        helper.make_node("Greater", ["k", "two"], ["positive"]),
+        helper.make_node("If", ["positive"], ["y"], then_branch=then_graph, else_branch=else_graph),
+        helper.make_node("Mul", ["k", "two"], ["s"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "scalars",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+            helper.make_tensor_value_info("k", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3]),
+            helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+        ],
+        [k2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def per_sample_scalar_onnx(path: Path) -> Path:
+    """y = 3 * x with x and y of shape [batch]: per sample a scalar (dims [1] + reshape [])."""
+    three = numpy_helper.from_array(np.array(3.0, np.float32), "three")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "three"], ["y"])],
+        "per_sample",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
+        [three],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

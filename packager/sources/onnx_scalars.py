@@ -1,0 +1,110 @@
+"""Rank-0 graph inputs and outputs, made ``[1]`` so that Triton can serve them.
+
+Triton has no scalar tensors: every config tensor needs a dim, and ``reshape: { shape: [] }`` is
+refused for a model without a batch axis. A graph with a rank-0 input (the sampling rate ``sr``
+of a voice-activity model, say) or output would therefore not load. :func:`lift_scalars`
+rewrites the graph: the input ``sr`` becomes ``[1]`` followed by a Reshape to ``[]`` that
+produces the value the graph always used, and a rank-0 output gets a Reshape to ``[1]``. The
+names users see stay the same; the results are identical.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SUFFIX = "__scalar"  # the internal name the original rank-0 value takes
+
+
+def scalar_names(model: Any) -> tuple[list[str], list[str]]:
+    """Names of the rank-0 graph inputs (initializers excluded) and outputs."""
+    initializers = {i.name for i in model.graph.initializer}
+
+    def rank0(v: Any) -> bool:
+        t = v.type.tensor_type
+        return v.type.HasField("tensor_type") and t.HasField("shape") and len(t.shape.dim) == 0
+
+    ins = [v.name for v in model.graph.input if v.name not in initializers and rank0(v)]
+    outs = [v.name for v in model.graph.output if rank0(v)]
+    return ins, outs
+
+
+def lift_scalars(model: Any) -> list[str]:
+    """Rewrite ``model`` in place (see the module docstring); returns the names changed."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    ins, outs = scalar_names(model)
+    if not ins and not outs:
+        return []
+    graph = model.graph
+    taken = _all_names(graph)
+
+    def fresh(base: str) -> str:
+        name = base + SUFFIX
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        return name
+
+    nodes = []
+    for name in ins:
+        inner = fresh(name)
+        _rename_uses(graph, name, inner)  # every consumer, subgraphs included
+        shape = fresh(name + "_shape")
+        graph.initializer.append(numpy_helper.from_array(np.zeros((0,), np.int64), shape))
+        nodes.append(
+            helper.make_node("Reshape", [name, shape], [inner], name=fresh(name + "_reshape"))
+        )
+        value = next(v for v in graph.input if v.name == name)
+        value.type.tensor_type.shape.dim.add().dim_value = 1
+    for name in outs:
+        inner = fresh(name)
+        for node in graph.node:  # the producer now writes the inner name
+            node.output[:] = [inner if o == name else o for o in node.output]
+        _rename_uses(graph, name, inner)
+        shape = fresh(name + "_shape")
+        graph.initializer.append(numpy_helper.from_array(np.ones((1,), np.int64), shape))
+        graph.node.append(
+            helper.make_node("Reshape", [inner, shape], [name], name=fresh(name + "_reshape"))
+        )
+        value = next(v for v in graph.output if v.name == name)
+        value.type.tensor_type.shape.dim.add().dim_value = 1
+    # Nodes must stay topologically sorted: the input reshapes go first.
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+    return ins + outs
+
+
+def _rename_uses(graph: Any, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` wherever a node reads it, in subgraphs too (outer-scope use)."""
+    from onnx import AttributeProto
+
+    for node in graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        for attr in node.attribute:
+            subgraphs = (
+                [attr.g] if attr.type == AttributeProto.GRAPH
+                else list(attr.graphs) if attr.type == AttributeProto.GRAPHS
+                else []
+            )  # fmt: skip
+            for sub in subgraphs:
+                local = {v.name for v in sub.input} | {i.name for i in sub.initializer}
+                if old not in local:  # a subgraph's own name of that spelling hides the outer one
+                    _rename_uses(sub, old, new)
+
+
+def _all_names(graph: Any) -> set[str]:
+    from onnx import AttributeProto
+
+    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
+    names |= {i.name for i in graph.initializer}
+    for node in graph.node:
+        names |= {*node.input, *node.output, node.name}
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                names |= _all_names(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    names |= _all_names(sub)
+    return names

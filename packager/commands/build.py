@@ -379,6 +379,25 @@ def build(
         from packager.compress import CompressionReport
 
         click.echo(CompressionReport.from_dict(result.record["compression"]).table())
+    for line in _axis_notes(result.record):
+        click.echo(line)
+
+
+def _axis_notes(record: dict[str, Any]) -> list[str]:
+    """What the export decided about non-batch axes nobody named (PyTorch modules)."""
+    lines = []
+    found = record.get("axes_found_dynamic") or {}
+    if found:
+        axes = ", ".join(f"{n}:{a}" for n, ax in found.items() for a in ax)
+        lines.append(f"dynamic axes: {axes} (the module ran with other sizes there; verified)")
+    fixed = record.get("axes_fixed") or {}
+    if fixed:
+        axes = ", ".join(f"{n}:{a}={size}" for n, ax in fixed.items() for a, size in ax.items())
+        lines.append(
+            f"fixed axes: {axes} (the module failed with another size there; "
+            "--dynamic-axis NAME:AXIS makes one dynamic anyway)"
+        )
+    return lines
 
 
 @click.command("inspect")

@@ -12,7 +12,7 @@ from packager.errors import DTypeError, SourceError
 from packager.repository import sha256_file
 from packager.sources import LoadedModel, Signature, register
 from packager.sources.formats import FORMATS
-from packager.sources.onnx_scalars import lift_scalars, scalar_names
+from packager.sources.onnx_edits import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 
 FMT = FORMATS["onnx"]

@@ -159,12 +159,52 @@ def test_signature_has_dynamic_batch_and_named_axes(exported: tuple) -> None:
         assert dims["input_ids"] == (-1, -1) and dims["attention_mask"] == (-1, -1)
         assert dtypes == {"input_ids": "INT64", "attention_mask": "BOOL"}
     if name == "cnn":
-        assert dims["image"] == (-1, 3, 16, 16)
+        # AdaptiveAvgPool2d takes any height and width: found without a flag, verified at
+        # another size; the 3 channels stay fixed (the convolution needs them).
+        assert dims["image"] == (-1, 3, -1, -1)
+        assert loaded.record["axes_found_dynamic"] == {"image": [2, 3]}
+        assert loaded.record["axes_fixed"] == {"image": {"1": 3}}
     if name == "two_in_dict_out":
         assert dtypes == {"features": "FP32", "category": "INT64"}
         expected = ["logits", "probs"] if fmt == "onnx" else ["logits__0", "probs__1"]
         assert [t.name for t in sig.outputs] == expected
         assert all(t.dims == (-1, 4) for t in sig.outputs)
+
+
+class FlattenHead(nn.Module):
+    """Fixed-size head: a Linear over the flattened 4x5 features takes no other size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(20, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x.flatten(1))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_axes_the_module_cannot_change_stay_fixed_and_are_reported(fmt: str) -> None:
+    x = RNG.standard_normal((2, 4, 5)).astype(np.float32)
+    loaded = export_module(FlattenHead(), format=fmt, example_inputs={"x": x})
+    try:
+        assert loaded.signature.inputs[0].dims == (-1, 4, 5)
+        assert loaded.record["axes_fixed"] == {"x": {"1": 4, "2": 5}}
+        assert "axes_found_dynamic" not in loaded.record
+    finally:
+        loaded.close()
+
+
+def test_several_lengths_verified_when_an_axis_is_found_dynamic() -> None:
+    """No dynamic_axes given: the sequence axis is found (the module runs at 6 tokens too)."""
+    loaded = export_module(TextClassifier(), format="onnx", example_inputs=text_inputs(2, 7))
+    try:
+        found = loaded.record["axes_found_dynamic"]
+        assert found == {"input_ids": [1], "attention_mask": [1]}
+        assert [t.dims for t in loaded.signature.inputs] == [(-1, -1), (-1, -1)]
+        cases = [c["case"] for c in loaded.record["verification"]["checks"]]
+        assert any("[3, 6]" in c for c in cases), cases  # another batch and another length
+    finally:
+        loaded.close()
 
 
 def test_record_holds_verification_figures(exported: tuple) -> None:

@@ -22,7 +22,7 @@ import importlib.util
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,10 @@ class _Job:
     ref2: Arrays
     opset: int | None
     workdir: Path
+    # Axes found to take other sizes (made dynamic without being asked), and those that did
+    # not (name -> {axis: size}), for the build record and the notes printed.
+    free_axes: dict[str, frozenset[int]] = field(default_factory=dict)
+    fixed_axes: dict[str, dict[int, int]] = field(default_factory=dict)
 
 
 def export_module(
@@ -142,15 +146,26 @@ def export_module(
     module.eval()  # dropout off, batch norm on running stats: what serving means
     workdir = tempfile.TemporaryDirectory(prefix="tp-export-")
     try:
-        job = _plan(
-            module, fmt, torchscript_mode, examples, axes, output_names, opset, Path(workdir.name)
-        )
+        plan = (module, fmt, torchscript_mode, examples, axes, output_names, opset)
+        job = _plan(*plan, Path(workdir.name), probe=True)
         if verify:
             again = _run_module(module, examples, examples.arrays, "the example inputs")
             _check_deterministic(
                 job.ref1, dict(zip(job.names, (a for _, a in again), strict=True)), atol, rtol
             )
-        loaded = _run_export(job, verify, atol, rtol)
+        try:
+            loaded = _run_export(job, verify, atol, rtol)
+        except ExportError:  # VerificationError too
+            if not job.free_axes:
+                raise
+            # The eager module took other sizes on those axes, but the exported one does not
+            # (the exporter or the tracer specialized them): export with them fixed instead.
+            found = job.free_axes
+            job = _plan(*plan, Path(workdir.name), probe=False)
+            job.fixed_axes = {
+                n: {ax: int(examples.arrays[n].shape[ax]) for ax in axs} for n, axs in found.items()
+            }
+            loaded = _run_export(job, verify, atol, rtol)
     except BaseException:
         workdir.cleanup()
         raise
@@ -170,9 +185,13 @@ def _plan(
     output_names: Sequence[str] | None,
     opset: int | None,
     workdir: Path,
+    *,
+    probe: bool,
 ) -> _Job:
     dynamic = _input_dynamic(examples, axes)
     first = _run_module(module, examples, examples.arrays, "the example inputs")
+    free, fixed = _probe_axes(module, examples, dynamic) if probe else ({}, {})
+    dynamic = {n: dynamic[n] | free.get(n, frozenset()) for n in dynamic}
     paths = [p for p, _ in first]
     names = _output_names(paths, output_names, fmt)
     unknown = sorted(set(axes) - set(examples.arrays) - set(names) - set(output_names or ()))
@@ -187,7 +206,7 @@ def _plan(
     second = _run_module(module, examples, case2, f"batch size {batch2}")
     ref2 = dict(zip(names, (a for _, a in second), strict=True))
     out_dynamic = _output_dynamic(axes, names, output_names, ref1)
-    return _Job(
+    job = _Job(
         module,
         fmt,
         mode,
@@ -202,6 +221,44 @@ def _plan(
         opset,
         workdir,
     )
+    job.free_axes, job.fixed_axes = free, fixed
+    return job
+
+
+def _probe_axes(
+    module: Any, examples: Examples, dynamic: Mapping[str, frozenset[int]]
+) -> tuple[dict[str, frozenset[int]], dict[str, dict[int, int]]]:
+    """Which non-batch axes of the inputs take other sizes: run the module with each one changed.
+
+    Axes of equal size across the inputs change together (a sequence length shared by
+    input_ids and attention_mask). An axis the module runs with at another size becomes
+    dynamic without being asked; one it fails with stays fixed, and is reported.
+    """
+    groups: dict[int, list[tuple[str, int]]] = {}
+    for name, arr in examples.arrays.items():
+        for ax in range(1, arr.ndim):
+            # A size-1 axis is left alone: it is a singleton or broadcast axis far more often
+            # than a length (a model that "runs" with 2 there may only be broadcasting).
+            if ax not in dynamic.get(name, ()) and arr.shape[ax] > 1:
+                groups.setdefault(int(arr.shape[ax]), []).append((name, ax))
+    free: dict[str, set[int]] = {}
+    fixed: dict[str, dict[int, int]] = {}
+    for size, members in sorted(groups.items()):
+        other = size - 1 if size >= 3 else size + 1
+        case = {n: a for n, a in examples.arrays.items()}
+        for name, ax in members:
+            case[name] = np.take(case[name], np.arange(other) % size, axis=ax)
+        try:
+            _run_module(module, examples, case, f"axis size {other}")
+            runs = True
+        except ExportError:
+            runs = False
+        for name, ax in members:
+            if runs:
+                free.setdefault(name, set()).add(ax)
+            else:
+                fixed.setdefault(name, {})[ax] = size
+    return {n: frozenset(v) for n, v in free.items()}, fixed
 
 
 def _input_dynamic(
@@ -245,6 +302,13 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         export_arrays = grow_small_dynamic(job.examples.arrays, job.dynamic)
         args = tuple(torch.from_numpy(export_arrays[n]) for n in job.examples.arrays)
         record: dict[str, Any] = {"torch": torch.__version__, "export_format": job.fmt}
+        if job.free_axes:  # made dynamic because the module ran with other sizes there
+            record["axes_found_dynamic"] = {n: sorted(a) for n, a in job.free_axes.items()}
+        if job.fixed_axes:
+            record["axes_fixed"] = {
+                n: {str(ax): size for ax, size in sorted(a.items())}
+                for n, a in job.fixed_axes.items()
+            }
         notes: list[str] = []
         candidate: Runner
         if job.fmt == "onnx":
@@ -290,9 +354,15 @@ def _verify(
 ) -> dict[str, Any]:
     refs = {id(job.examples.arrays): job.ref1, id(job.case2): job.ref2}
     batch2 = job.examples.batch + 1
+    # The second case also changes every dynamic axis: say to which sizes.
+    changed = [
+        f"{n} {list(a.shape)}"
+        for n, a in job.case2.items()
+        if job.dynamic.get(n) and a.shape[1:] != job.examples.arrays[n].shape[1:]
+    ]
     cases = [
         (f"example (batch {job.examples.batch})", job.examples.arrays),
-        (f"batch {batch2}", job.case2),
+        (f"batch {batch2}" + (f": {', '.join(changed)}" if changed else ""), job.case2),
     ]
     what = f"exported {'ONNX' if job.fmt == 'onnx' else 'TorchScript'} model"
     try:

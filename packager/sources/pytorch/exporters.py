@@ -22,6 +22,7 @@ from packager import dtypes
 from packager.errors import ExportError
 from packager.sources import Signature
 from packager.sources.formats import FORMATS
+from packager.sources.onnx_edits import set_output_names
 from packager.spec import TensorSpec
 
 # protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph itself.
@@ -91,6 +92,9 @@ def export_onnx(
         n: {ax: torch.export.Dim.DYNAMIC for ax in sorted({0} | set(dynamic[n]))}
         for n in input_names
     }
+    # Exported under placeholder names, renamed afterwards: the exporter names internal values
+    # after ops and modules, and a wanted name such as "embedding" may already be taken.
+    placeholders = [f"tp_output__{i}" for i in range(len(output_names))]
     caught: list[warnings.WarningMessage] = []
     try:
         with quiet(caught):
@@ -99,7 +103,7 @@ def export_onnx(
                 args,
                 None,
                 input_names=input_names,
-                output_names=output_names,
+                output_names=placeholders,
                 opset_version=opset,
                 dynamo=True,
                 dynamic_shapes=shapes,
@@ -116,6 +120,8 @@ def export_onnx(
     size = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values())
     program.save(str(dst), external_data=size >= ONNX_SINGLE_FILE_LIMIT)
     model = onnx.load(str(dst), load_external_data=False)
+    set_output_names(model, dict(zip(placeholders, output_names, strict=True)))
+    onnx.save(model, str(dst))  # external weights, if any, keep their file and location
     files = {dst.name: dst}
     for loc in external_locations(model):
         # Only for > 2 GB models: the data file must sit beside model.onnx in the version folder.

@@ -173,6 +173,11 @@ def load_weights(model: Any, path: Path | str) -> None:
     # nn.DataParallel / DDP checkpoints prefix every key with "module.".
     if expected and not (set(state) & expected) and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
+    # Buffers the module registers as non-persistent (e.g. BERT's embeddings.position_ids) are
+    # not in its state_dict, but older checkpoints saved them: they are rebuilt by the module,
+    # so drop them, as transformers does, instead of refusing the checkpoint.
+    stale = {k for k in set(state) - expected if k in _non_persistent_buffers(model)}
+    state = {k: v for k, v in state.items() if k not in stale}
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
     if missing or unexpected:
@@ -196,3 +201,12 @@ def load_weights(model: Any, path: Path | str) -> None:
         raise SourceError(
             f"weights {path} do not fit the model: {'; '.join(first) or str(exc).splitlines()[0]}"
         ) from exc
+
+
+def _non_persistent_buffers(model: Any) -> set[str]:
+    """Full names of the buffers ``model`` keeps out of its state_dict."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "_non_persistent_buffers_set", ()):
+            names.add(f"{prefix}.{name}" if prefix else name)
+    return names

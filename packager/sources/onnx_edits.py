@@ -1,4 +1,8 @@
-"""Rank-0 graph inputs and outputs, made ``[1]`` so that Triton can serve them.
+"""Edits of ONNX graphs that Triton needs: rank-0 tensors made ``[1]``, values renamed safely.
+
+:func:`rename_value` renames a value everywhere (subgraphs included), so that a user-facing
+tensor name never collides with a graph-internal one (torch's exporter names internal values
+after ops and modules: an output called ``embedding`` met an internal ``embedding``).
 
 Triton has no scalar tensors: every config tensor needs a dim, and ``reshape: { shape: [] }`` is
 refused for a model without a batch axis. A graph with a rank-0 input (the sampling rate ``sr``
@@ -108,3 +112,34 @@ def _all_names(graph: Any) -> set[str]:
                 for sub in attr.graphs:
                     names |= _all_names(sub)
     return names
+
+
+def rename_value(graph: Any, old: str, new: str) -> None:
+    """Rename the value ``old`` to ``new`` wherever it is defined or used, subgraphs included."""
+    for v in (*graph.input, *graph.output, *graph.value_info):
+        if v.name == old:
+            v.name = new
+    for init in graph.initializer:
+        if init.name == old:
+            init.name = new
+    for node in graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+    _rename_uses(graph, old, new)
+
+
+def set_output_names(model: Any, names: dict[str, str]) -> None:
+    """Rename graph outputs ``{current: wanted}``; an internal value already called ``wanted``
+    is moved aside first, so the graph stays valid."""
+    graph = model.graph
+    taken = _all_names(graph)
+    for current, wanted in names.items():
+        if current == wanted:
+            continue
+        if wanted in taken:
+            aside = wanted + "__internal"
+            while aside in taken:
+                aside += "_"
+            rename_value(graph, wanted, aside)
+            taken.add(aside)
+        rename_value(graph, current, wanted)
+        taken.add(wanted)

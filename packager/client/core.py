@@ -218,6 +218,21 @@ class Prepared(NamedTuple):
     data: Any  # np.ndarray (numeric, C-contiguous) or bytes (serialized BYTES)
 
 
+def _texts_as_rows(facts: ModelFacts, spec: InputFacts, value: Any) -> Any:
+    """A plain list of strings for a text model (one BYTES input of dims [1], batching):
+    one request row per string, so that ``infer("name", ["a text", "another"])`` works."""
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (str, bytes)) for v in value)
+        and spec.dtype.wire == "BYTES"
+        and spec.dims == (1,)
+        and facts.max_batch_size > 0
+    ):
+        return np.array(value, dtype=object).reshape(len(value), 1)
+    return value
+
+
 def prepare_inputs(facts: ModelFacts, inputs: Any) -> list[Prepared]:
     """Check names, dtypes and shapes against the model; cast only where no value can change.
 
@@ -229,7 +244,8 @@ def prepare_inputs(facts: ModelFacts, inputs: Any) -> list[Prepared]:
                 f"model '{facts.name}' has {len(facts.inputs)} inputs ({_names(facts.inputs)}); "
                 "pass a dict {name: array}"
             )
-        inputs = {next(iter(facts.inputs)): inputs}
+        only = next(iter(facts.inputs.values()))
+        inputs = {only.name: _texts_as_rows(facts, only, inputs)}
     out: list[Prepared] = []
     for name, value in inputs.items():
         spec = facts.inputs.get(name)

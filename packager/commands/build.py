@@ -254,6 +254,18 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Metric for --eval-data: accuracy, topK (e.g. top5), mse, mae.",
 )
+@click.option(
+    "--task",
+    type=click.Choice(["feature-extraction", "sequence-classification"]),
+    default=None,
+    help="Hugging Face folder: what to serve (default: from config.json's architectures).",
+)
+@click.option(
+    "--text",
+    is_flag=True,
+    help="Hugging Face folder: build a text-in ensemble NAME (tokenizer step -> NAME_model -> "
+    "labels step for classifiers) that takes sentences as BYTES.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing version.")
 @click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -347,8 +359,18 @@ def build(
             o["verify"],
             atol,
             rtol,
+            o["task"],
         ),
     )
+    if o["text"]:
+        from packager.sources.hf_text import build_text_pipeline
+
+        built = build_text_pipeline(model, build_options)
+        for m in built.models:
+            where = f"version {m.version}" if m.written is not None else "(dry run)"
+            click.echo(f"built {m.name} {where} ({m.kind}, {m.spec.runtime})")
+        click.echo(f"send text: Client(URL).infer({build_options.name!r}, ['a sentence', ...])")
+        return
     result = build_model(model, build_options)
     if options["dry_run"]:
         click.echo(result.config, nl=False)

@@ -216,19 +216,19 @@ class Reader:
         return resolved
 
     def source(self, value: Any, path: KeyPath) -> str | Path | None:
-        """A model file (relative path) or a ``module:factory`` reference."""
+        """A model file or Hugging Face folder (relative path), or a ``module:factory`` reference."""
         text = self.text(value, path)
         if text is None:
             return None
         resolved = (self.base / text).resolve()
-        if resolved.is_file():
+        if resolved.is_file() or (resolved / "config.json").is_file():
             return resolved
         if _REFERENCE.match(text):
             return text
         self.p.add(
             path,
-            f"file {text!r} does not exist (looked for {resolved}); expected a model file or "
-            "a PyTorch 'module:factory' reference",
+            f"file {text!r} does not exist (looked for {resolved}); expected a model file, a "
+            "Hugging Face model folder or a PyTorch 'module:factory' reference",
         )
         return None
 

@@ -144,5 +144,5 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from packager.sources import onnx_file, torchscript_file  # noqa: F401
+    from packager.sources import huggingface, onnx_file, torchscript_file  # noqa: F401
     from packager.sources.pytorch import module  # noqa: F401

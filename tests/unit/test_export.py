@@ -333,7 +333,11 @@ def test_input_specs_with_dynamic_dims_and_output_names() -> None:
         ]
         assert loaded.record["inputs"]["ids"]["example_shape"][0] == 3
         checks = loaded.record["verification"]["checks"]
-        assert {c["case"] for c in checks} == {"example (batch 3)", "batch 4"}
+        # The second case changes the batch and the dynamic sequence axis, and says so.
+        assert {c["case"] for c in checks} == {
+            "example (batch 3)",
+            "batch 4: ids [4, 3], keep [4, 3]",
+        }
     finally:
         loaded.close()
 

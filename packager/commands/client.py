@@ -179,6 +179,14 @@ def infer(
     help="Samples per request (random inputs of the model's shapes).",
 )
 @_INPUT
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    metavar="NAME:DIMS",
+    help="Random input NAME of these dims (batch dim excluded, e.g. input_ids:128): needed for "
+    "every input with dynamic dims besides the batch (repeatable).",
+)
 @_URL
 @_PROTOCOL
 @_VERSION
@@ -191,6 +199,7 @@ def bench(
     warmup: float,
     batch_size: int,
     input_specs: tuple[str, ...],
+    shapes: tuple[str, ...],
     url: str,
     protocol: str | None,
     version: str,
@@ -235,7 +244,9 @@ def bench(
         version=version,
         timeout_s=timeout_s,
         progress=progress,
+        shapes=_shapes(shapes),
     )
+    click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -247,6 +258,22 @@ def bench(
         )
     if any(r.requests == 0 for r in results):
         raise ClientError("no request succeeded at some level (see the errors above)")
+
+
+def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for v in values:
+        name, sep, dims = v.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed:
+            raise click.BadParameter(
+                f"{v!r}: expected NAME:DIMS such as input_ids:128", param_hint="--shape"
+            )
+        out[name] = parsed
+    return out
 
 
 def table(model: str, url: str, results: list[Any]) -> str:

@@ -143,3 +143,20 @@ def test_text_in_labels_out(server: LocalServer, repo: Path) -> None:
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     assert float(np.abs(out["PROBS"] - probs).max()) <= MAX_ABS_ERROR
+
+
+def test_bench_sends_the_shapes_it_is_told_and_refuses_to_guess(server: LocalServer) -> None:
+    from click.testing import CliRunner
+
+    from packager.cli import main
+
+    base = ["bench", "minilm_model", "--url", server.http_url, "--concurrency", "1"]
+    quick = ["--duration", "0.5", "--warmup", "0.1"]
+    refused = CliRunner().invoke(main, [*base, *quick])
+    assert refused.exit_code == 1
+    assert "input 'input_ids' of model 'minilm_model' has dynamic dims [-1]" in refused.output
+    assert "--shape input_ids:N" in refused.output and "Traceback" not in refused.output
+    shapes = ["--shape", "input_ids:16", "--shape", "attention_mask:16"]
+    done = CliRunner().invoke(main, [*base, *quick, *shapes, "--json"])
+    assert done.exit_code == 0, done.output
+    assert "each request: input_ids INT64 [1, 16], attention_mask INT64 [1, 16]" in done.output

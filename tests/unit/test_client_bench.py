@@ -30,9 +30,16 @@ def test_summarize_without_successes() -> None:
 def test_synthetic_inputs_follow_the_model() -> None:
     x = synthetic_inputs(MLP, batch_size=4)["input"]
     assert x.shape == (4, 16) and x.dtype == np.float32
-    a = synthetic_inputs(TWO)["a"]
-    assert a.shape == (1, 3) and a.dtype == np.int64  # no batch dim; -1 becomes 1
-    s = synthetic_inputs(TEXT, batch_size=2)["s"]
+    # A dynamic dim other than the batch has no size to guess: refused, named, and how to give it.
+    with pytest.raises(InvalidInput, match=r"input 'a' .* dynamic dims \[-1, 3\].*--shape a:N,3"):
+        synthetic_inputs(TWO)
+    a = synthetic_inputs(TWO, shapes={"a": (2, 3)})["a"]
+    assert a.shape == (2, 3) and a.dtype == np.int64  # no batch dim: the dims as given
+    with pytest.raises(InvalidInput, match=r"input 'a' .* takes dims \[-1, 3\]"):
+        synthetic_inputs(TWO, shapes={"a": (2, 4)})  # the fixed dim must stay 3
+    with pytest.raises(InvalidInput, match="has no input zz"):
+        synthetic_inputs(TWO, shapes={"a": (2, 3), "zz": (1,)})
+    s = synthetic_inputs(TEXT, batch_size=2, shapes={"s": (1,)})["s"]
     assert s.shape == (2, 1) and s.dtype == object
     with pytest.raises(InvalidInput, match="batch size must be 1 to 8"):
         synthetic_inputs(MLP, batch_size=9)

@@ -439,6 +439,12 @@ def _axis_notes(record: dict[str, Any]) -> list[str]:
     "--example-input", type=click.Path(dir_okay=False), default=None, help=".npz of example inputs."
 )
 @click.option("--weights", type=click.Path(dir_okay=False), default=None, help="PyTorch weights.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(0, None),
+    default=None,
+    help="0: the model has no batch axis (--input dims are then the full shape), as in build.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def inspect_cmd(
     model: str,
@@ -446,6 +452,7 @@ def inspect_cmd(
     input_specs: tuple[str, ...],
     example_input: str | None,
     weights: str | None,
+    max_batch_size: int | None,
     as_json: bool,
 ) -> None:
     """Show MODEL's inputs and outputs: names, dtypes, dims and whether it has a batch axis."""
@@ -456,6 +463,8 @@ def inspect_cmd(
         opts["example_inputs"] = example_input
     if weights:
         opts["weights"] = weights
+    if max_batch_size is not None:
+        opts["max_batch_size"] = max_batch_size
     result = inspect(model, format=fmt, **opts)
     data = result.to_dict()
     if as_json:

@@ -49,10 +49,12 @@ class SourceOptions:
     atol: float | None = None
     rtol: float | None = None
     task: str | None = None  # Hugging Face folders: feature-extraction | sequence-classification
+    more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))
         object.__setattr__(self, "output_names", tuple(self.output_names or ()))
+        object.__setattr__(self, "more_examples", tuple(self.more_examples or ()))
 
     def to_mapping(self) -> dict[str, Any]:
         """The options a :class:`packager.sources.Source` reads; unset ones are left out."""

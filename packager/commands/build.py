@@ -182,8 +182,10 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--example-input",
     type=click.Path(dir_okay=False),
-    default=None,
-    help=".npz of example inputs (batch dim first) to run the model with.",
+    multiple=True,
+    help=".npz of example inputs (batch dim first) to run the model with. Repeat it with "
+    "examples of other shapes (e.g. another sequence length): the axes that differ become "
+    "dynamic, and the export is verified on each example.",
 )
 @click.option(
     "--weights",
@@ -350,7 +352,7 @@ def build(
         ),
         source=SourceOptions(
             input_specs,
-            o["example_input"],
+            o["example_input"][0] if o["example_input"] else None,
             o["weights"],
             output_names,
             _dynamic_axes(dynamic_axes) if dynamic_axes else None,
@@ -360,6 +362,7 @@ def build(
             atol,
             rtol,
             o["task"],
+            o["example_input"][1:],
         ),
     )
     if o["text"]:

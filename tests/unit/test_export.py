@@ -480,3 +480,21 @@ def test_onnx_over_the_single_file_limit_keeps_its_data_file(
         assert out["output"].shape == (3, 4)
     finally:
         loaded.close()
+
+
+def test_examples_of_other_shapes_make_their_differing_axes_dynamic(tmp_path: Path) -> None:
+    """Two example files of different lengths: the axis that differs is dynamic (declared by
+    the data, not probed), and the export is verified on each example as given."""
+    first, second = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(first, **text_inputs(2, 7))
+    np.savez(second, **text_inputs(3, 11))
+    loaded = export_module(
+        TextClassifier(), format="torchscript", example_inputs=first, more_examples=[second]
+    )
+    try:
+        assert [t.dims for t in loaded.signature.inputs] == [(-1, -1), (-1, -1)]
+        assert "axes_found_dynamic" not in loaded.record  # given by the examples, not probed
+        cases = [c["case"] for c in loaded.record["verification"]["checks"]]
+        assert "example 2: input_ids [3, 11], attention_mask [3, 11]" in cases, cases
+    finally:
+        loaded.close()

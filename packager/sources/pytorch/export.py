@@ -99,6 +99,8 @@ class _Job:
     # not (name -> {axis: size}), for the build record and the notes printed.
     free_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     fixed_axes: dict[str, dict[int, int]] = field(default_factory=dict)
+    # More example sets the user gave (other shapes): (label, arrays, module outputs).
+    extra: list[tuple[str, dict[str, np.ndarray], Arrays]] = field(default_factory=list)
 
 
 def export_module(
@@ -116,6 +118,7 @@ def export_module(
     rtol: float = DEFAULT_RTOL,
     batch_size: int = 2,
     record: Mapping[str, Any] | None = None,
+    more_examples: Sequence[Any] = (),
 ) -> LoadedModel:
     """Export ``module`` (in eval mode) and verify the artifact against it.
 
@@ -141,6 +144,8 @@ def export_module(
         raise PackagerError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
     examples = resolve(module, example_inputs, input_specs, batch_size)
     axes = normalize_dynamic_axes(dynamic_axes)
+    others = [resolve(module, more, None, batch_size) for more in more_examples]
+    axes = _differing_axes(examples, others, axes)
 
     was_training = module.training
     module.eval()  # dropout off, batch norm on running stats: what serving means
@@ -148,6 +153,7 @@ def export_module(
     try:
         plan = (module, fmt, torchscript_mode, examples, axes, output_names, opset)
         job = _plan(*plan, Path(workdir.name), probe=True)
+        job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
         if verify:
             again = _run_module(module, examples, examples.arrays, "the example inputs")
             _check_deterministic(
@@ -162,6 +168,7 @@ def export_module(
             # (the exporter or the tracer specialized them): export with them fixed instead.
             found = job.free_axes
             job = _plan(*plan, Path(workdir.name), probe=False)
+            job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
             job.fixed_axes = {
                 n: {ax: int(examples.arrays[n].shape[ax]) for ax in axs} for n, axs in found.items()
             }
@@ -223,6 +230,43 @@ def _plan(
     )
     job.free_axes, job.fixed_axes = free, fixed
     return job
+
+
+def _differing_axes(
+    first: Examples, others: Sequence[Examples], axes: Mapping[str, frozenset[int]]
+) -> dict[str, frozenset[int]]:
+    """``axes`` plus every non-batch axis whose size differs between the example sets."""
+    out = {n: set(a) for n, a in axes.items()}
+    for other in others:
+        if set(other.arrays) != set(first.arrays):
+            raise PackagerError(
+                f"example inputs disagree on the inputs: {', '.join(first.arrays)} vs "
+                f"{', '.join(other.arrays)}"
+            )
+        for name, arr in first.arrays.items():
+            theirs = other.arrays[name]
+            if theirs.ndim != arr.ndim:
+                raise PackagerError(
+                    f"example input {name!r} has {arr.ndim} dims in one example and "
+                    f"{theirs.ndim} in another"
+                )
+            for ax in range(1, arr.ndim):
+                if theirs.shape[ax] != arr.shape[ax]:
+                    out.setdefault(name, set()).add(ax)
+    return {n: frozenset(a) for n, a in out.items()}
+
+
+def _extra_case(
+    module: Any, job: _Job, other: Examples, index: int
+) -> tuple[str, dict[str, np.ndarray], Arrays]:
+    arrays = {n: other.arrays[n] for n in job.examples.arrays}  # call order
+    outs = _run_module(module, job.examples, arrays, f"example {index}")
+    shapes = ", ".join(f"{n} {list(a.shape)}" for n, a in arrays.items())
+    return (
+        f"example {index}: {shapes}",
+        arrays,
+        dict(zip(job.names, (a for _, a in outs), strict=True)),
+    )
 
 
 def _probe_axes(
@@ -353,6 +397,7 @@ def _verify(
     job: _Job, candidate: Runner, notes: list[str], atol: float, rtol: float
 ) -> dict[str, Any]:
     refs = {id(job.examples.arrays): job.ref1, id(job.case2): job.ref2}
+    refs.update({id(arrays): ref for _, arrays, ref in job.extra})
     batch2 = job.examples.batch + 1
     # The second case also changes every dynamic axis: say to which sizes.
     changed = [
@@ -363,6 +408,7 @@ def _verify(
     cases = [
         (f"example (batch {job.examples.batch})", job.examples.arrays),
         (f"batch {batch2}" + (f": {', '.join(changed)}" if changed else ""), job.case2),
+        *((label, arrays) for label, arrays, _ in job.extra),
     ]
     what = f"exported {'ONNX' if job.fmt == 'onnx' else 'TorchScript'} model"
     try:

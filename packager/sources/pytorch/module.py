@@ -25,7 +25,7 @@ from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL
 # Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
 OPTIONS = (
     "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes",
-    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size", "prune",
+    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size", "prune", "more_examples",
 )  # fmt: skip
 
 
@@ -67,6 +67,7 @@ class PyTorchModuleSource:
             module,
             format=_target(options.get("format")),
             example_inputs=options.get("example_inputs"),
+            more_examples=options.get("more_examples") or (),
             input_specs=options.get("input_specs"),
             output_names=options.get("output_names"),
             dynamic_axes=options.get("dynamic_axes"),

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import platform
 import shutil
 import statistics
@@ -40,43 +39,9 @@ from packager.client import Client  # noqa: E402
 from packager.client.bench import run_load  # noqa: E402
 from packager.serve import stub_env  # noqa: E402
 from packager.serve.server import LocalServer  # noqa: E402
+from tests.support.onnx_models import mlp_onnx  # noqa: E402
 
 BATCHES = (1, 64)
-
-
-def mlp_onnx(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    sizes = [64, 512, 512, 10]
-    nodes, inits, prev = [], [], "input"
-    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-        w = numpy_helper.from_array(
-            (rng.standard_normal((a, b)) / a**0.5).astype(np.float32), f"w{i}"
-        )
-        bias = numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")
-        inits += [w, bias]
-        nodes += [
-            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
-            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
-        ]
-        prev = f"a{i}"
-        if i < len(sizes) - 2:
-            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
-            prev = f"r{i}"
-    nodes.append(helper.make_node("Identity", [prev], ["logits"]))
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 def dlpack_variant(model_py: str) -> str:

@@ -85,3 +85,33 @@ def per_sample_scalar_onnx(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def mlp_onnx(path: Path, sizes: tuple[int, ...] = (64, 512, 512, 10)) -> Path:
+    """An MLP ``input`` [batch, sizes[0]] -> ``logits`` [batch, sizes[-1]] with ReLUs between,
+    fixed random weights (the benchmarks' model)."""
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "input"
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        w = (rng.standard_normal((a, b)) / a**0.5).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        nodes += [
+            helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
+            helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+        ]
+        prev = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+            prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["logits"]))
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", sizes[0]])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", sizes[-1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

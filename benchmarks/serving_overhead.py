@@ -49,6 +49,8 @@ CORES = len(os.sched_getaffinity(0))
 SETTINGS: dict[str, dict[str, str]] = {
     "before": {"intra_op_thread_count": str(CORES), "allow_spinning": "1"},
     "after": {},  # the defaults
+    "1-thread": {"intra_op_thread_count": "1"},
+    "2-inst": {"intra_op_thread_count": "1", "instances": "2"},
 }
 
 
@@ -74,7 +76,9 @@ def in_process(path: Path, seconds: float) -> dict[int, tuple[float, float]]:
     return out
 
 
-def served(repo: Path, model: str, reference: Any, seconds: float) -> dict[Any, tuple[float, float]]:
+def served(
+    repo: Path, model: str, reference: Any, seconds: float
+) -> dict[Any, tuple[float, float]]:
     """(batch, concurrency) -> (samples/s, p50 ms); answers checked against ``reference``."""
     out: dict[Any, tuple[float, float]] = {}
     rng = np.random.default_rng(1)
@@ -111,10 +115,12 @@ def main() -> int:
         rows = []
         for setting in names:
             repo = work / setting
-            params = SETTINGS[setting]
-            build(onnx_path, name="native", output=repo, max_batch_size=64, parameters=params)
-            build(onnx_path, name="python", output=repo, max_batch_size=64, backend="python",
-                  parameters=params)  # fmt: skip
+            params = dict(SETTINGS[setting])
+            instances = int(params.pop("instances", "1"))
+            common = {"max_batch_size": 64, "parameters": params, "instances": instances,
+                      "kind": "cpu"}  # fmt: skip
+            build(onnx_path, name="native", output=repo, **common)
+            build(onnx_path, name="python", output=repo, backend="python", **common)
             for model in ("native", "python"):
                 rows.append((setting, model, served(repo, model, reference, args.seconds)))
                 print(f"measured {setting} {model}", file=sys.stderr)
@@ -124,7 +130,9 @@ def main() -> int:
     print(f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}")
     print("in-process ONNX Runtime, 1 thread: " + ", ".join(
         f"batch {b}: {base[b][0]:,.0f} samples/s ({base[b][1]:.3f} ms)" for b in BATCHES))  # fmt: skip
-    head = "settings  build    " + "  ".join(f"b{b}/c{c}".rjust(13) for b in BATCHES for c in CONCURRENCY)
+    head = "settings  build    " + "  ".join(
+        f"b{b}/c{c}".rjust(13) for b in BATCHES for c in CONCURRENCY
+    )
     print(head)
     for setting, model, res in rows:
         cells = "  ".join(
@@ -134,9 +142,14 @@ def main() -> int:
         print(f"{setting:9} {model:7}  {cells}")
     print("\nbatch-1 latency overhead (served p50 at concurrency 1 / in-process mean):")
     for setting, model, res in rows:
-        print(f"  {setting:7} {model:7} {res[(1, 1)][1] / base[1][1]:6.1f}x ({res[(1, 1)][1]:.3f} ms)")
+        print(
+            f"  {setting:7} {model:7} {res[(1, 1)][1] / base[1][1]:6.1f}x ({res[(1, 1)][1]:.3f} ms)"
+        )
     best64 = {(s, m): max(res[(64, c)][0] for c in CONCURRENCY) / base[64][0] for s, m, res in rows}
-    print("\nbest batch-64 throughput ratio: " + ", ".join(f"{s} {m} {r:.2f}x" for (s, m), r in best64.items()))
+    print(
+        "\nbest batch-64 throughput ratio: "
+        + ", ".join(f"{s} {m} {r:.2f}x" for (s, m), r in best64.items())
+    )
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,12 @@ def mlp_onnx(path: Path, sizes: tuple[int, ...] = (64, 512, 512, 10)) -> Path:
     fixed random weights (the benchmarks' model)."""
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "input"
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((a, b)) / a**0.5).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}")]
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
+        ]
         nodes += [
             helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]),
             helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),

@@ -133,11 +133,8 @@ def example_inputs(info: FolderInfo, texts: tuple[str, ...] = EXAMPLE_TEXTS) -> 
 
 def load_tokenizer(path: Path, max_length: int) -> Any:
     """The folder's fast tokenizer, padding to the longest text and truncating to the limit."""
-    try:
-        from tokenizers import Tokenizer
-    except ModuleNotFoundError as exc:
-        exc.name = exc.name or "tokenizers"
-        raise
+    from tokenizers import Tokenizer  # the huggingface extra (a missing one names it)
+
     tok = Tokenizer.from_file(str(path))
     tok.enable_truncation(max_length)
     if tok.padding is None:
@@ -201,8 +198,8 @@ class HuggingFaceSource:
             example_inputs=examples,
             opset=options.get("opset"),
             verify=options.get("verify", True) is not False,
-            atol=float(options.get("atol") or DEFAULT_ATOL),
-            rtol=float(options.get("rtol") or DEFAULT_RTOL),
+            atol=DEFAULT_ATOL if options.get("atol") is None else float(options["atol"]),
+            rtol=DEFAULT_RTOL if options.get("rtol") is None else float(options["rtol"]),
             record={
                 "source": {"format": self.name, "folder": info.folder.name},
                 "huggingface": {

@@ -11,6 +11,7 @@ import click
 from packager import sources
 from packager.commands._options import int_list
 from packager.sources.formats import FORMATS
+from packager.sources.huggingface import TASKS as HF_TASKS
 from packager.spec import QueuePolicy
 from packager.textable import format_table
 
@@ -258,7 +259,7 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option(
     "--task",
-    type=click.Choice(["feature-extraction", "sequence-classification"]),
+    type=click.Choice(list(HF_TASKS)),
     default=None,
     help="Hugging Face folder: what to serve (default: from config.json's architectures).",
 )

@@ -40,6 +40,7 @@ class ModelFootprint:
     gpu_instances: int  # for the number of GPUs the server sees
     pinned_gpus: tuple[int, ...]  # device ids named in instance_group.gpus
     needs_gpu: bool = False  # has an explicit KIND_GPU instance group
+    requires: tuple[str, ...] = ()  # pip requirements its build records (Python steps)
 
     @property
     def python(self) -> bool:
@@ -55,6 +56,20 @@ class ModelFootprint:
         if not self.python or not self.artifact:
             return None
         return _RUNTIME_BY_SUFFIX.get(Path(self.artifact).suffix.lower())
+
+
+def _recorded_requires(model_dir: Path, served: list[int]) -> tuple[str, ...]:
+    """The pip requirements the served versions' build.json files record."""
+    import json
+
+    out: list[str] = []
+    for v in served:
+        try:
+            record = json.loads((model_dir / str(v) / "build.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        out.extend(r for r in record.get("requires", ()) if isinstance(r, str) and r not in out)
+    return tuple(out)
 
 
 def scan(repo: Path | str, gpus: int) -> list[ModelFootprint]:
@@ -103,6 +118,7 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
             cpu += count
     return ModelFootprint(
         name=model_dir.name,
+        requires=_recorded_requires(model_dir, served),
         runtime=runtime,
         artifact=artifact,
         served_versions=tuple(served),
@@ -197,6 +213,11 @@ def pip_packages(models: Iterable[ModelFootprint], extra: Sequence[str] = ()) ->
         runtimes = {m.python_runtime for m in python_models if m.python_runtime}
         for runtime in sorted(r for r in runtimes if r):
             auto.extend(rel.PYTHON_BACKEND_RUNTIMES[runtime])
+        for m in python_models:
+            for req in m.requires:  # recorded by the build: checked like --pip before use
+                check_requirement(req)
+                if req not in auto:
+                    auto.append(req)
     for req in extra:
         check_requirement(req)
     overridden = {requirement_name(r) for r in extra}

@@ -238,6 +238,7 @@ def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
         labels=o["labels"],
         files=o["files"],
         source_name=o["source_name"],
+        requires=o.get("requires") or (),
     )
     found = step_problems(step)
     if found:

@@ -55,6 +55,7 @@ class PythonStep:
     labels: Mapping[str, Path] = field(default_factory=dict)
     files: Mapping[str, Path] = field(default_factory=dict)
     source_name: str = ""  # how the record names the file (e.g. relative to the manifest)
+    requires: tuple[str, ...] = ()  # pip requirements step.py imports (build.json; Docker images)
 
 
 def step_spec(step: PythonStep) -> ModelSpec:
@@ -214,6 +215,8 @@ def step_files(
             step.kind: step.entry,
         },
     }
+    if step.requires:
+        record["requires"] = list(step.requires)
     return files, model_files, record
 
 

@@ -59,6 +59,7 @@ STEP_KEYS = {
     "inputs": "list of {name, dtype, dims}",
     "outputs": "list of {name, dtype, dims}",
     "files": "list of extra files for the version folder",
+    "requires": "list of pip requirements the step imports (added to Docker images)",
 }
 ENSEMBLE_KEYS = {
     "name": "ensemble name",
@@ -240,6 +241,8 @@ def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
         if (p := r.file(f, (*path, "files", i))) is not None:
             files[p.name] = p
     o["files"] = files
+    reqs = r.items(m.get("requires"), (*path, "requires"), "pip requirements")
+    o["requires"] = tuple(t for i, q in enumerate(reqs) if (t := r.text(q, (*path, "requires", i))))
     o["source_name"] = str(m.get("file"))
     _common(r, m, path, o)
     return e

@@ -32,6 +32,14 @@ STEPS_FILE = Path(__file__).with_name("hf_steps.py")
 DEFAULT_MAX_BATCH_SIZE = 32
 
 
+def _installed(dist: str) -> str:
+    """``dist==version`` of the installed distribution (pinned, so an image rebuilt later
+    tokenizes exactly as here)."""
+    import importlib.metadata
+
+    return f"{dist}=={importlib.metadata.version(dist)}"
+
+
 def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, Any]:
     """The deploy manifest of the text pipeline; its files are written into ``work``."""
     info = describe(folder, options.source.to_mapping().get("task"))
@@ -60,6 +68,7 @@ def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, 
             "dynamic_batching": batching,
             "parameters": {"max_length": str(info.max_length)},
             "files": [str(info.tokenizer)],
+            "requires": [_installed("tokenizers")],  # NVIDIA's image gets the same release
             "inputs": [{"name": "TEXT", "dtype": "BYTES", "dims": [1]}],
             "outputs": ids + mask,
         }

@@ -1,0 +1,61 @@
+"""A Python step's pip requirements: declared in the manifest, recorded in build.json, and
+installed in the Docker image (the text pipeline's tokenizer step needs `tokenizers`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from packager.deploy import footprint
+from packager.errors import ManifestError, PackagerError
+from packager.manifest.builder import build_manifest
+
+STEP = "def double(x):\n    return {'y': x * 2}\n"
+
+
+def manifest(tmp_path: Path, requires: list[str]) -> Path:
+    (tmp_path / "step.py").write_text(STEP)
+    doc = {
+        "python_steps": [
+            {
+                "name": "double",
+                "file": "step.py",
+                "function": "double",
+                "max_batch_size": 4,
+                "requires": requires,
+                "inputs": [{"name": "x", "dtype": "FP32", "dims": [2]}],
+                "outputs": [{"name": "y", "dtype": "FP32", "dims": [2]}],
+            }
+        ]
+    }
+    path = tmp_path / "deploy.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_requirements_are_recorded_and_reach_the_image(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    build_manifest(manifest(tmp_path, ["tokenizers==0.23.3"]), repo)
+    record = json.loads((repo / "double" / "1" / "build.json").read_text())
+    assert record["requires"] == ["tokenizers==0.23.3"]
+    packages = footprint.pip_packages(footprint.scan(repo, gpus=0))
+    assert packages == ("numpy<2", "tokenizers==0.23.3")
+
+
+def test_a_requirement_a_shell_would_interpret_is_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    build_manifest(manifest(tmp_path, ["ok==1; rm -rf /"]), repo)
+    with pytest.raises(PackagerError, match="rm -rf"):
+        footprint.pip_packages(footprint.scan(repo, gpus=0))
+
+
+def test_requires_must_be_a_list_of_strings(tmp_path: Path) -> None:
+    path = manifest(tmp_path, [])
+    doc = yaml.safe_load(path.read_text())
+    doc["python_steps"][0]["requires"] = "tokenizers"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ManifestError, match="requires"):
+        build_manifest(path, tmp_path / "repo")

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from packager.manifest.builder import ManifestResult
 
 STEPS_FILE = Path(__file__).with_name("hf_steps.py")
-DEFAULT_MAX_BATCH_SIZE = 32
 
 
 def _installed(dist: str) -> str:
@@ -42,6 +41,8 @@ def _installed(dist: str) -> str:
 
 def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, Any]:
     """The deploy manifest of the text pipeline; its files are written into ``work``."""
+    from packager.builder import DEFAULT_MAX_BATCH_SIZE  # one default for every build
+
     info = describe(folder, options.source.to_mapping().get("task"))
     if info.tokenizer is None:
         raise SourceError(f"{folder} has no tokenizer.json: a text pipeline needs the tokenizer")

@@ -152,8 +152,7 @@ def export_module(
     workdir = tempfile.TemporaryDirectory(prefix="tp-export-")
     try:
         plan = (module, fmt, torchscript_mode, examples, axes, output_names, opset)
-        job = _plan(*plan, Path(workdir.name), probe=True)
-        job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
+        job = _plan(*plan, Path(workdir.name), others, probe=True)
         if verify:
             again = _run_module(module, examples, examples.arrays, "the example inputs")
             _check_deterministic(
@@ -167,8 +166,7 @@ def export_module(
             # The eager module took other sizes on those axes, but the exported one does not
             # (the exporter or the tracer specialized them): export with them fixed instead.
             found = job.free_axes
-            job = _plan(*plan, Path(workdir.name), probe=False)
-            job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
+            job = _plan(*plan, Path(workdir.name), others, probe=False)
             job.fixed_axes = {
                 n: {ax: int(examples.arrays[n].shape[ax]) for ax in axs} for n, axs in found.items()
             }
@@ -192,6 +190,7 @@ def _plan(
     output_names: Sequence[str] | None,
     opset: int | None,
     workdir: Path,
+    others: Sequence[Examples],
     *,
     probe: bool,
 ) -> _Job:
@@ -229,6 +228,7 @@ def _plan(
         workdir,
     )
     job.free_axes, job.fixed_axes = free, fixed
+    job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
     return job
 
 
@@ -289,7 +289,7 @@ def _probe_axes(
     fixed: dict[str, dict[int, int]] = {}
     for size, members in sorted(groups.items()):
         other = size - 1 if size >= 3 else size + 1
-        case = {n: a for n, a in examples.arrays.items()}
+        case = dict(examples.arrays)
         for name, ax in members:
             case[name] = np.take(case[name], np.arange(other) % size, axis=ax)
         try:

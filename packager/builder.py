@@ -104,6 +104,11 @@ class BuildOptions:
             object.__setattr__(self, "instance_groups", tuple(self.instance_groups))
         if isinstance(self.version_policy, str):
             object.__setattr__(self, "version_policy", VersionPolicy.parse(self.version_policy))
+        gpu = self.gpu_optimization
+        if gpu is not None and not (gpu.tensorrt or gpu.cuda_graphs):
+            object.__setattr__(
+                self, "gpu_optimization", None
+            )  # nothing asked: no optimization block
 
     def replace(self, **changes: Any) -> BuildOptions:
         return replace(self, **changes)
@@ -133,10 +138,6 @@ class BuildOptions:
         for group, (kind, values) in grouped.items():
             if values:
                 top[group] = kind(**values)
-        if "gpu_optimization" in top and not (
-            top["gpu_optimization"].tensorrt or top["gpu_optimization"].cuda_graphs
-        ):
-            del top["gpu_optimization"]
         return cls(**top)
 
 

@@ -310,11 +310,6 @@ def build(
         queue_policy = QueuePolicy(
             timeout_action, queue_timeout_us or 0, max_queue_size=max_queue_size
         )
-    gpu_optimization = None
-    if o["tensorrt"] or o["cuda_graphs"]:
-        gpu_optimization = GpuOptimization(
-            o["tensorrt"], o["tensorrt_precision"], cuda_graphs=o["cuda_graphs"]
-        )
     build_options = BuildOptions(
         name=o["name"],
         output=o["output"],
@@ -337,7 +332,9 @@ def build(
         version_policy=o["version_policy"],
         warmup=o["warmup"],
         parameters=_parameters(parameters),
-        gpu_optimization=gpu_optimization,
+        gpu_optimization=GpuOptimization(
+            o["tensorrt"], o["tensorrt_precision"], cuda_graphs=o["cuda_graphs"]
+        ),
         force=o["force"],
         dry_run=o["dry_run"],
         compress=CompressOptions(

@@ -178,7 +178,8 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     "--input",
     "input_specs",
     multiple=True,
-    help="Input NAME:DTYPE:DIMS without the batch dim, e.g. x:FP32:3,224,224 (TorchScript/PyTorch).",
+    help="Input NAME:DTYPE:DIMS without the batch dim, e.g. x:FP32:3,224,224 (TorchScript/PyTorch); "
+    "empty DIMS (t:FP32:) is a scalar per sample.",
 )
 @click.option(
     "--example-input",

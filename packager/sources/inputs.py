@@ -21,7 +21,8 @@ from packager.spec import TensorSpec
 def parse_tensor_arg(text: str) -> TensorSpec:
     """``x:FP32:3,224,224`` -> TensorSpec(x, FP32, (3, 224, 224)); dims exclude the batch dim.
 
-    ``-1`` marks a dynamic dim; an empty dims part (``x:INT64:``) is not allowed (rank 0).
+    ``-1`` marks a dynamic dim; an empty dims part (``t:FP32:``) is a scalar per sample (rank 0,
+    served as ``dims [1]`` with ``reshape []``).
     """
     parts = text.split(":")
     if len(parts) != 3 or not parts[0]:
@@ -35,10 +36,6 @@ def parse_tensor_arg(text: str) -> TensorSpec:
         raise PackagerError(
             f"--input {text!r}: dims must be integers separated by commas"
         ) from None
-    if not dims:
-        raise PackagerError(
-            f"--input {text!r}: give at least one dim (use 1 for a scalar per sample)"
-        )
     if any(d == 0 or d < -1 for d in dims):
         raise PackagerError(f"--input {text!r}: dims are positive or -1 (dynamic)")
     return TensorSpec(name, dtypes.parse(dtype), dims)

@@ -21,7 +21,14 @@ from tritonclient.utils import np_to_triton_dtype
 
 from packager.builder import build
 from packager.serve.server import LocalServer
-from tests.support.torch_models import MLP, SmallCNN, TextClassifier, TwoInTwoOut, text_inputs
+from tests.support.torch_models import (
+    MLP,
+    Scaled,
+    SmallCNN,
+    TextClassifier,
+    TwoInTwoOut,
+    text_inputs,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +71,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, start_server: Any) -> Itera
                 max_batch_size=8,
                 **options,
             )
+    # A per-sample scalar input (``t:FP32:`` = rank 0 per sample): dims [1] + reshape [].
+    modules["scaled"] = Scaled().eval()
+    for suffix, fmt in FORMATS.items():
+        build(
+            modules["scaled"],
+            name=f"scaled_{suffix}",
+            output=repo,
+            format=fmt,
+            max_batch_size=8,
+            input_specs=["x:FP32:4", "t:FP32:"],
+        )
     server = start_server(repo)
     http = httpclient.InferenceServerClient(server.http_url)
     grpc = grpcclient.InferenceServerClient(server.grpc_url)
@@ -100,7 +118,8 @@ def _source(module: torch.nn.Module, inputs: dict[str, np.ndarray]) -> list[np.n
 def test_every_model_is_ready(served: dict[str, Any]) -> None:
     server: LocalServer = served["server"]
     states = {m.name: m.state for m in server.models()}
-    assert states == {f"{m}_{s}": "READY" for m, s in ((m, s) for m in MODELS for s in FORMATS)}
+    names = [*MODELS, "scaled"]
+    assert states == {f"{m}_{s}": "READY" for m, s in ((m, s) for m in names for s in FORMATS)}
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -115,6 +134,23 @@ def test_served_outputs_match_source_module(
     for (name, value), want in zip(got.items(), expected, strict=True):
         assert value.shape == want.shape, name
         np.testing.assert_allclose(value, want, atol=1e-4, rtol=1e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("suffix", list(FORMATS))
+def test_a_per_sample_scalar_input_is_dims_1_with_reshape(
+    served: dict[str, Any], suffix: str
+) -> None:
+    http = served["http"]
+    config = http.get_model_config(f"scaled_{suffix}")
+    t = next(i for i in config["input"] if i["name"] == "t")
+    assert t["dims"] == [1] and t["reshape"] == {"shape": []}
+    x = RNG.standard_normal((5, 4)).astype(np.float32)
+    t_values = RNG.standard_normal(5).astype(np.float32)
+    # The client sends [5, 1] (Triton's dims); the module sees [5], as it was written for.
+    got = _infer(http, f"scaled_{suffix}", {"x": x, "t": t_values[:, None]})
+    (want,) = _source(served["modules"]["scaled"], {"x": x, "t": t_values})
+    (value,) = got.values()
+    np.testing.assert_allclose(value, want, atol=1e-5, rtol=1e-4)
 
 
 def test_served_names_follow_each_format(served: dict[str, Any]) -> None:

@@ -54,6 +54,17 @@ class TextClassifier(nn.Module):
         return self.head(pooled)
 
 
+class Scaled(nn.Module):
+    """A per-sample scalar input (like a diffusion timestep): ``t`` is ``[batch]``, rank 0 per sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.proj(x) * t[:, None]
+
+
 class TwoInTwoOut(nn.Module):
     """Two inputs (one fp16-free float, one int64) and a dict of two outputs."""
 

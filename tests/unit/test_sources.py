@@ -148,6 +148,7 @@ def test_validate_finds_dims_that_contradict_the_model(
 def test_parse_tensor_arg() -> None:
     t = parse_tensor_arg("x:fp32:3,224,224")
     assert (t.name, t.dtype.wire, t.dims) == ("x", "FP32", (3, 224, 224))
-    for bad in ("x:FP32", "x:FP32:", "x:FP32:a", "x:FP32:0", "x:NOPE:3"):
+    assert parse_tensor_arg("t:FP32:").dims == ()  # a scalar per sample: dims [1] + reshape []
+    for bad in ("x:FP32", "x:FP32:a", "x:FP32:0", "x:NOPE:3"):
         with pytest.raises(PackagerError):
             parse_tensor_arg(bad)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
     "evaluate": "packager.commands.evaluate:evaluate",
+    "explain": "packager.commands.explain:explain",
     "versions": "packager.commands.manifest:versions",
     "tune": "packager.commands.tune:tune",
 }

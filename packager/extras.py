@@ -15,7 +15,7 @@ PURPOSE: dict[str, str] = {
     "huggingface": "export Hugging Face model folders (and their text pipelines)",
     "server": "serve on the embedded Triton server",
     "compress": "quantization and fp16",
-    "plots": "tune and bench plots",
+    "plots": "tune, bench and explain plots",
 }
 # top-level module -> the extras that install it
 MODULE_EXTRAS: dict[str, tuple[str, ...]] = {

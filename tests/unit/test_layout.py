@@ -11,7 +11,9 @@ TOP_LEVEL = {
     "__init__", "__main__", "builder", "cli", "dtypes", "errors", "extras", "releases",
     "render", "repository", "spec", "textable", "validation",
 }  # fmt: skip
-AREAS = {"client", "commands", "compress", "deploy", "manifest", "serve", "sources", "tune"}
+AREAS = {
+    "client", "commands", "compress", "deploy", "explain", "manifest", "serve", "sources", "tune",
+}  # fmt: skip
 
 
 def modules() -> dict[str, Path]:

@@ -1,0 +1,205 @@
+"""``explain``: which features of an input drive one output of a served model."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from packager.commands.client import _INPUT, _PROTOCOL, _TIMEOUT, _URL, _VERSION, _load_inputs
+
+
+@click.command("explain")
+@click.argument("model")
+@_INPUT
+@click.option(
+    "--text", default=None, help="A string to explain, for a text model (one BYTES input)."
+)
+@click.option(
+    "--explain-input",
+    default=None,
+    metavar="NAME",
+    help="The input whose features are attributed, when the model has several (the others "
+    "stay as given).",
+)
+@click.option("--output", default=None, help="Output to explain. Default: the first numeric one.")
+@click.option(
+    "--target",
+    default="auto",
+    show_default=True,
+    metavar="auto|INDEX",
+    help="Which value of the output (flat index within one sample); auto: the largest.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["kernelshap", "occlusion"]),
+    default="kernelshap",
+    show_default=True,
+    help="kernelshap: Shapley values (exact up to 12 features, sampled beyond); occlusion: "
+    "one feature off at a time (features + 2 evaluations).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(1, None),
+    default=1024,
+    show_default=True,
+    help="KernelSHAP: coalitions evaluated when there are too many to enumerate.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="KernelSHAP sampling seed.")
+@click.option(
+    "--baseline",
+    default=None,
+    help="What an absent feature becomes: zeros (default), mean, blur (images), a number or "
+    "FILE.npy of the input's shape; text: drop (default) or a word to put instead, e.g. [MASK].",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["auto", "tabular", "image", "text"]),
+    default="auto",
+    show_default=True,
+    help="How the input splits into features; auto: strings are text, 1-D tabular, 2-D/3-D image.",
+)
+@click.option(
+    "--patch",
+    type=click.IntRange(1, None),
+    default=None,
+    help="Image: patch side in pixels. Default: the longer side / 8.",
+)
+@click.option(
+    "--channels",
+    type=click.Choice(["first", "last"]),
+    default=None,
+    help="Image: the channel axis of a 3-D input, when its shape does not tell.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, None),
+    default=64,
+    show_default=True,
+    help="Perturbed inputs per request (at most the model's max_batch_size).",
+)
+@click.option("--top", type=click.IntRange(0, None), default=10, show_default=True,
+              help="Features listed in the table (0: all).")  # fmt: skip
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG: bars (tabular), a heatmap over the image, or highlighted words.",
+)
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Text: write the highlighted words as an HTML page.",
+)
+@_URL
+@_PROTOCOL
+@_VERSION
+@_TIMEOUT
+@click.option("--json", "as_json", is_flag=True, help="Print the attributions as JSON.")
+def explain(
+    model: str,
+    input_specs: tuple[str, ...],
+    text: str | None,
+    explain_input: str | None,
+    output: str | None,
+    target: str,
+    method: str,
+    samples: int,
+    seed: int,
+    baseline: str | None,
+    kind: str,
+    patch: int | None,
+    channels: str | None,
+    batch_size: int,
+    top: int,
+    plot: Path | None,
+    html: Path | None,
+    url: str,
+    protocol: str | None,
+    version: str,
+    timeout_s: float,
+    as_json: bool,
+) -> None:
+    """Attribute one output value of the served MODEL to the features of one input.
+
+    Forward passes only, sent in batches through the client: tabular inputs (each element),
+    images (square patches) and text (words). Example:
+
+        triton-packager explain clf --input x=row.npy --plot why.png
+    """
+    from packager.client import Client
+    from packager.explain import explain as run_explain
+    from packager.explain.plot import save_plot
+
+    if text is not None and input_specs and not explain_input:
+        raise click.UsageError(
+            "with --input and --text, say which input --text is (--explain-input)"
+        )
+    if text is None and not input_specs:
+        raise click.UsageError("give the sample to explain: --input NAME=FILE.npy or --text '...'")
+    inputs: Any = _load_inputs(input_specs) if input_specs else {}
+    if not isinstance(inputs, dict):
+        inputs = {explain_input: inputs} if explain_input else inputs
+    if text is not None:
+        inputs = {**inputs, explain_input: text} if explain_input else text
+    is_text = text is not None or kind == "text"
+    if html is not None and not is_text:
+        raise click.UsageError("--html renders text explanations (--text); use --plot for others")
+    for path in (plot, html):
+        if path is not None and not path.parent.is_dir():
+            raise click.BadParameter(f"folder {path.parent} does not exist", param_hint=str(path))
+    if plot is not None:
+        import matplotlib  # noqa: F401  (before the work: a missing plots extra fails fast)
+
+    bar: Any = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if as_json:
+            return
+        if bar is None:  # stderr: stdout stays the result
+            bar = click.progressbar(length=total, label=f"explaining {model}", file=sys.stderr)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
+            result = run_explain(
+                client,
+                model,
+                inputs,
+                output=output,
+                target=target,
+                method=method,
+                samples=samples,
+                seed=seed,
+                baseline=baseline,
+                kind=kind,
+                patch=patch,
+                channels=channels,
+                explain_input=explain_input,
+                batch_size=batch_size,
+                version=version,
+                progress=progress,
+            )
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    written = []
+    if plot is not None:
+        written.append(save_plot(result, plot))
+    if html is not None:
+        html.write_text(result.html())
+        written.append(html)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.table(top or None))
+    if result.kind == "text":
+        click.echo("\n" + result.ansi())
+    for path in written:
+        click.echo(f"wrote {path}")

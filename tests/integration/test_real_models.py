@@ -6,6 +6,9 @@
   in this process at batch sizes and sampling rates other than any example's.
 - silero-vad's TorchScript file, whose ``forward(x, sr: int)`` Triton cannot call: a clear
   refusal that says what to do, and nothing written.
+- kelp-o-matic's kelp segmentation model (LR-ASPP MobileNetV3), a TorchScript file Triton calls
+  as it is (``forward(x) -> Tensor``): dynamic image height and width, served through the torch
+  runtime and compared with ``torch.jit.load`` in this process.
 - rapidocr-onnxruntime's PP-OCRv4 text detector (dynamic image height and width) at two image
   sizes and batch sizes, and its text-direction classifier with its labels ('0', '180' from the
   package's config.yaml) attached as the label file of its output, built from a manifest.
@@ -47,6 +50,7 @@ def silero_onnx() -> Path:
 
 
 OCR = "rapidocr_onnxruntime/models/"
+KELP = "kelp_o_matic/data/LRASPP_MobileNetV3_kelp_presence_jit_miou=0.8023.pt"
 CLS_OUTPUT = "save_infer_model/scale_0.tmp_1"
 
 
@@ -60,6 +64,8 @@ def server(
     build(per_sample_scalar_onnx(repo.parent / "p.onnx"), name="per_sample", output=repo)
     build(wheel_file("rapidocr-onnxruntime", OCR + "ch_PP-OCRv4_det_infer.onnx"), name="ocr_det",
           output=repo, max_batch_size=4)  # fmt: skip
+    build(wheel_file("kelp-o-matic", KELP), name="kelp", output=repo, max_batch_size=4,
+          input_specs=["x:FP32:3,-1,-1"])  # fmt: skip
     # The classifier's labels, as the package's config.yaml lists them, through a manifest.
     labels = yaml.safe_load(wheel_file("rapidocr-onnxruntime", "rapidocr_onnxruntime/config.yaml")
                             .read_text())["Cls"]["label_list"]  # fmt: skip
@@ -128,6 +134,27 @@ def test_ocr_detector_at_other_image_and_batch_sizes(server: LocalServer) -> Non
             assert got.shape == ref.shape == (shape[0], 1, shape[2], shape[3])
             worst = max(worst, float(np.abs(got - ref).max()))
     print(f"PP-OCRv4 detector: max abs error {worst:.3g}")
+    assert worst <= MAX_ABS_ERROR
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_kelp_torchscript_at_other_image_and_batch_sizes(server: LocalServer, protocol: str) -> None:
+    import torch
+
+    module = torch.jit.load(str(wheel_file("kelp-o-matic", KELP)), map_location="cpu").eval()
+    url = server.http_url if protocol == "http" else f"grpc://{server.grpc_url}"
+    rng = np.random.default_rng(5)
+    worst = 0.0
+    with Client(url) as client:
+        # The build ran it at batch 2, 4x4 (random data for the -1 dims); these are other sizes.
+        for shape in ((1, 3, 64, 96), (3, 3, 33, 47), (2, 3, 128, 128)):
+            x = rng.standard_normal(shape).astype(np.float32)  # ImageNet-normalised pixels
+            with torch.no_grad():
+                ref = module(torch.from_numpy(x)).numpy()
+            got = client.infer("kelp", {"x": x})["OUTPUT__0"]
+            assert got.shape == ref.shape == (shape[0], 2, shape[2], shape[3])
+            worst = max(worst, float(np.abs(got - ref).max()))
+    print(f"kelp-o-matic TorchScript over {protocol}: max abs error {worst:.3g}")
     assert worst <= MAX_ABS_ERROR
 
 

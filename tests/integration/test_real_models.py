@@ -138,7 +138,9 @@ def test_ocr_detector_at_other_image_and_batch_sizes(server: LocalServer) -> Non
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_kelp_torchscript_at_other_image_and_batch_sizes(server: LocalServer, protocol: str) -> None:
+def test_kelp_torchscript_at_other_image_and_batch_sizes(
+    server: LocalServer, protocol: str
+) -> None:
     import torch
 
     module = torch.jit.load(str(wheel_file("kelp-o-matic", KELP)), map_location="cpu").eval()

@@ -74,7 +74,7 @@ def explain(
     *,
     output: str | None = None,
     target: int | str | None = "auto",
-    method: str = "occlusion",
+    method: str = "kernelshap",
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,
     baseline: Any = None,
@@ -202,7 +202,16 @@ def _model(source: Any, model: str, version: str) -> _Model:
 
 
 def _served(client: Any, model: str, version: str) -> _Model:
-    meta = client.metadata(model, version=version)  # ModelNotFound lists the server's models
+    from packager.errors import ModelNotFound
+
+    try:
+        meta = client.metadata(model, version=version)
+    except ModelNotFound:
+        names = sorted({m.name for m in client.models()})
+        raise ModelNotFound(
+            f"model {model!r}{f' version {version}' if version else ''} is not on the server at "
+            f"{client.url}; its models: {', '.join(names) or '(none)'}"
+        ) from None
     mbs = int(client.config(model, version=version).max_batch_size)
     skip = 1 if mbs > 0 else 0
     inputs = {t.name: (t.datatype, tuple(t.shape[skip:])) for t in meta.inputs}

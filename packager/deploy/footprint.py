@@ -18,6 +18,7 @@ from packager import releases as rel
 from packager.errors import PackagerError
 from packager.repository import list_models, read_config
 from packager.repository import versions as version_numbers
+from packager.sources.formats import of_config
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -33,7 +34,9 @@ class ModelFootprint:
 
     name: str
     runtime: str  # config platform or backend: onnxruntime_onnx, pytorch_libtorch, python, ensemble
-    artifact: str | None  # python backend: the file its model.py runs (``artifact`` parameter)
+    # The file it runs: a python-backend model.py's ``artifact`` parameter, or the native
+    # backend's default_model_filename (else the format's file name); None for the rest.
+    artifact: str | None
     served_versions: tuple[int, ...]
     file_bytes: int  # bytes of every file in the served version folders
     cpu_instances: int
@@ -41,6 +44,9 @@ class ModelFootprint:
     pinned_gpus: tuple[int, ...]  # device ids named in instance_group.gpus
     needs_gpu: bool = False  # has an explicit KIND_GPU instance group
     requires: tuple[str, ...] = ()  # pip requirements its build records (Python steps)
+    # (GPU id, instances on it) for each GPU that runs instances of one served version.
+    gpu_placement: tuple[tuple[int, int], ...] = ()
+    model_dir: Path | None = None
 
     @property
     def python(self) -> bool:
@@ -89,6 +95,9 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
     artifact = (
         config.parameters["artifact"].string_value if "artifact" in config.parameters else None
     )
+    fmt = of_config(config.platform, config.backend)
+    if fmt is not None:
+        artifact = config.default_model_filename or fmt.artifact
     served = _served_versions(config, version_numbers(model_dir))
     size = sum(
         p.stat().st_size
@@ -98,6 +107,7 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
     )
     cpu = gpu = 0
     pinned: set[int] = set()
+    placement: dict[int, int] = {}
     needs_gpu = False
     groups = list(config.instance_group)
     if runtime == "ensemble":
@@ -105,6 +115,7 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
     elif not groups:
         # Triton's default: one instance per visible GPU, else one CPU instance.
         gpu, cpu = (gpus, 0) if gpus > 0 else (0, 1)
+        placement = dict.fromkeys(range(gpus), 1)
     for group in groups:
         count = max(group.count, 1)  # Triton normalizes an unset count to 1
         kind = group.kind
@@ -114,6 +125,8 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
         if kind == _KIND_GPU:
             pinned.update(group.gpus)
             gpu += count * (len(group.gpus) if group.gpus else gpus)
+            for device in group.gpus or range(gpus):
+                placement[device] = placement.get(device, 0) + count
         else:  # KIND_CPU, and KIND_MODEL (the framework places it; sized like one CPU instance)
             cpu += count
     return ModelFootprint(
@@ -127,6 +140,8 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
         gpu_instances=gpu,
         pinned_gpus=tuple(sorted(pinned)),
         needs_gpu=needs_gpu,
+        gpu_placement=tuple(sorted(placement.items())),
+        model_dir=model_dir,
     )
 
 
@@ -251,16 +266,17 @@ def requirement_name(req: str) -> str:
 
 # --------------------------------------------------------------------------- size formats
 
-_SIZE_RE = re.compile(r"^(\d+)([bkmg]?)b?$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": MiB, "g": GiB}
+# Units are binary, as Docker reads them (1g = 1 GiB); 16GiB and Kubernetes' 16Gi read the same.
+_SIZE_RE = re.compile(r"^(\d+)(?:([kmg])(?:i?b|i)?|b?)$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": MiB, "g": GiB}
 
 
 def parse_size(text: str, option: str = "--shm-size") -> int:
-    """Docker's size syntax (``1g``, ``512m``, ``1gb``, bytes) -> bytes."""
+    """Docker's size syntax (``1g``, ``512m``, ``1gb``, bytes; also ``16GiB``, ``16Gi``) -> bytes."""
     match = _SIZE_RE.match(text.strip())
     if not match or int(match.group(1)) <= 0:
-        raise PackagerError(f"{option} {text!r} is not a size like 512m or 2g")
-    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+        raise PackagerError(f"{option} {text!r} is not a size like 512m, 2g or 16GiB")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
 
 
 def docker_size(n: int) -> str:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "serve": "packager.commands.serve:serve",
     "docker": "packager.commands.deploy:docker",
     "k8s": "packager.commands.deploy:k8s",
+    "fit": "packager.commands.fit:fit",
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",
     "evaluate": "packager.commands.evaluate:evaluate",

@@ -28,3 +28,20 @@ def int_list(minimum: int | None = None) -> IntListCallback:
         return values
 
     return callback
+
+
+def shapes(
+    _ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, tuple[int, ...]]:
+    """A click callback turning repeated ``NAME:DIMS`` (``input_ids:128``) into a dict."""
+    out = {}
+    for v in values:
+        name, sep, dims = v.rpartition(":")
+        try:
+            parsed = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            parsed = ()
+        if not sep or not name or not parsed or min(parsed) < 1:
+            raise click.BadParameter(f"{v!r}: expected NAME:DIMS such as input_ids:128")
+        out[name] = parsed
+    return out

@@ -33,7 +33,7 @@ SERVICE_MONITOR = "servicemonitor.yaml"
 INFERENCE_SERVICE, SERVICE_ACCOUNT = "inferenceservice.yaml", "serviceaccount.yaml"
 ALL_FILES = (DEPLOYMENT, SERVICE, HPA, SERVICE_MONITOR, INFERENCE_SERVICE, SERVICE_ACCOUNT)
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = res.DNS_LABEL
 _CPU = re.compile(r"^(\d+(\.\d{1,3})?|\d+m)$")
 _MEMORY = re.compile(r"^(\d+)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 _MEMORY_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
@@ -73,6 +73,28 @@ def render_k8s(
     repo: Path | str, options: K8sOptions, output_dir: Path | str = "deploy/k8s"
 ) -> K8sManifests:
     """Manifests for ``repo`` served from ``options.repository_uri``; reads the repo, writes nothing."""
+    o = options
+    plan = plan_for(repo, o)
+    docs: dict[str, dict[str, Any]] = {}
+    if o.kserve:
+        if o.credentials_secret:
+            docs[SERVICE_ACCOUNT] = res.service_account(plan)
+        docs[INFERENCE_SERVICE] = res.inference_service(plan)
+    else:
+        docs[DEPLOYMENT] = res.deployment(plan)
+        docs[SERVICE] = res.service(plan)
+        docs[HPA] = res.hpa(plan)
+        if o.service_monitor:
+            docs[SERVICE_MONITOR] = res.service_monitor(plan)
+
+    files = yaml_files(docs, _regenerate(path_from(output_dir, repo), o))
+    return K8sManifests(
+        files=files, resources=tuple(docs[f] for f in sorted(docs)), notes=plan_notes(plan)
+    )
+
+
+def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
+    """Check ``options`` and size the pods from the local copy ``repo``: the resolved :class:`Plan`."""
     repo = Path(repo)
     o = options
     uri = StorageUri.parse(o.repository_uri)
@@ -97,7 +119,7 @@ def render_k8s(
     if o.gpus_per_replica:
         resources["limits"][GPU] = o.gpus_per_replica
     total_gib = sum(m.file_bytes for m in models) / footprint.GiB
-    plan = Plan(
+    return Plan(
         name=name,
         namespace=o.namespace,
         image=o.image,
@@ -114,35 +136,28 @@ def render_k8s(
         # Triton opens its ports only after loading every model: allow ~1 min per GiB to load.
         startup_failures=30 + 6 * math.ceil(total_gib),
     )
-    docs: dict[str, dict[str, Any]] = {}
-    if o.kserve:
-        if o.credentials_secret:
-            docs[SERVICE_ACCOUNT] = res.service_account(plan)
-        docs[INFERENCE_SERVICE] = res.inference_service(plan)
-    else:
-        docs[DEPLOYMENT] = res.deployment(plan)
-        docs[SERVICE] = res.service(plan)
-        docs[HPA] = res.hpa(plan)
-        if o.service_monitor:
-            docs[SERVICE_MONITOR] = res.service_monitor(plan)
 
-    repo_rel = path_from(output_dir, repo)
-    header = f"{MARKER}. Regenerate from this folder instead of editing:\n#   {_regenerate(repo_rel, o)}\n"
-    files = {
+
+def yaml_files(docs: Mapping[str, dict[str, Any]], regenerate: str) -> dict[str, str]:
+    """file name -> YAML text, in name order, each headed by our marker and ``regenerate``."""
+    header = f"{MARKER}. Regenerate from this folder instead of editing:\n#   {regenerate}\n"
+    return {
         fname: header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=100)
         for fname, doc in sorted(docs.items())
     }
+
+
+def plan_notes(plan: Plan) -> tuple[str, ...]:
+    """What the user must provide for ``plan`` that the manifests cannot (credentials, image)."""
     notes = []
-    if uri.scheme != "pvc" and not o.credentials_secret:
+    if plan.uri.scheme != "pvc" and not plan.credentials_secret:
         notes.append(
-            f"no --credentials-secret: pods must reach {uri} through workload identity "
+            f"no --credentials-secret: pods must reach {plan.uri} through workload identity "
             "(IRSA, GKE Workload Identity, Azure Workload Identity) or a public bucket"
         )
-    if image_tag(o.image) != image_tag(rel.NGC_IMAGE):
-        notes.append(f"image {o.image} is not {rel.NGC_IMAGE}, the embedded server's release")
-    return K8sManifests(
-        files=files, resources=tuple(docs[f] for f in sorted(docs)), notes=tuple(notes)
-    )
+    if image_tag(plan.image) != image_tag(rel.NGC_IMAGE):
+        notes.append(f"image {plan.image} is not {rel.NGC_IMAGE}, the embedded server's release")
+    return tuple(notes)
 
 
 def write_k8s(

@@ -20,7 +20,11 @@ MOUNT = "/models"
 GCS_KEY = "gcloud-application-credentials.json"  # the key name KServe's storage initializer reads
 GCS_DIR = "/var/run/secrets/gcs"
 SCHEMES = ("s3", "gs", "az", "pvc")
+# Pod label that tells a stable from a canary Deployment of one name (the label Kubernetes' own
+# canary example uses); mesh subsets and per-track Services select on it.
+TRACK_LABEL = "track"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # and at most 63 characters
 # Secret keys Triton reads as environment variables: (name, required).
 _CREDENTIAL_ENV = {
     "s3": (
@@ -107,19 +111,28 @@ class Plan:
     resources: dict[str, Any]
     shm: str  # Kubernetes quantity
     startup_failures: int
+    track: str | None = None  # stable | canary: one of two Deployments behind a mesh route
+
+    @property
+    def resource_name(self) -> str:
+        """``name``, or ``name-track`` for one track: the two tracks' resources never collide."""
+        return f"{self.name}-{self.track}" if self.track else self.name
 
     def metadata(self, name: str | None = None) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": name or self.name}
+        meta: dict[str, Any] = {"name": name or self.resource_name}
         if self.namespace:
             meta["namespace"] = self.namespace
         meta["labels"] = self.labels()
         return meta
 
     def selector(self) -> dict[str, str]:
-        return {
+        selector = {
             "app.kubernetes.io/name": "triton-inference-server",
             "app.kubernetes.io/instance": self.name,
         }
+        if self.track:
+            selector[TRACK_LABEL] = self.track
+        return selector
 
     def labels(self) -> dict[str, str]:
         return {
@@ -282,7 +295,11 @@ def hpa(plan: Plan) -> dict[str, Any]:
         "kind": "HorizontalPodAutoscaler",
         "metadata": plan.metadata(),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": plan.name},
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": plan.resource_name,
+            },
             "minReplicas": plan.min_replicas,
             "maxReplicas": plan.max_replicas,
             "metrics": [metric],

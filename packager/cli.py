@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "serve": "packager.commands.serve:serve",
     "docker": "packager.commands.deploy:docker",
     "k8s": "packager.commands.deploy:k8s",
+    "mesh": "packager.commands.deploy:mesh",
     "fit": "packager.commands.fit:fit",
     "infer": "packager.commands.client:infer",
     "bench": "packager.commands.client:bench",

@@ -129,7 +129,7 @@ def _words(plt: Any, e: Explanation, _top: int) -> Any:
                 bbox={
                     "facecolor": _rgb(blend(a / scale)),
                     "edgecolor": "none",
-                    "boxstyle": "round,pad=0.15",
+                    "boxstyle": "round,pad=0.1",
                 },
             )
     fig.suptitle(_title(e) + " (red raises, blue lowers)", fontsize=10)

@@ -16,6 +16,7 @@ PURPOSE: dict[str, str] = {
     "server": "serve on the embedded Triton server",
     "compress": "quantization and fp16",
     "plots": "tune, bench and explain plots",
+    "tensorflow": "convert Keras .keras files and TensorFlow SavedModels",
 }
 # top-level module -> the extras that install it
 MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
@@ -26,6 +27,9 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "matplotlib": ("plots",),
     "transformers": ("huggingface",),
     "tokenizers": ("huggingface",),
+    "tensorflow": ("tensorflow",),
+    "tf2onnx": ("tensorflow",),
+    "keras": ("tensorflow",),
 }
 
 

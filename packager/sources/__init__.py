@@ -103,7 +103,8 @@ def detect(ref: Any) -> Source:
         raise SourceError(_unreadable(Path(ref)))
     raise SourceError(
         f"cannot tell the format of {ref!r}: it is not one of {', '.join(_REGISTRY)}. "
-        "Pass an ONNX file, a TorchScript file, or a PyTorch 'module:factory' reference"
+        "Pass an ONNX file, a TorchScript file, a Keras .keras file, a SavedModel folder, "
+        "a Hugging Face folder or a PyTorch 'module:factory' reference"
     )
 
 
@@ -144,5 +145,11 @@ def _load_builtin() -> None:
     if _loaded:
         return
     _loaded = True
-    from packager.sources import huggingface, onnx_file, torchscript_file  # noqa: F401
+    from packager.sources import (  # noqa: F401
+        huggingface,
+        keras_file,
+        onnx_file,
+        tf_savedmodel,
+        torchscript_file,
+    )
     from packager.sources.pytorch import module  # noqa: F401

@@ -1,0 +1,191 @@
+"""Keras 3 ``.keras`` files as a source.
+
+The file is loaded by Keras (TensorFlow backend, ``safe_mode``: no Python code from the file),
+its inputs and outputs become the model's tensors (named after the ``keras.Input`` and output
+layers), and it is exported as a SavedModel whose serving signature returns the outputs by those
+names. That SavedModel is converted to ONNX (:mod:`packager.sources.tf_graph`) and the result is
+compared with the Keras model itself, called in inference mode, on the same inputs.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.errors import SourceError
+from packager.repository import sha256_file
+from packager.sources import LoadedModel, register
+from packager.sources.tf_graph import (
+    DEFAULT_SIGNATURE,
+    convert_and_verify,
+    first_line,
+    import_tf,
+    load_saved_model,
+    new_workdir,
+    quiet,
+)
+from packager.sources.tf_savedmodel import check_format
+
+KERAS_MEMBERS = ("config.json", "metadata.json")  # every Keras 3 .keras zip holds both
+
+
+def is_keras_file(ref: Any) -> bool:
+    if not isinstance(ref, (str, Path)) or not Path(ref).is_file():
+        return False
+    try:
+        with zipfile.ZipFile(ref) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return all(m in names for m in KERAS_MEMBERS)
+
+
+def load_keras(path: Path) -> Any:
+    """The model as Keras rebuilds it, with the error a user can act on."""
+    import_tf()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise SourceError(
+            f"Keras runs on the {keras.backend.backend()} backend here; the conversion needs "
+            "TensorFlow: unset KERAS_BACKEND or set it to tensorflow"
+        )
+    try:
+        with quiet():
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:  # Keras raises TypeError/ValueError/... for what it cannot rebuild
+        text = first_line(exc)
+        if "Could not locate" in text or "Unknown" in text:
+            hint = (
+                "the file uses a custom layer, model or function that Keras cannot find: save "
+                "the model with its classes decorated by @keras.saving.register_keras_serializable "
+                "and importable, or export a SavedModel (model.export(DIR)) and build that folder"
+            )
+        elif "Lambda" in text or "safe_mode" in text:
+            hint = (
+                "the file holds Python code (a Lambda layer), which is not loaded from files: "
+                "replace the Lambda with a registered layer, or export a SavedModel and build that"
+            )
+        else:
+            hint = "re-save it with model.save('model.keras') (Keras 3)"
+        raise SourceError(
+            f"Keras cannot load {path}: {type(exc).__name__}: {text[:300]}. {hint}"
+        ) from exc
+
+
+def _names(model: Any, path: Path) -> tuple[list[Any], list[str]]:
+    """The model's input tensors and its output names, in order."""
+    try:
+        inputs = list(model.inputs)
+        outputs = list(model.outputs)
+    except (AttributeError, ValueError, TypeError):
+        inputs, outputs = [], []
+    if not inputs or not outputs:
+        raise SourceError(
+            f"{path} holds a {type(model).__name__} without declared inputs (a subclassed model, "
+            "or a Sequential never built): build it on keras.Input(shape=...) before saving, or "
+            "export a SavedModel with an input signature and build that folder"
+        )
+    names = list(getattr(model, "output_names", None) or [])
+    if len(names) != len(outputs) or len(set(names)) != len(names):
+        names = [f"output_{i}" for i in range(len(outputs))]
+    return inputs, names
+
+
+def _call(model: Any, tensors: list[Any]) -> list[Any]:
+    """Call the model as its inputs are structured (one tensor, a list or a dict)."""
+    import keras
+
+    struct = model.input
+    args: Any
+    if isinstance(struct, dict):
+        args = dict(zip(struct, tensors, strict=True))
+    elif isinstance(struct, (list, tuple)):
+        args = list(tensors)
+    else:
+        args = tensors[0]
+    out = model(args, training=False)
+    if isinstance(out, dict):
+        return [out[k] for k in getattr(model, "output_names", None) or out]
+    return list(keras.tree.flatten(out))
+
+
+def export_saved_model(model: Any, path: Path, target: Path) -> tuple[list[str], list[str]]:
+    """The model as a SavedModel whose serving signature takes and returns named tensors;
+    the input and output names, in the model's order."""
+    tf = import_tf()
+    import keras
+
+    inputs, out_names = _names(model, path)
+    in_names = [str(t.name) for t in inputs]
+    if len(set(in_names)) != len(in_names):
+        raise SourceError(f"{path}: inputs share a name ({', '.join(in_names)}); rename them")
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(inputs, in_names, strict=True)]
+
+    def serve(*tensors: Any) -> dict[str, Any]:
+        return dict(zip(out_names, _call(model, list(tensors)), strict=True))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    try:
+        with quiet():
+            archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=specs)
+            archive.write_out(str(target))
+    except Exception as exc:
+        raise SourceError(
+            f"{path} cannot be traced as a TensorFlow function: {type(exc).__name__}: "
+            f"{first_line(exc)}"
+        ) from exc
+    return in_names, out_names
+
+
+class KerasSource:
+    name = "keras"
+    description = "Keras 3 model file (.keras), converted to ONNX through a SavedModel"
+
+    def sniff(self, ref: Any) -> bool:
+        return is_keras_file(ref)
+
+    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+        check_format(options.get("format"), self.name)
+        path = Path(ref)
+        model = load_keras(path)
+        workdir = new_workdir()
+        try:
+            in_names, out_names = export_saved_model(model, path, Path(workdir.name) / "savedmodel")
+            graph = load_saved_model(Path(workdir.name) / "savedmodel")
+            import keras
+
+            def reference(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                outs = _call(model, [feed[n] for n in in_names])
+                return {
+                    n: keras.ops.convert_to_numpy(o) for n, o in zip(out_names, outs, strict=True)
+                }
+
+            try:
+                return convert_and_verify(
+                    graph,
+                    reference,
+                    options,
+                    {
+                        "source": {
+                            "format": self.name,
+                            "file": path.name,
+                            "sha256": sha256_file(path),
+                        },
+                        "keras": {"version": keras.__version__, "class": type(model).__name__},
+                    },
+                    workdir,
+                )
+            finally:
+                graph.close()
+        except BaseException:
+            workdir.cleanup()
+            raise
+
+
+register("keras", KerasSource)

@@ -18,6 +18,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
@@ -167,19 +168,39 @@ def _tensor(key: str, info: Any, path: Path, sig: str) -> TensorSpec:
     return TensorSpec(key, dt, tuple(d.size if d.size > 0 else -1 for d in info.tensor_shape.dim))
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """TF and tf2onnx log every step (deprecations, graph rewrites) to stdout/stderr and logging."""
+def quiet() -> Iterator[list[str]]:
+    """TF and tf2onnx log every step (deprecations, graph rewrites) to stdout and logging: keep
+    it off the terminal; yields the error messages logged meanwhile (tf2onnx's unsupported ops)."""
+    collect = _Collect()
     loggers = [logging.getLogger(n) for n in ("tensorflow", "tf2onnx", "absl")]
-    levels = [lg.level for lg in loggers]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
+        lg.propagate = False
+        lg.addHandler(collect)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            yield
+            yield collect.messages
     finally:
-        for lg, level in zip(loggers, levels, strict=True):
+        for lg, (level, propagate) in zip(loggers, saved, strict=True):
+            lg.removeHandler(collect)
             lg.setLevel(level)
+            lg.propagate = propagate
+
+
+# tf2onnx's words for an op it has no rule for: "Tensorflow op [scope/name: OpType] is not supported"
+_UNSUPPORTED = re.compile(r"Tensorflow op \[(?:[^\]]*: )?(\w+)\] is not supported")
+_CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall"}  # left over when a body op failed
 
 
 def first_line(exc: BaseException) -> str:
@@ -201,7 +222,7 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
     in_names, out_names = list(model.inputs.values()), list(model.outputs.values())
     rename = {v: k for k, v in model.inputs.items()} | {v: k for k, v in model.outputs.items()}
     try:
-        with model.session.graph.as_default(), quiet():
+        with model.session.graph.as_default(), quiet() as logged:
             frozen = tf_loader.freeze_session(model.session, in_names, out_names)
             proto, _ = tf2onnx.convert.from_graph_def(
                 frozen,
@@ -220,9 +241,9 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
         ) from exc
     # tf2onnx keeps going past ops it has no rule for and leaves them as TF ops in the graph:
     # ONNX Runtime would refuse the file at load, so name them now.
-    foreign = sorted(
-        {n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")}
-    )
+    left = {n.op_type for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain or "")}
+    named = {m.group(1) for line in logged if (m := _UNSUPPORTED.search(line))} - _CALL_OPS
+    foreign = sorted(named or left) if left else []
     if foreign:
         raise SourceError(
             f"tf2onnx has no ONNX equivalent for the TensorFlow op(s) {', '.join(foreign)} in "

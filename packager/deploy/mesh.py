@@ -113,11 +113,6 @@ def render_mesh(
             f"name {stable.name!r} is longer than {_MAX_NAME} characters: {stable.name}-canary "
             "would not be a DNS label; pass a shorter --name"
         )
-    if (canary.uri, canary.image) == (stable.uri, stable.image):
-        raise PackagerError(
-            f"--canary-uri {o.canary_uri} with image {canary.image} is exactly what stable "
-            "serves; point --canary-uri at the new repository or give a --canary-image"
-        )
     plans = {"stable": dataclasses.replace(stable, track="stable")}
     plans["canary"] = dataclasses.replace(canary, track="canary")
 
@@ -141,6 +136,12 @@ def render_mesh(
     files = k8s.yaml_files(docs, _regenerate(path_from(output_dir, repo), output_dir, o))
     notes = list(dict.fromkeys(k8s.plan_notes(stable) + k8s.plan_notes(canary)))
     notes += _mesh_notes(o)
+    if (canary.uri, canary.image) == (stable.uri, stable.image):
+        # Right while promoting (stable catches up with canary); a slip otherwise.
+        notes.append(
+            f"canary serves exactly what stable serves ({canary.uri}, {canary.image}); "
+            "unless this is a promotion, point --canary-uri at the new repository"
+        )
     return MeshManifests(
         files=files,
         resources=tuple(docs[f] for f in sorted(docs)),

@@ -329,7 +329,6 @@ BAD = [
     ({"canary_header": "x-canary=caf\u00e9"}, "visible ASCII"),
     ({"canary_replicas": 0}, "--canary-replicas must be at least 1"),
     ({"canary_uri": "ftp://host/v2"}, "--canary-uri 'ftp://host/v2': unknown scheme"),
-    ({"canary_uri": STABLE}, "exactly what stable serves"),
     ({"canary_repository": Path("/nonexistent/canary")}, "is not a folder"),
     ({"k8s": {"kserve": True}}, "canaryTrafficPercent"),
     ({"k8s": {"service_monitor": True}}, "scrape each pod twice"),
@@ -364,6 +363,14 @@ def test_a_canary_image_alone_makes_a_canary(repo: Path, tmp_path: Path) -> None
         "canary": "nvcr.io/nvidia/tritonserver:24.11-py3",
     }
     assert any("24.11-py3 is not" in n for n in manifests.notes)
+
+
+def test_canary_identical_to_stable_is_noted_for_promotion(repo: Path, tmp_path: Path) -> None:
+    """After a promotion both tracks serve the new repository: allowed, but said."""
+    manifests = render_mesh(repo, options("istio-10", canary_uri=STABLE), tmp_path)
+    assert any("canary serves exactly what stable serves" in n for n in manifests.notes)
+    other = render_mesh(repo, options("istio-10"), tmp_path)
+    assert not any("exactly what stable serves" in n for n in other.notes)
 
 
 def test_foreign_file_is_not_overwritten(repo: Path, tmp_path: Path) -> None:

@@ -1,1 +1,1 @@
-"""Deployment assets for GPU hosts: Dockerfile and compose, Kubernetes and KServe manifests, and the repository footprint they are sized from."""
+"""Deployment assets for GPU hosts: Dockerfile and compose, Kubernetes and KServe manifests, canary routes through a service mesh, and the repository footprint they are sized from."""

@@ -65,7 +65,7 @@ class _Checker:
                 self.problems.append(f"{where}: name is not a DNS label (a-z, 0-9, '-', <= 63)")
             spec = doc.get("spec") or {}
             if kind == "Service":
-                if not name[:1].isalpha():
+                if not str(name)[:1].isalpha():
                     self.problems.append(
                         f"{where}: a Service name must be a label that {_DNS_1035}"
                     )

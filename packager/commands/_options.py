@@ -1,8 +1,10 @@
-"""Option parsing shared by several commands."""
+"""Options and option parsing shared by several commands (one definition each)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -45,3 +47,66 @@ def shapes(
             raise click.BadParameter(f"{v!r}: expected NAME:DIMS such as input_ids:128")
         out[name] = parsed
     return out
+
+
+# The options of every command that calls a served model (infer, bench, explain, evaluate).
+URL = click.option(
+    "--url",
+    default="localhost:8000",
+    show_default=True,
+    help="Server address: host:port (HTTP), http(s)://..., or grpc(s)://host:port.",
+)
+PROTOCOL = click.option(
+    "--protocol",
+    type=click.Choice(["http", "grpc"]),
+    default=None,
+    help="Protocol for a URL without a scheme [default: http].",
+)
+VERSION = click.option("--version", "version", default="", help="Model version [default: latest].")
+TIMEOUT = click.option(
+    "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per call."
+)
+INPUT = click.option(
+    "--input",
+    "input_specs",
+    multiple=True,
+    metavar="NAME=FILE.npy",
+    help="An input from a .npy file (repeat per input; FILE.npy alone for one-input models).",
+)
+
+
+def load_inputs(specs: tuple[str, ...]) -> Any:
+    """{name: array} from NAME=FILE.npy options; one bare FILE.npy gives an unnamed array."""
+    import numpy as np
+
+    arrays: dict[str, Any] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if len(specs) > 1:
+                raise click.BadParameter(
+                    f"{spec!r}: with several inputs, name each one as NAME=FILE.npy",
+                    param_hint="--input",
+                )
+            name, path = "", spec
+        if not Path(path).is_file():
+            raise click.BadParameter(f"{path}: no such file", param_hint="--input")
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{path}: {exc}. Save strings as a numpy str array (not dtype=object)",
+                param_hint="--input",
+            ) from None
+        if not isinstance(loaded, np.ndarray):  # an .npz archive loads as a mapping of arrays
+            keys = ", ".join(loaded.files)
+            loaded.close()
+            raise click.BadParameter(
+                f"{path} is an .npz archive (arrays: {keys}); --input takes one .npy file per "
+                f"input: save each array with np.save and pass NAME=FILE.npy",
+                param_hint="--input",
+            )
+        arrays[name] = loaded
+    if "" in arrays:
+        return arrays[""]
+    return arrays

@@ -9,69 +9,19 @@ from typing import Any
 
 import click
 
-from packager.commands._options import int_list
+from packager.commands._options import (
+    INPUT,
+    PROTOCOL,
+    TIMEOUT,
+    URL,
+    VERSION,
+    int_list,
+    load_inputs,
+)
+from packager.commands._options import (
+    shapes as parse_shapes,
+)
 from packager.errors import ClientError, InvalidInput
-
-_URL = click.option(
-    "--url",
-    default="localhost:8000",
-    show_default=True,
-    help="Server address: host:port (HTTP), http(s)://..., or grpc(s)://host:port.",
-)
-_PROTOCOL = click.option(
-    "--protocol",
-    type=click.Choice(["http", "grpc"]),
-    default=None,
-    help="Protocol for a URL without a scheme [default: http].",
-)
-_VERSION = click.option("--version", "version", default="", help="Model version [default: latest].")
-_TIMEOUT = click.option(
-    "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per call."
-)
-_INPUT = click.option(
-    "--input",
-    "input_specs",
-    multiple=True,
-    metavar="NAME=FILE.npy",
-    help="An input from a .npy file (repeat per input; FILE.npy alone for one-input models).",
-)
-
-
-def _load_inputs(specs: tuple[str, ...]) -> Any:
-    """{name: array} from NAME=FILE.npy options; one bare FILE.npy gives an unnamed array."""
-    import numpy as np
-
-    arrays: dict[str, Any] = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            if len(specs) > 1:
-                raise click.BadParameter(
-                    f"{spec!r}: with several inputs, name each one as NAME=FILE.npy",
-                    param_hint="--input",
-                )
-            name, path = "", spec
-        if not Path(path).is_file():
-            raise click.BadParameter(f"{path}: no such file", param_hint="--input")
-        try:
-            loaded = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise click.BadParameter(
-                f"{path}: {exc}. Save strings as a numpy str array (not dtype=object)",
-                param_hint="--input",
-            ) from None
-        if not isinstance(loaded, np.ndarray):  # an .npz archive loads as a mapping of arrays
-            keys = ", ".join(loaded.files)
-            loaded.close()
-            raise click.BadParameter(
-                f"{path} is an .npz archive (arrays: {keys}); --input takes one .npy file per "
-                f"input: save each array with np.save and pass NAME=FILE.npy",
-                param_hint="--input",
-            )
-        arrays[name] = loaded
-    if "" in arrays:
-        return arrays[""]
-    return arrays
 
 
 def _jsonable(array: Any) -> Any:
@@ -85,10 +35,10 @@ def _jsonable(array: Any) -> Any:
 
 @click.command("infer")
 @click.argument("model")
-@_INPUT
-@_URL
-@_PROTOCOL
-@_VERSION
+@INPUT
+@URL
+@PROTOCOL
+@VERSION
 @click.option(
     "--output", "outputs", multiple=True, metavar="NAME", help="Only this output (repeatable)."
 )
@@ -98,7 +48,7 @@ def _jsonable(array: Any) -> Any:
     is_flag=True,
     help="Inputs are many samples: split by the model's max_batch_size (infer_batch).",
 )
-@_TIMEOUT
+@TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print outputs (with data) as JSON.")
 @click.option(
     "--output-dir",
@@ -130,7 +80,7 @@ def infer(
         raise click.UsageError("--sample and --split exclude each other")
     if as_json and output_dir is not None:
         raise click.UsageError("--json and --output-dir exclude each other")
-    inputs = _load_inputs(input_specs)
+    inputs = load_inputs(input_specs)
     kwargs: dict[str, Any] = {"version": version, "outputs": list(outputs) or None}
     with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
         if sample:
@@ -178,19 +128,20 @@ def infer(
     show_default=True,
     help="Samples per request (random inputs of the model's shapes).",
 )
-@_INPUT
+@INPUT
 @click.option(
     "--shape",
     "shapes",
     multiple=True,
+    callback=parse_shapes,
     metavar="NAME:DIMS",
     help="Random input NAME of these dims (batch dim excluded, e.g. input_ids:128): needed for "
     "every input with dynamic dims besides the batch (repeatable).",
 )
-@_URL
-@_PROTOCOL
-@_VERSION
-@_TIMEOUT
+@URL
+@PROTOCOL
+@VERSION
+@TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def bench(
     model: str,
@@ -199,7 +150,7 @@ def bench(
     warmup: float,
     batch_size: int,
     input_specs: tuple[str, ...],
-    shapes: tuple[str, ...],
+    shapes: dict[str, tuple[int, ...]],
     url: str,
     protocol: str | None,
     version: str,
@@ -211,7 +162,7 @@ def bench(
 
     if duration <= 0 or warmup < 0:
         raise click.BadParameter("--duration must be positive and --warmup 0 or more")
-    inputs = _load_inputs(input_specs) if input_specs else None
+    inputs = load_inputs(input_specs) if input_specs else None
     if inputs is not None and not isinstance(inputs, dict):
         raise InvalidInput("bench needs named inputs: --input NAME=FILE.npy")
     tty = sys.stderr.isatty()
@@ -244,7 +195,7 @@ def bench(
         version=version,
         timeout_s=timeout_s,
         progress=progress,
-        shapes=_shapes(shapes),
+        shapes=shapes,
     )
     click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
     if as_json:
@@ -258,22 +209,6 @@ def bench(
         )
     if any(r.requests == 0 for r in results):
         raise ClientError("no request succeeded at some level (see the errors above)")
-
-
-def _shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for v in values:
-        name, sep, dims = v.rpartition(":")
-        try:
-            parsed = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            parsed = ()
-        if not sep or not name or not parsed:
-            raise click.BadParameter(
-                f"{v!r}: expected NAME:DIMS such as input_ids:128", param_hint="--shape"
-            )
-        out[name] = parsed
-    return out
 
 
 def table(model: str, url: str, results: list[Any]) -> str:

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from packager.commands._options import TIMEOUT, URL, VERSION
+
 
 @click.command()
 @click.argument("model")
@@ -33,22 +35,15 @@ import click
     default=None,
     help="Local ONNX model run on the same data by ONNX Runtime, for comparison.",
 )
-@click.option(
-    "--url",
-    default="localhost:8000",
-    show_default=True,
-    help="Server address: host:port (HTTP) or grpc://host:port.",
-)
-@click.option("--version", "version", default="", help="Model version. Default: latest.")
+@URL
+@VERSION
 @click.option(
     "--batch-size",
     type=int,
     default=None,
     help="Samples per request. Default: 64, at most the model's max_batch_size.",
 )
-@click.option(
-    "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds to wait."
-)
+@TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(
     model: str,

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from packager.commands.client import _INPUT, _PROTOCOL, _TIMEOUT, _URL, _VERSION, _load_inputs
+from packager.commands._options import INPUT, PROTOCOL, TIMEOUT, URL, VERSION, load_inputs
 
 
 @click.command("explain")
 @click.argument("model")
-@_INPUT
+@INPUT
 @click.option(
     "--text", default=None, help="A string to explain, for a text model (one BYTES input)."
 )
@@ -95,10 +95,10 @@ from packager.commands.client import _INPUT, _PROTOCOL, _TIMEOUT, _URL, _VERSION
     default=None,
     help="Text: write the highlighted words as an HTML page.",
 )
-@_URL
-@_PROTOCOL
-@_VERSION
-@_TIMEOUT
+@URL
+@PROTOCOL
+@VERSION
+@TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the attributions as JSON.")
 def explain(
     model: str,
@@ -141,7 +141,7 @@ def explain(
         )
     if text is None and not input_specs:
         raise click.UsageError("give the sample to explain: --input NAME=FILE.npy or --text '...'")
-    inputs: Any = _load_inputs(input_specs) if input_specs else {}
+    inputs: Any = load_inputs(input_specs) if input_specs else {}
     if not isinstance(inputs, dict):
         inputs = {explain_input: inputs} if explain_input else inputs
     if text is not None:

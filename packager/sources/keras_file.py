@@ -9,6 +9,7 @@ compared with the Keras model itself, called in inference mode, on the same inpu
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,14 +59,16 @@ def load_keras(path: Path) -> Any:
         with quiet():
             return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises TypeError/ValueError/... for what it cannot rebuild
-        text = first_line(exc)
-        if "Could not locate" in text or "Unknown" in text:
+        text, full = first_line(exc), str(exc)
+        missing = re.search(r"Could not locate (?:class|function) '([^']+)'", full)
+        if missing or "Unknown" in text:
+            what = f" ({missing.group(1)})" if missing else ""
             hint = (
-                "the file uses a custom layer, model or function that Keras cannot find: save "
+                f"the file uses a custom layer, model or function{what} that Keras cannot find: save "
                 "the model with its classes decorated by @keras.saving.register_keras_serializable "
                 "and importable, or export a SavedModel (model.export(DIR)) and build that folder"
             )
-        elif "Lambda" in text or "safe_mode" in text:
+        elif "Lambda" in full or "safe_mode" in full:
             hint = (
                 "the file holds Python code (a Lambda layer), which is not loaded from files: "
                 "replace the Lambda with a registered layer, or export a SavedModel and build that"

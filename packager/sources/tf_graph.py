@@ -224,12 +224,17 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
     try:
         with model.session.graph.as_default(), quiet() as logged:
             frozen = tf_loader.freeze_session(model.session, in_names, out_names)
-            proto, _ = tf2onnx.convert.from_graph_def(
+            frozen = tf_loader.tf_optimize(in_names, out_names, frozen)
+            # convert.from_graph_def would import and freeze the graph a second time, which
+            # loses the functions of Keras 3 exports (KeyError '__inference___call___N'): the
+            # common step behind it takes the frozen graph as it is.
+            proto, _ = tf2onnx.convert._convert_common(
                 frozen,
                 name=model.path.name,
+                continue_on_error=True,
+                opset=opset or DEFAULT_OPSET,
                 input_names=in_names,
                 output_names=out_names,
-                opset=opset or DEFAULT_OPSET,
                 tensors_to_rename=rename,
             )
     except tf.errors.OpError as exc:

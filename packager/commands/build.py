@@ -204,7 +204,12 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     multiple=True,
     help="PyTorch->ONNX: another dynamic axis NAME:AXIS (repeatable).",
 )
-@click.option("--opset", type=int, default=None, help="PyTorch->ONNX opset version.")
+@click.option(
+    "--opset",
+    type=int,
+    default=None,
+    help="ONNX opset of an export (PyTorch) or conversion (Keras, SavedModel: 17).",
+)
 @click.option(
     "--torchscript-mode",
     type=click.Choice(["trace", "script"]),
@@ -289,8 +294,9 @@ def build(
     rtol: float | None,
     **options: Any,
 ) -> None:
-    """Package MODEL (an .onnx / TorchScript file, or a PyTorch module:factory) into a Triton repository,
-    or with -f every model of a deploy manifest."""
+    """Package MODEL (an .onnx / TorchScript / Keras .keras file, a TensorFlow SavedModel or
+    Hugging Face folder, or a PyTorch module:factory) into a Triton repository, or with -f every
+    model of a deploy manifest."""
     if manifest is not None or model is None:
         from packager.commands.manifest import build_manifest_cmd
 

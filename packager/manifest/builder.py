@@ -28,7 +28,13 @@ from pathlib import Path
 
 from packager.errors import PackagerError, SpecError
 from packager.manifest.ensemble import plan_ensemble
-from packager.manifest.pysteps import PythonStep, step_files, step_problems, step_spec
+from packager.manifest.pysteps import (
+    STEP_INSTANCE_GROUPS,
+    PythonStep,
+    step_files,
+    step_problems,
+    step_spec,
+)
 from packager.manifest.schema import Entry, check_manifest
 from packager.manifest.yamlcheck import Problems
 from packager.render import render_config, spec_from_config
@@ -231,7 +237,7 @@ def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
         inputs=o["inputs"],
         outputs=o["outputs"],
         max_batch_size=o["max_batch_size"] or 0,
-        instance_groups=o["instance_groups"] or (),
+        instance_groups=o["instance_groups"] or STEP_INSTANCE_GROUPS,
         dynamic_batching=_batching(o["dynamic_batching"], o["max_batch_size"] or 0),
         version_policy=o["version_policy"],
         parameters=o["parameters"],

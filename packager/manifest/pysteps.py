@@ -35,6 +35,12 @@ STEP_FILE = "step.py"
 _RESERVED = {MODEL_FILE, STEP_FILE, CHECKSUMS, RECORD, CONFIG}
 
 
+# Steps are pre/post-processing in Python: one CPU instance unless the manifest says otherwise.
+# Triton's own default (no instance_group) is one instance per GPU on a GPU host, each a stub
+# process that holds a GPU for nothing (NVIDIA's ensemble examples set KIND_CPU for the same reason).
+STEP_INSTANCE_GROUPS = (InstanceGroup("KIND_CPU", 1),)
+
+
 @dataclass(frozen=True)
 class PythonStep:
     """A pre/post-processing step. ``labels`` maps an output to a labels file (one label per line)
@@ -48,7 +54,7 @@ class PythonStep:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     max_batch_size: int = 0
-    instance_groups: tuple[InstanceGroup, ...] = ()
+    instance_groups: tuple[InstanceGroup, ...] = STEP_INSTANCE_GROUPS
     dynamic_batching: DynamicBatching | None = None
     version_policy: VersionPolicy | None = None
     parameters: Mapping[str, str] = field(default_factory=dict)

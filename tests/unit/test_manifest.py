@@ -111,6 +111,24 @@ def test_example_repository_validates_and_wires_the_labels(built: Path) -> None:
     ]  # fmt: skip
 
 
+def test_python_steps_default_to_one_cpu_instance_unless_the_manifest_says(
+    example: Path, tmp_path: Path
+) -> None:
+    manifest = example / "deploy.yaml"
+    manifest.write_text(
+        EXAMPLE_TEXT.replace(
+            "    class: TopK\n", "    class: TopK\n    instance_groups: [{kind: gpu, count: 2}]\n"
+        )
+    )
+    build_manifest(manifest, tmp_path / "out")
+    groups = {
+        name: [(g.kind, g.count) for g in read_config(tmp_path / "out" / name).instance_group]
+        for name in ("tokenizer", "postprocess")
+    }
+    # Not Triton's default (one instance per GPU) for a step that only pre-processes.
+    assert groups == {"tokenizer": [(2, 1)], "postprocess": [(1, 2)]}  # 2 = KIND_CPU, 1 = KIND_GPU
+
+
 def test_python_steps_run_in_process_as_served(built: Path) -> None:
     tok = StepRunner(built / "tokenizer" / "1")
     ids = tok(TEXT=np.array([["Rain and wind"], ["the match"]], dtype=object))["INPUT_IDS"]

@@ -94,6 +94,8 @@ def _names(model: Any, path: Path) -> tuple[list[Any], list[str]]:
             "export a SavedModel with an input signature and build that folder"
         )
     names = list(getattr(model, "output_names", None) or [])
+    if not names and len(outputs) == 1 and model.layers:
+        names = [model.layers[-1].name]  # a Sequential has no output_names: its last layer's
     if len(names) != len(outputs) or len(set(names)) != len(names):
         names = [f"output_{i}" for i in range(len(outputs))]
     return inputs, names
@@ -103,7 +105,10 @@ def _call(model: Any, tensors: list[Any]) -> list[Any]:
     """Call the model as its inputs are structured (one tensor, a list or a dict)."""
     import keras
 
-    struct = model.input
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):  # a Sequential loaded before it was ever called
+        struct = model.inputs if len(model.inputs) > 1 else model.inputs[0]
     args: Any
     if isinstance(struct, dict):
         args = dict(zip(struct, tensors, strict=True))

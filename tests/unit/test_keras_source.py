@@ -56,6 +56,17 @@ def test_keras_signature_keeps_the_layer_names_dtypes_and_dynamic_dims(
     assert found.format == "onnx" and found.batchable
 
 
+def test_a_sequential_saved_before_it_was_ever_called_builds(
+    made: dict[str, Path], tmp_path: Path
+) -> None:
+    # Keras rebuilds it from the file without a defined ``model.input``; names come from layers.
+    result = build(made["mlp"], name="mlp", output=tmp_path / "repo")
+    ins = {t.name: t.dims for t in result.spec.inputs}
+    outs = {t.name: t.dims for t in result.spec.outputs}
+    assert ins == {"input_layer": (6,)} and set(outs) == {"dense_1"}
+    assert result.record["verification"]["passed"] is True
+
+
 def test_build_records_the_conversion_and_the_errors_at_two_batch_sizes(
     made: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -183,7 +183,7 @@ def estimate(
     gpu_memory: Sequence[int] = (),
     host_memory: int | None = None,
     max_batch_size: int | None = None,
-    shapes: Mapping[str, Sequence[int]] = {},
+    shapes: Mapping[str, Sequence[int]] | None = None,
     margin: float = DEFAULT_MARGIN,
 ) -> FitReport:
     """Estimate the memory of every model of ``repo`` on a server that sees ``gpus`` GPUs.
@@ -206,6 +206,7 @@ def estimate(
             scanned = footprint.scan(repo, gpus)
     footprint.check_gpus(scanned, gpus, "--gpus")
     used: set[str] = set()
+    shapes = shapes or {}
     models = tuple(_model(m, max_batch_size, shapes, used) for m in scanned)
     unused = sorted(set(shapes) - used)
     if unused:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
-from typing import Any
 
 import click
 
-from packager.commands._options import TIMEOUT, URL, VERSION
+from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
 
 
 @click.command()
@@ -61,17 +59,8 @@ def evaluate(
     """Send labeled DATA through the served MODEL in batches and report its metrics."""
     from packager.compress.evaluate import evaluate as run_evaluation
 
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        # The bar goes to stderr so that --json output on stdout stays parseable.
-        nonlocal bar
-        if bar is None:
-            bar = click.progressbar(length=total, label=f"evaluating {model}", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
+    # The bar shows even with --json: it goes to stderr.
+    with progress_bar(f"evaluating {model}") as progress:
         result = run_evaluation(
             model,
             data,
@@ -85,9 +74,6 @@ def evaluate(
             timeout_s=timeout_s,
             progress=progress,
         )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from packager.commands._options import INPUT, PROTOCOL, TIMEOUT, URL, VERSION, load_inputs
+from packager.commands._options import (
+    INPUT,
+    PROTOCOL,
+    TIMEOUT,
+    URL,
+    VERSION,
+    load_inputs,
+    progress_bar,
+)
 
 
 @click.command("explain")
@@ -155,40 +162,28 @@ def explain(
     if plot is not None:
         import matplotlib  # noqa: F401  (before the work: a missing plots extra fails fast)
 
-    bar: Any = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if as_json:
-            return
-        if bar is None:  # stderr: stdout stays the result
-            bar = click.progressbar(length=total, label=f"explaining {model}", file=sys.stderr)
-            bar.__enter__()
-        bar.update(done - bar.pos)
-
-    try:
-        with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
-            result = run_explain(
-                client,
-                model,
-                inputs,
-                output=output,
-                target=target,
-                method=method,
-                samples=samples,
-                seed=seed,
-                baseline=baseline,
-                kind=kind,
-                patch=patch,
-                channels=channels,
-                explain_input=explain_input,
-                batch_size=batch_size,
-                version=version,
-                progress=progress,
-            )
-    finally:
-        if bar is not None:
-            bar.__exit__(None, None, None)
+    with (
+        progress_bar(f"explaining {model}", enabled=not as_json) as progress,
+        Client(url, protocol=protocol, timeout_s=timeout_s) as client,
+    ):
+        result = run_explain(
+            client,
+            model,
+            inputs,
+            output=output,
+            target=target,
+            method=method,
+            samples=samples,
+            seed=seed,
+            baseline=baseline,
+            kind=kind,
+            patch=patch,
+            channels=channels,
+            explain_input=explain_input,
+            batch_size=batch_size,
+            version=version,
+            progress=progress,
+        )
     written = []
     if plot is not None:
         written.append(save_plot(result, plot))

@@ -320,6 +320,10 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
             "runtime": spec.runtime,
             **loaded.record,
         }
+        if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
+            from packager.sources.onnx_external import data_record
+
+            record["external_data"] = data_record(loaded.files, FORMATS["onnx"].artifact)
         written = None
         if not o.dry_run:
             written = write_model(

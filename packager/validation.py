@@ -2,7 +2,8 @@
 
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
 folder; there is at least one version folder and each holds the model file; checksums match;
-the config's tensors agree with the model file (ONNX); ensembles name models that exist and
+the config's tensors agree with the model file (ONNX) and its external data files are there
+and complete; ensembles name models that exist and
 wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.manifest.ensemble`).
 """
 
@@ -154,18 +155,22 @@ def _default_file(spec: specs.ModelSpec) -> str | None:
 
 
 def _dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
-    """Compare the config's tensors with the ONNX graph (the artifact of native or python models)."""
+    """Compare the config's tensors with the ONNX graph (the artifact of native or python models),
+    and check the external data files the graph names."""
     artifact = vdir / FORMATS["onnx"].artifact
     if not artifact.is_file():
         return []
+    from packager.sources.onnx_external import data_problems
     from packager.sources.onnx_file import load_proto, signature_of
 
     try:
-        sig = signature_of(load_proto(artifact, external=False), artifact)
+        model = load_proto(artifact, external=False)
+        sig = signature_of(model, artifact)
     except SourceError as exc:
         return [f"{vdir.name}/{artifact.name}: {exc}"]
+    # Weights kept beside the graph: each data file present, inside the folder, long enough.
+    out = data_problems(model, vdir, f"{vdir.name}/{artifact.name}")
     strip = 1 if spec.max_batch_size > 0 else 0
-    out = []
     for role, declared, actual in (
         ("input", spec.inputs, sig.inputs),
         ("output", spec.outputs, sig.outputs),

@@ -1,4 +1,10 @@
-"""ONNX files: signature from the graph, artifact made self-contained for Triton."""
+"""ONNX files: signature from the graph, artifact made loadable from a version folder.
+
+Weights in external data files (:mod:`packager.sources.onnx_external`) are inlined into one
+self-contained ``model.onnx`` while the whole model stays under protobuf's 2 GB limit; above it
+the graph and its data files go into the version folder as they are, under the names the graph
+records, copied by the repository writer without reading the weights into memory.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,16 @@ from typing import Any
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
-from packager.repository import sha256_file
+from packager.repository import CHECKSUMS, CONFIG, RECORD, sha256_file
 from packager.sources import LoadedModel, Signature, register
-from packager.sources.formats import FORMATS
+from packager.sources import onnx_external as ext
+from packager.sources.formats import FORMATS, PYTHON_FILE
 from packager.sources.onnx_edits import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 
 FMT = FORMATS["onnx"]
-
-# protobuf stores larger-than-2GB models only with external data; below that we inline it.
-_INLINE_LIMIT = 1_800_000_000
+# Names a version folder already uses: an external data file may not take one of them.
+RESERVED = (FMT.artifact, CHECKSUMS, RECORD, CONFIG, PYTHON_FILE)
 
 
 def _read_head(path: Path, n: int = 64) -> bytes:
@@ -49,13 +55,14 @@ class OnnxSource:
         model = load_proto(path, external=False)
         workdir = tempfile.TemporaryDirectory(prefix="tp-onnx-")
         try:
-            artifact = _self_contained(model, path, Path(workdir.name))
+            files = _version_files(model, path, Path(workdir.name))
+            carried = len(files) > 1  # the data files stay beside the graph
             lifted: list[str] = []
             if any(scalar_names(model)):  # Triton has no rank-0 tensors: make them [1]
-                model = load_proto(artifact, external=True)
+                model = load_proto(files[FMT.artifact], external=not carried)
                 lifted = lift_scalars(model)
-                artifact = Path(workdir.name) / FMT.artifact
-                _save(model, artifact)
+                files[FMT.artifact] = Path(workdir.name) / FMT.artifact
+                _save(model, files[FMT.artifact])  # external tensors keep their references
         except BaseException:
             workdir.cleanup()
             raise
@@ -64,7 +71,7 @@ class OnnxSource:
             format=FMT.name,
             platform=FMT.platform,
             signature=signature,
-            files={FMT.artifact: artifact},
+            files=files,
             record={
                 "source": {"format": "onnx", "file": path.name, "sha256": sha256_file(path)},
                 "onnx": {
@@ -128,35 +135,30 @@ def signature_of(model: Any, path: Path | str = "model") -> Signature:
     return Signature(inputs, outputs)
 
 
-def _self_contained(model: Any, path: Path, workdir: Path) -> Path:
-    """A copy Triton can load from a version folder: external weights inlined (or carried along)."""
-    from onnx.external_data_helper import uses_external_data
+def _version_files(model: Any, path: Path, workdir: Path) -> dict[str, Path]:
+    """The files of the version folder: ``model.onnx`` and, above the 2 GB limit, its data files.
 
-    external = [t for t in model.graph.initializer if uses_external_data(t)]
-    target = workdir / FMT.artifact
-    if not external:
-        return path  # copied as is by the writer
-    missing = sorted(
-        {
-            e.value
-            for t in external
-            for e in t.external_data
-            if e.key == "location" and not (path.parent / e.value).is_file()
-        }
-    )
-    if missing:
+    A model whose weights are external is inlined into one file when it fits in protobuf's
+    limit (one file Triton loads, nothing to keep together); a larger one keeps its data files,
+    each under the location the graph records (checked first: present, complete, inside the
+    folder), and nothing is read but the graph.
+    """
+    if not ext.external_refs(model):
+        return {FMT.artifact: path}  # copied as is by the writer
+    problems = ext.data_problems(model, path.parent, str(path), RESERVED)
+    if problems:
         raise SourceError(
-            f"{path} keeps its weights in external data file(s) that are missing: "
-            f"{', '.join(missing)}; copy them next to the model (torch's exporter writes NAME.onnx.data)"
+            "; ".join(problems) + "; copy every data file the graph names next to the model, "
+            "as the exporter wrote them (torch's exporter writes NAME.onnx.data)"
         )
-    full = load_proto(path, external=True)
-    if full.ByteSize() < _INLINE_LIMIT:
-        _save(full, target)
-        return target
-    raise SourceError(
-        f"{path} is larger than 2 GB with external data; such models are not supported yet "
-        "(Triton can load them, but this tool inlines weights into one file)"
-    )
+    if model.ByteSize() + ext.external_bytes(model, path.parent) < ext.ONNX_SINGLE_FILE_LIMIT:
+        target = workdir / FMT.artifact
+        _save(load_proto(path, external=True), target)
+        return {FMT.artifact: target}
+    files = {FMT.artifact: path}
+    for loc in ext.external_locations(model):
+        files[loc] = path.parent / loc
+    return files
 
 
 def _save(model: Any, target: Path) -> None:

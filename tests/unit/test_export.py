@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from packager.errors import ExportError, PackagerError, SourceError, VerificationError
+from packager.sources.onnx_external import external_locations
 from packager.sources.pytorch.export import export_module
-from packager.sources.pytorch.exporters import external_locations
 from packager.sources.verify import onnx_runner, torchscript_runner
 from tests.support.torch_models import (
     MLP,

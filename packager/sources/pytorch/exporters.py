@@ -23,10 +23,8 @@ from packager.errors import ExportError
 from packager.sources import Signature
 from packager.sources.formats import FORMATS
 from packager.sources.onnx_edits import set_output_names
+from packager.sources.onnx_external import ONNX_SINGLE_FILE_LIMIT, external_locations
 from packager.spec import TensorSpec
-
-# protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph itself.
-ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 64 * 1024**2
 
 
 @contextlib.contextmanager
@@ -137,19 +135,6 @@ def export_onnx(
             f"use --opset {real} or leave --opset out"
         )
     return files, int(real)
-
-
-def external_locations(model: Any) -> list[str]:
-    """File names of every external data blob an ONNX model refers to."""
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
-    locs = []
-    for tensor in _get_all_tensors(model):
-        if uses_external_data(tensor):
-            loc = next((e.value for e in tensor.external_data if e.key == "location"), "")
-            if loc not in locs:
-                locs.append(loc)
-    return locs
 
 
 def _onnx_hint(root: BaseException) -> str:

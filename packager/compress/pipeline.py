@@ -106,6 +106,14 @@ def compress_loaded(loaded: LoadedModel, options: CompressOptions) -> Compressio
             f"--quantize and --fp16 work on ONNX models; this build makes a {loaded.format} "
             "artifact (build an ONNX file, or export the module with --format onnx)"
         )
+    if loaded.format == "onnx" and len(loaded.files) > 1:
+        data_files = ", ".join(sorted(n for n in loaded.files if n != FORMATS["onnx"].artifact))
+        raise PackagerError(
+            "--quantize, --fp16 and --prune work on models that fit in one ONNX file (< 2 GB); "
+            f"this one keeps its weights in external data ({data_files}). Build it without "
+            "compression, or compress it first with onnxruntime.quantization.quantize_dynamic"
+            "(..., use_external_data_format=True) and build the result"
+        )
     metric_name = None
     data = None
     if options.eval_data is not None:

@@ -48,7 +48,7 @@ class SourceOptions:
     verify: bool = True  # compare the export with the module
     atol: float | None = None
     rtol: float | None = None
-    task: str | None = None  # Hugging Face folders: feature-extraction | sequence-classification
+    task: str | None = None  # Hugging Face folders: feature-extraction | sequence-classification | text-generation
     more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
 
     def __post_init__(self) -> None:
@@ -76,7 +76,7 @@ class BuildOptions:
     name: str
     output: Path = Path("model_repository")
     format: str = "auto"  # auto | a source or artifact format (sources.formats.FORMATS)
-    backend: str = "native"  # native | python
+    backend: str = "native"  # native | python | vllm (text generation)
     max_batch_size: int | None = None  # None: 32 when every tensor has a batch axis, else 0
     # Instances: explicit groups, or one group of `instances` of `kind` (on each of `gpus`).
     instance_groups: tuple[InstanceGroup, ...] | None = None
@@ -253,6 +253,10 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
     elif kwargs:
         raise TypeError("pass either a BuildOptions or keyword options to build(), not both")
     o = options
+    from packager.generate.build import build_generation, wants_generation
+
+    if wants_generation(model, o):  # a causal LM: a streaming model (packager/generate/)
+        return build_generation(model, o)
     early = []
     if (p := name_problem(o.name)) is not None:
         early.append(p)

@@ -14,6 +14,9 @@ PYTRITON_VERSION = "0.7.0"
 NGC_RELEASE = "24.10"
 NGC_REPOSITORY = "nvcr.io/nvidia/tritonserver"
 NGC_IMAGE = f"{NGC_REPOSITORY}:{NGC_RELEASE}-py3"
+# The same release with Triton's vLLM backend (vLLM 0.5.5): what --backend vllm models run on.
+NGC_VLLM_IMAGE = f"{NGC_REPOSITORY}:{NGC_RELEASE}-vllm-python-py3"
+VLLM_VERSION = "0.5.5"
 # uid/gid of the ``triton-server`` user that the NGC image ships (never run the server as root).
 NGC_USER_ID = 1000
 

@@ -199,5 +199,6 @@ def spec_from_config(config: Any) -> ModelSpec:
         parameters=tuple(sorted((k, v.string_value) for k, v in config.parameters.items())),
         gpu_optimization=go,
         default_model_filename=config.default_model_filename or None,
+        decoupled=config.model_transaction_policy.decoupled,
         ensemble_steps=steps,
     )

@@ -204,6 +204,8 @@ class ModelSpec:
     parameters: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
     gpu_optimization: GpuOptimization | None = None
     default_model_filename: str | None = None
+    # model_transaction_policy { decoupled: true }: any number of responses per request (streaming).
+    decoupled: bool = False
     # Ensemble wiring, rendered verbatim (see packager.manifest.ensemble); empty for ordinary models.
     ensemble_steps: tuple[Any, ...] = ()
     # Free metadata for the build record (source file, format, export figures); not rendered.
@@ -273,6 +275,8 @@ def problems(spec: ModelSpec) -> list[str]:
                     out.append(f"{role} {t.name!r} has dim {d}, larger than 2^63-1")
                     break
     out.extend(_instance_problems(spec))
+    if spec.decoupled and spec.platform == "ensemble":
+        out.append("an ensemble cannot be decoupled; its steps may be")
     out.extend(_batching_problems(spec))
     out.extend(_version_problems(spec))
     out.extend(_warmup_problems(spec))

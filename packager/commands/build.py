@@ -66,11 +66,12 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["native", "python"]),
+    type=click.Choice(["native", "python", "vllm"]),
     default="native",
     show_default=True,
     help="native: Triton's onnxruntime/libtorch backend; python: run the artifact in "
-    "Triton's Python backend (what the embedded server supports).",
+    "Triton's Python backend (what the embedded server supports); vllm: a causal LM for "
+    "Triton's vLLM backend on GPU hosts (model.json; docs/generate.md).",
 )
 @click.option(
     "--max-batch-size",
@@ -265,9 +266,10 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option(
     "--task",
-    type=click.Choice(list(HF_TASKS)),
+    type=click.Choice([*HF_TASKS, "text-generation"]),
     default=None,
-    help="Hugging Face folder: what to serve (default: from config.json's architectures).",
+    help="Hugging Face folder: what to serve (default: from config.json's architectures; "
+    "text-generation: a streaming decoupled model for a causal LM, docs/generate.md).",
 )
 @click.option(
     "--text",

@@ -1,0 +1,385 @@
+"""KV-cached text generation with per-step batching: the engine behind ``--task text-generation``.
+
+This file is copied into the repository (``<model>/<version>/tp_engine.py``) and runs inside
+Triton's Python backend, driven by ``model.py`` (:mod:`packager.generate.triton_model`); the
+tests and ``benchmarks/generation.py`` run the very same code in-process. It needs torch,
+transformers and the folder's tokenizer, nothing from triton-packager.
+
+One thread owns the model. Each turn of its loop admits waiting requests (each prompt is run
+once, alone, filling its KV cache and giving its first token), merges their caches into the
+running batch (left-padded, with an attention mask and explicit positions), then advances every
+running sequence by one token in ONE forward pass. A request that arrives while others decode
+joins at the next step; a finished or cancelled one leaves at once.
+
+Sampling parameters follow vLLM's ``SamplingParams`` (names, defaults, ``temperature 0`` =
+greedy), so clients written for Triton's vLLM backend send the same JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+if __name__ == "tp_engine":  # the copy inside a repository: its sibling file
+    from tp_sampling import GenerationError, Sampling, parse_sampling
+else:
+    from packager.generate.sampling import GenerationError, Sampling, parse_sampling
+
+__all__ = ["Engine", "GenerationError", "Sampling", "Sink", "parse_sampling"]
+
+
+class Sink(Protocol):
+    """Where one request's output goes (Triton's response sender, or a queue in-process)."""
+
+    def send(self, text: str, final: bool) -> None: ...
+
+    def fail(self, message: str) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
+@dataclass
+class _Sequence:
+    prompt: str
+    prompt_ids: list[int]
+    sampling: Sampling
+    sink: Sink
+    stream: bool
+    prepend: bool
+    generated: list[int] = field(default_factory=list)
+    sent: str = ""  # text already handed to the sink (streaming) or settled (not streaming)
+    generator: Any = None  # torch.Generator for seeded sampling
+
+    @property
+    def position(self) -> int:  # position of the next token fed to the model
+        return len(self.prompt_ids) + len(self.generated) - 1
+
+
+class Engine:
+    """One causal LM, its tokenizer and the decoding loop (see the module docstring)."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, max_batch: int = 32) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        config = model.config
+        self.max_model_len = int(
+            getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 2048)
+        )
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos = {
+            int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None
+        }
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._waiting: queue.Queue[_Sequence | None] = queue.Queue()
+        self._running: list[_Sequence] = []
+        self._cache: Any = None
+        self._mask: Any = None  # [batch, cached tokens]: 1 real, 0 left padding
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.steps = 0  # batched decode steps run (tests read it)
+        self.max_running = 0  # most sequences seen in one step
+
+    @classmethod
+    def load(cls, folder: str, *, threads: int | None = None, max_batch: int = 32) -> Engine:
+        """The model and tokenizer of a Hugging Face folder (local files only, float32, CPU)."""
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        if threads:
+            torch.set_num_threads(threads)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, local_files_only=True, dtype=torch.float32
+        )
+        return cls(model, tokenizer, max_batch=max_batch)
+
+    # -- requests ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        prompt: str,
+        sampling: Sampling,
+        sink: Sink,
+        *,
+        stream: bool = False,
+        prepend: bool | None = None,
+    ) -> None:
+        """Queue one request, or raise :class:`GenerationError` (nothing queued) when it is bad.
+
+        ``prepend``: the prompt is put before the output (vLLM's ``exclude_input_in_output``
+        False); default True without streaming, and not allowed with it, as vLLM does.
+        """
+        if prepend is None:
+            prepend = not stream
+        if prepend and stream:
+            raise GenerationError("when streaming, exclude_input_in_output = False is not allowed")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise GenerationError("text_input is empty: give a prompt")
+        ids = [int(i) for i in self.tokenizer(prompt)["input_ids"]]
+        if not ids:
+            raise GenerationError("the prompt has no tokens")
+        room = self.max_model_len - len(ids)
+        if room <= 0:
+            raise GenerationError(
+                f"the prompt has {len(ids)} tokens; the model's context is {self.max_model_len}: "
+                "shorten the prompt"
+            )
+        if sampling.max_tokens > room:
+            raise GenerationError(
+                f"max_tokens {sampling.max_tokens} + the prompt's {len(ids)} tokens exceed the "
+                f"model's context of {self.max_model_len}; ask for at most {room} tokens"
+            )
+        seq = _Sequence(prompt, ids, sampling, sink, stream, prepend)
+        if sampling.seed is not None:
+            seq.generator = self.torch.Generator().manual_seed(sampling.seed)
+        self._waiting.put(seq)
+
+    def start(self) -> Engine:
+        self._thread = threading.Thread(target=self._loop, name="tp-generate", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stopping = True
+        self._waiting.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        torch = self.torch
+        with torch.inference_mode():
+            while not self._stopping:
+                try:
+                    self._turn()
+                except Exception as exc:  # a bug must not leave clients waiting forever
+                    for seq in self._running:
+                        _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
+                    self._running, self._cache, self._mask = [], None, None
+
+    def _turn(self) -> None:
+        block = not self._running
+        while len(self._running) < self.max_batch:
+            try:
+                seq = self._waiting.get(block=block, timeout=None)
+            except queue.Empty:
+                break
+            block = False
+            if seq is None:
+                return
+            self._admit(seq)
+        if self._running:
+            self._step()
+
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> tuple[Any, Any]:
+        kwargs = {self._cache_arg: cache} if cache is not None else {}
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **kwargs,
+        )
+        new_cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        return out.logits[:, -1, :].float(), new_cache
+
+    def _admit(self, seq: _Sequence) -> None:
+        """Run the prompt alone (prefill), emit the first token, join the running batch."""
+        torch = self.torch
+        if seq.sink.cancelled():
+            return
+        n = len(seq.prompt_ids)
+        ids = torch.tensor([seq.prompt_ids])
+        logits, cache = self._forward(
+            ids, torch.ones(1, n, dtype=torch.long), torch.arange(n)[None], None
+        )
+        if self._advance([seq], logits):
+            self._merge(seq, cache, n)
+
+    def _merge(self, seq: _Sequence, cache: Any, n: int) -> None:
+        torch = self.torch
+        mask = torch.ones(1, n, dtype=torch.long)
+        if self._cache is None:
+            self._cache, self._mask, self._running = cache, mask, [seq]
+            return
+        have = self._mask.shape[1]
+        width = max(have, n)
+        old, new = _layers(self._cache), _layers(cache)
+        merged = [
+            tuple(
+                torch.cat([_pad_left(a, width), _pad_left(b, width)])
+                for a, b in zip(o, w, strict=True)
+            )
+            for o, w in zip(old, new, strict=True)
+        ]
+        self._mask = torch.cat([_pad_left(self._mask, width, dim=1), _pad_left(mask, width, dim=1)])
+        self._cache = _make_cache(self.model.config, merged)
+        self._running.append(seq)
+
+    def _step(self) -> None:
+        torch = self.torch
+        seqs = self._running
+        ids = torch.tensor([[s.generated[-1]] for s in seqs])
+        mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=torch.long)], dim=1)
+        positions = torch.tensor([[s.position] for s in seqs])
+        logits, self._cache = self._forward(ids, mask, positions, self._cache)
+        self._mask = mask
+        self.steps += 1
+        self.max_running = max(self.max_running, len(seqs))
+        keep = self._advance(seqs, logits)
+        if len(keep) < len(seqs):
+            self._select([i for i, s in enumerate(seqs) if s in keep])
+
+    def _select(self, rows: list[int]) -> None:
+        """Keep only ``rows`` of the batch, dropping padding columns nobody needs any more."""
+        torch = self.torch
+        if not rows:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(rows)
+        mask = self._mask[index]
+        start = int((mask.sum(0) > 0).nonzero()[0])
+        layers = [tuple(t[index][:, :, start:] for t in layer) for layer in _layers(self._cache)]
+        self._mask = mask[:, start:]
+        self._cache = _make_cache(self.model.config, layers)
+        self._running = [self._running[i] for i in rows]
+
+    def _advance(self, seqs: list[_Sequence], logits: Any) -> list[_Sequence]:
+        """Pick each sequence's next token, send text, and return those still running."""
+        tokens = self._choose(seqs, logits)
+        alive = []
+        for seq, token in zip(seqs, tokens, strict=True):
+            try:
+                if seq.sink.cancelled():
+                    continue
+                if not self._emit(seq, token):
+                    alive.append(seq)
+            except Exception as exc:  # a broken sink ends its own request only
+                _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
+        return alive
+
+    def _choose(self, seqs: list[_Sequence], logits: Any) -> list[int]:
+        torch = self.torch
+        for row, seq in enumerate(seqs):
+            if len(seq.generated) < seq.sampling.min_tokens:
+                banned = list(seq.sampling.stop_token_ids) + (
+                    [] if seq.sampling.ignore_eos else sorted(self.eos)
+                )
+                if banned:
+                    logits[row, banned] = float("-inf")
+        if all(s.sampling.greedy for s in seqs):
+            return [int(t) for t in logits.argmax(dim=-1)]
+        out = []
+        for row, seq in enumerate(seqs):
+            s = seq.sampling
+            if s.greedy:
+                out.append(int(logits[row].argmax()))
+                continue
+            scores = logits[row] / s.temperature
+            if s.top_k > 0 and s.top_k < scores.shape[-1]:
+                cut = torch.topk(scores, s.top_k).values[-1]
+                scores = scores.masked_fill(scores < cut, float("-inf"))
+            if s.top_p < 1.0:
+                ordered, order = torch.sort(scores, descending=True)
+                cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+                drop = cumulative - torch.softmax(ordered, dim=-1) >= s.top_p
+                scores = scores.scatter(0, order, ordered.masked_fill(drop, float("-inf")))
+            probs = torch.softmax(scores, dim=-1)
+            out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+        return out
+
+    def _emit(self, seq: _Sequence, token: int) -> bool:
+        """Add ``token`` to ``seq``; send what text is settled. True when ``seq`` is done."""
+        s = seq.sampling
+        early = len(seq.generated) < s.min_tokens
+        eos = token in s.stop_token_ids or (token in self.eos and not s.ignore_eos)
+        if not (eos and not early):
+            seq.generated.append(token)
+        text = self.tokenizer.decode(
+            seq.generated,
+            skip_special_tokens=s.skip_special_tokens,
+            clean_up_tokenization_spaces=False,
+        )
+        done = (eos and not early) or len(seq.generated) >= s.max_tokens
+        cut = -1
+        if s.stop and len(seq.generated) >= s.min_tokens:
+            start = max(0, len(seq.sent) - max(len(x) for x in s.stop))
+            hits = [i for x in s.stop if (i := text.find(x, start)) >= 0]
+            if hits:
+                cut, done = min(hits), True
+        if done:
+            final = text[:cut] if cut >= 0 else text
+            rest = final[len(seq.sent) :] if final.startswith(seq.sent) else ""
+            whole = seq.sent + rest
+            if seq.stream:
+                seq.sink.send(rest, True)
+            else:
+                seq.sink.send((seq.prompt if seq.prepend else "") + whole, True)
+            return True
+        if seq.stream:
+            safe = len(text) - _held_back(text, s.stop)
+            if safe > len(seq.sent) and text.startswith(seq.sent):
+                chunk = text[len(seq.sent) : safe]
+                seq.sent = text[:safe]
+                seq.sink.send(chunk, False)
+        return False
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Characters at the end of ``text`` not to send yet: an unfinished UTF-8 character (the
+    tokenizer decodes it as U+FFFD) or the start of a stop string."""
+    hold = len(text) - len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                hold = max(hold, k)
+                break
+    return hold
+
+
+def _safe_fail(sink: Sink, message: str) -> None:
+    with contextlib.suppress(Exception):  # the client is gone; nothing else to tell
+        sink.fail(message)
+
+
+def _layers(cache: Any) -> list[tuple[Any, Any]]:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return [
+        (k, v) for k, v in zip(cache.key_cache, cache.value_cache, strict=True)
+    ]  # transformers 4.x
+
+
+def _make_cache(config: Any, layers: list[tuple[Any, ...]]) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=layers, config=config)
+
+
+def _pad_left(t: Any, width: int, dim: int = 2) -> Any:
+    """Zero-pad ``t`` on the left of ``dim`` to ``width``."""
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    import torch
+
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)

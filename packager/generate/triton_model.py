@@ -1,0 +1,117 @@
+"""The decoupled Python-backend model of ``build --task text-generation`` (copied as ``model.py``).
+
+It speaks the interface of Triton's vLLM backend (r24.10), so the same client code works
+against a vLLM-backed Triton on a GPU host:
+
+- inputs ``text_input`` (BYTES), optional ``stream`` (BOOL), ``sampling_parameters`` (BYTES,
+  JSON) and ``exclude_input_in_output`` (BOOL); output ``text_output`` (BYTES);
+- without ``sampling_parameters`` the request parameters are read instead, so
+  ``POST /v2/models/NAME/generate`` and ``generate_stream`` take ``{"text_input": ...,
+  "parameters": {"temperature": 0, "max_tokens": 32}}``;
+- streaming sends each new piece of text as one response, the last one flagged final; without
+  streaming one response holds the whole text (prompt first unless ``exclude_input_in_output``);
+- a bad request gets one error response (flagged final); other requests go on.
+
+``execute`` only parses and queues: the engine's own thread (``tp_engine.py``, the copy of
+:mod:`packager.generate.engine`) batches every running generation per step.
+"""
+
+import json
+import os
+import sys
+
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tp_engine  # the engine file beside this one
+
+
+class _Sender:
+    """A request's response sender as the engine's sink."""
+
+    __slots__ = ("sender",)
+
+    def __init__(self, sender):
+        self.sender = sender
+
+    def send(self, text, final):
+        tensor = pb_utils.Tensor("text_output", _bytes([text]))
+        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        self.sender.send(pb_utils.InferenceResponse(output_tensors=[tensor]), flags=flags)
+
+    def fail(self, message):
+        _send_error(self.sender, message)
+
+    def cancelled(self):
+        return self.sender.is_cancelled()
+
+
+def _bytes(items):
+    import numpy as np
+
+    return np.array([t.encode("utf-8") for t in items], dtype=np.object_)
+
+
+def _send_error(sender, message):
+    error = pb_utils.TritonError(message)
+    response = pb_utils.InferenceResponse(output_tensors=[], error=error)
+    sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+
+def _scalar(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    values = tensor.as_numpy().reshape(-1)
+    if values.size != 1:
+        raise tp_engine.GenerationError(f"{name} must hold one value, got {values.size}")
+    return values[0]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                "this model streams: its config.pbtxt needs model_transaction_policy "
+                "{ decoupled: true } (rebuild it with triton-packager build --task text-generation)"
+            )
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.engine = tp_engine.Engine.load(
+            os.path.join(here, params.get("model_folder", "hf")),
+            threads=int(params.get("threads", "0")) or None,
+            max_batch=int(params.get("max_running", "32")),
+        ).start()
+
+    def execute(self, requests):
+        for request in requests:
+            sender = request.get_response_sender()
+            try:
+                prompt = _scalar(request, "text_input")
+                if prompt is None:
+                    raise tp_engine.GenerationError("text_input is missing: give a prompt")
+                if isinstance(prompt, bytes):
+                    prompt = prompt.decode("utf-8")
+                stream = _scalar(request, "stream")
+                exclude = _scalar(request, "exclude_input_in_output")
+                params = _scalar(request, "sampling_parameters")
+                if params is None:
+                    params = request.parameters()
+                elif isinstance(params, bytes):
+                    params = params.decode("utf-8")
+                sampling = tp_engine.parse_sampling(params)
+                self.engine.submit(
+                    str(prompt),
+                    sampling,
+                    _Sender(sender),
+                    stream=bool(stream),
+                    prepend=None if exclude is None else not bool(exclude),
+                )
+            except (tp_engine.GenerationError, UnicodeDecodeError) as exc:
+                _send_error(sender, str(exc))
+        return None
+
+    def finalize(self):
+        self.engine.stop()

@@ -1,0 +1,67 @@
+"""``model.json`` for Triton's vLLM backend: engine arguments, checked against vLLM's own names.
+
+Triton's vLLM backend (``src/model.py`` of triton-inference-server/vllm_backend, branch r24.10)
+reads ``<model>/<version>/model.json`` and calls ``AsyncEngineArgs(**json)``: a misspelt key
+fails only when the model loads on the GPU host. So every key written here is checked, offline,
+against :file:`vllm_engine_args.txt`, the field names of ``EngineArgs`` / ``AsyncEngineArgs`` of
+the vLLM release inside ``nvcr.io/nvidia/tritonserver:24.10-vllm-python-py3`` (the file's
+header says where the list was read).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packager.errors import SpecError
+from packager.releases import NGC_VLLM_IMAGE
+
+if TYPE_CHECKING:
+    from packager.builder import BuildOptions
+
+ARGS_FILE = Path(__file__).with_name("vllm_engine_args.txt")
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's own default
+# Where the docker/k8s assets mount the repository (packager.deploy.docker.CONTAINER_REPOSITORY).
+CONTAINER_REPOSITORY = "/models"
+
+
+def known_args() -> frozenset[str]:
+    """The engine argument names vLLM accepts (comments and blank lines skipped)."""
+    lines = ARGS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(s for line in lines if (s := line.split("#", 1)[0].strip()))
+
+
+def check_args(args: Mapping[str, Any]) -> None:
+    """Raise SpecError naming every key vLLM's ``AsyncEngineArgs`` does not have."""
+    bad = sorted(set(args) - known_args())
+    if bad:
+        raise SpecError(
+            [
+                f"vLLM engine argument(s) {', '.join(bad)} do not exist in the vLLM release of "
+                f"{NGC_VLLM_IMAGE} (see {ARGS_FILE.name}); check the spelling"
+            ]
+        )
+
+
+def engine_args(options: BuildOptions, context: int) -> dict[str, Any]:
+    """``model.json`` for ``options``: the folder shipped in the version, one tensor-parallel
+    rank per ``--gpus`` entry, and ``--parameter vllm.KEY=VALUE`` overrides (JSON values)."""
+    import json
+
+    version = options.version
+    args: dict[str, Any] = {
+        "model": f"{CONTAINER_REPOSITORY}/{options.name}/{version}/hf",
+        "tensor_parallel_size": max(1, len(options.gpus)),
+        "gpu_memory_utilization": DEFAULT_GPU_MEMORY_UTILIZATION,
+        "max_model_len": context,
+        "disable_log_requests": True,
+    }
+    for key, value in options.parameters.items():
+        if key.startswith("vllm."):
+            try:
+                args[key[5:]] = json.loads(value)
+            except ValueError:
+                args[key[5:]] = value
+    check_args(args)
+    return args

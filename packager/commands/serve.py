@@ -66,6 +66,12 @@ class _Stop(Exception):
     help="Serve even if model files changed since they were built (skips the SHA256SUMS check).",
 )
 @click.option(
+    "--native/--no-native",
+    default=None,
+    help="Serve ONNX Runtime / PyTorch models with Triton's own backends, compiled once into "
+    "the cache (default; off when TRITON_PACKAGER_NATIVE=0), or through the Python runtime.",
+)
+@click.option(
     "--startup-timeout",
     type=float,
     default=120.0,
@@ -84,11 +90,14 @@ def serve(
     show_log: bool,
     startup_timeout: float,
     no_verify: bool,
+    native: bool | None,
 ) -> None:
     """Serve REPOSITORY on the embedded Triton server (2.51.0) until Ctrl-C.
 
-    Models built for Triton's ONNX Runtime or LibTorch backends run through the generated Python
-    runtime here (one line per model says so); the repository itself is never modified.
+    Models built for Triton's ONNX Runtime or LibTorch backends are served by Triton's own
+    backends, compiled once from the release's sources (`triton-packager backends`); where that
+    is impossible they run through a generated Python runtime. One line per model says which;
+    the repository itself is never modified.
     """
     from packager.errors import ServerError
     from packager.serve.server import LocalServer
@@ -106,6 +115,7 @@ def serve(
         load_models=load_models,
         startup_timeout_s=startup_timeout,
         log_verbose=log_verbose,
+        native=native,
     )
     # SIGINT too, explicitly: a shell starts background jobs with SIGINT ignored, and then
     # Python never raises KeyboardInterrupt, so `kill -INT` would not stop the server.
@@ -167,9 +177,15 @@ def _print_banner(server: Any) -> None:
     click.echo(f"  metrics  http://{server.metrics_url}/metrics")
     if server.host in ("0.0.0.0", "::", ""):
         click.echo(f"  (bound to {server.host}: reachable from other machines)")
+    for line in server.native:
+        click.echo(f"native: {line}")
     for line in server.shadowed:
         click.echo(f"shadow: {line}")
-    if server.shadowed and server.model_control_mode == "poll":
+    for name, reason in server.native_unavailable.items():
+        click.echo(
+            f"note: Triton's {name} backend is not used ({reason}); its models run through the Python runtime"
+        )
+    if (server.shadowed or server.native) and server.model_control_mode == "poll":
         click.echo(
             "note: native-backend models run from a copy made at start, so poll mode does not "
             "follow changes to them; restart serve after rebuilding"

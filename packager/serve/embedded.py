@@ -15,6 +15,7 @@ import socket
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from packager.errors import ServerError
@@ -57,7 +58,8 @@ def tritonserver_binary() -> Path:
     return binary
 
 
-def _cache_root() -> Path:
+def cache_root() -> Path:
+    """The cache folder: ``$TRITON_PACKAGER_CACHE``, else ``$XDG_CACHE_HOME/triton-packager``."""
     env = os.environ.get("TRITON_PACKAGER_CACHE")
     if env:
         return Path(env)
@@ -65,8 +67,19 @@ def _cache_root() -> Path:
     return Path(base) / "triton-packager"
 
 
-def prepare_backends(cache_dir: Path | None = None) -> Path:
+def pytriton_libs() -> Path:
+    """``nvidia_pytriton.libs``: the shared libraries the server binary links (libtritonserver...)."""
+    return _pytriton_root().parent.parent / "nvidia_pytriton.libs"
+
+
+def prepare_backends(
+    cache_dir: Path | None = None, native: Mapping[str, Path] | None = None
+) -> Path:
     """Create (once) and return a ``--backend-directory`` holding the Python backend.
+
+    ``native`` maps backend names to built folders (:mod:`packager.serve.native`), linked in under
+    those names; Triton loads a backend only when a model asks for it, so a linked backend
+    costs nothing to a server that serves no such model.
 
     ``python/`` gets links to ``libtriton_python.so``, NVIDIA's ``triton_python_backend_utils.py``
     and the stub built for the running Python version; ``env/`` is the environment the stubs'
@@ -89,7 +102,7 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
         if not needed.is_file():
             raise ServerError(f"{needed} is missing: reinstall nvidia-pytriton==0.7.0 --no-deps")
 
-    cache = cache_dir or _cache_root()
+    cache = cache_dir or cache_root()
     stub_env.numpy_overlay(cache)
     key = hashlib.sha256(
         f"{root.resolve()}|{minor}|{_BACKEND_LAYOUT}|{stub_env.base_executable()}|"
@@ -98,6 +111,7 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
     target = cache / f"backends-{TRITON_VERSION}-py{minor}-{key}"
     links = {"triton_python_backend_stub": stub, "libtriton_python.so": lib, utils.name: utils}
     if _backend_dir_ok(target, links):
+        _link_native(target, native)
         return target
 
     # Build next to the target and rename: concurrent starts (pytest -n, two shells) never see
@@ -118,7 +132,20 @@ def prepare_backends(cache_dir: Path | None = None) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _link_native(target, native)
     return target
+
+
+def _link_native(target: Path, native: Mapping[str, Path] | None) -> None:
+    """Point ``target/<backend>`` at each built backend folder (replaced atomically)."""
+    for name, folder in (native or {}).items():
+        link = target / name
+        if link.is_symlink() and link.resolve() == folder.resolve():
+            continue
+        tmp = target / f".{name}-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(folder, target_is_directory=True)
+        os.replace(tmp, link)
 
 
 def _backend_dir_ok(target: Path, links: dict[str, Path]) -> bool:
@@ -134,7 +161,7 @@ def _backend_dir_ok(target: Path, links: dict[str, Path]) -> bool:
 def server_environment(backends: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for tritonserver and its Python stubs, given :func:`prepare_backends`."""
     env = dict(os.environ if base is None else base)
-    lib_paths = [str(_pytriton_root().parent.parent / "nvidia_pytriton.libs")]
+    lib_paths = [str(pytriton_libs())]
     # The stub links libpython3.X.so. Prefer the running interpreter's own (pyenv, setup-python)
     # so that model.py runs under the exact Python that installed numpy/torch.
     libdir = sysconfig.get_config_var("LIBDIR")

@@ -6,8 +6,11 @@
         server.http_url                                   # "127.0.0.1:PORT"
         server.models()                                   # [(name, version, state, reason), ...]
 
-The wheel ships only Triton's Python backend. Repositories whose models use the native ONNX Runtime
-or LibTorch backends are served through a generated shadow copy (see :mod:`packager.serve.shadow`).
+The wheel ships only Triton's Python backend. Triton's own ONNX Runtime and PyTorch backends are
+compiled once into the cache (:mod:`packager.serve.native`) and serve ``onnxruntime_onnx`` /
+``pytorch_libtorch`` models as they were built; where a backend cannot be built (or with
+``native=False``), those models run through a generated Python-backend runtime instead
+(:mod:`packager.serve.shadow`), and :attr:`LocalServer.shadowed` says so per model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,6 +41,7 @@ from packager.serve.embedded import (
 
 if TYPE_CHECKING:
     from packager.client import Client, ModelInfo
+    from packager.serve.native import BackendStatus
 
 __all__ = ["CONTROL_MODES", "LocalServer", "started_pids"]
 
@@ -105,8 +110,12 @@ class LocalServer:
         log_verbose: int = 0,
         extra_args: Sequence[str] = (),
         shadow: bool = True,
+        native: bool | None = None,
     ) -> None:
-        """``shadow=False`` serves ``repository`` in place (native-backend models then fail)."""
+        """``shadow=False`` serves ``repository`` in place: no config is rewritten, so GPU
+        instance groups, and native models without a built backend, fail with Triton's own
+        message. ``native`` (default: on unless ``TRITON_PACKAGER_NATIVE=0``) uses Triton's own
+        ONNX Runtime / PyTorch backends, building them on first use."""
         if model_control_mode not in CONTROL_MODES:
             raise ServerError(
                 f"model control mode {model_control_mode!r} is not one of: {', '.join(CONTROL_MODES)}"
@@ -126,7 +135,11 @@ class LocalServer:
         self.log_verbose = int(log_verbose)
         self.extra_args = tuple(extra_args)
         self.shadow = shadow
+        self.use_native = _native_enabled() if native is None else bool(native)
         self.shadowed: list[str] = []  # one line per model served through the Python runtime
+        self.native: list[str] = []  # one line per model served by Triton's own backend
+        # Why a native backend the repository needs is not used (backend name -> reason).
+        self.native_unavailable: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
         self._log_path: Path | None = None
@@ -192,8 +205,11 @@ class LocalServer:
             self._check_ports_free()
             self._workdir = Path(tempfile.mkdtemp(prefix="triton-packager-server-"))
             try:
-                served = self._served_repository()
-                backends = prepare_backends()
+                native = self._native_backends()
+                served = self._served_repository(native)
+                backends = prepare_backends(
+                    native={st.backend.name: st.path for st in native.values() if st.path}
+                )
                 # Ports we picked can be taken between picking and binding: retry with new ones.
                 attempts = 3 if 0 in self._wanted_ports else 1
                 for attempt in range(attempts):
@@ -241,17 +257,37 @@ class LocalServer:
                 "; 0 picks a free one)"
             )
 
-    def _served_repository(self) -> Path:
-        """The folder given to tritonserver: a linked copy (the shadow) unless told otherwise."""
+    def _native_backends(self) -> dict[str, BackendStatus]:
+        """The ready native backends the repository needs, by format (built on first use)."""
+        from packager.serve import native
+        from packager.serve.shadow import native_formats
+
+        self.native_unavailable = {}
+        if not self.use_native:
+            return {}
+        ready = {}
+        for fmt in sorted(native_formats(self.repository)):
+            st = native.status(native.BACKENDS[fmt], build=True, progress=_progress)
+            if st.ready:
+                ready[fmt] = st
+            else:
+                self.native_unavailable[st.backend.name] = st.reason
+        return ready
+
+    def _served_repository(self, native: dict[str, BackendStatus]) -> Path:
+        """The folder given to tritonserver: a linked copy unless told otherwise."""
         if not self.shadow:
             return self.repository
-        from packager.serve.shadow import needs_shadow, shadow_repository
+        from packager.serve.shadow import needs_shadow, served_copy
 
-        if self.model_control_mode == "poll" and not needs_shadow(self.repository):
+        if self.model_control_mode == "poll" and not needs_shadow(self.repository, native):
             return self.repository  # poll follows the user's files: serve them in place
         assert self._workdir is not None
         shadow_dir = self._workdir / "repository"
-        self.shadowed = shadow_repository(self.repository, shadow_dir)
+        copy = served_copy(
+            self.repository, shadow_dir, {fmt: st.describe() for fmt, st in native.items()}
+        )
+        self.shadowed, self.native = copy.shadowed, copy.native
         return shadow_dir
 
     def _launch(self, repository: Path, backends: Path, attempt: int) -> None:
@@ -408,6 +444,17 @@ class LocalServer:
                 return call(client)
         except ClientError as exc:
             raise ServerError(f"{what} failed: {exc}") from exc
+
+
+def _native_enabled() -> bool:
+    from packager.serve.native import enabled
+
+    return enabled()
+
+
+def _progress(message: str) -> None:
+    # A one-time build of about 30 s: say why the start takes long (stderr, like pip).
+    print(message, file=sys.stderr, flush=True)
 
 
 class _PortTaken(Exception):

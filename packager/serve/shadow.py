@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,27 +55,64 @@ def _config_or_none(model_dir: Path) -> Any:
         return None
 
 
-def needs_shadow(repository: Path | str) -> bool:
-    """Whether any model of the repository uses a backend that the embedded server lacks."""
+def needs_shadow(repository: Path | str, native: Collection[str] = ()) -> bool:
+    """Whether any model needs a rewritten config to load on the embedded server.
+
+    ``native`` are the formats whose backend the server has (:mod:`packager.serve.native`); a
+    model of such a format still needs one when it asks for GPU instances, which the CPU-only
+    backends cannot give.
+    """
     configs = (_config_or_none(d) for d in _model_dirs(Path(repository)))
-    return any(c is not None and native_format(c) for c in configs)
+    for config in configs:
+        fmt = native_format(config) if config is not None else None
+        if fmt and (fmt not in native or _gpu_groups(config)):
+            return True
+    return False
+
+
+def native_formats(repository: Path | str) -> set[str]:
+    """The native formats (``onnx``, ``torchscript``) the repository's models use."""
+    configs = (_config_or_none(d) for d in _model_dirs(Path(repository)))
+    return {fmt for c in configs if c is not None and (fmt := native_format(c))}
+
+
+@dataclass(frozen=True)
+class ServedCopy:
+    """What :func:`served_copy` did, one human-readable line per model it concerns."""
+
+    shadowed: list[str]  # run through the Python runtime
+    native: list[str]  # loaded by Triton's own backend, config as built
 
 
 def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
-    """Write the shadow of ``repository`` into ``target`` (created; must not exist).
+    """Write the shadow of ``repository`` into ``target``: every native model via Python.
+
+    Returns one human-readable line per model that now runs through the Python runtime.
+    """
+    return served_copy(repository, target).shadowed
+
+
+def served_copy(
+    repository: Path | str, target: Path | str, native: Mapping[str, str] | None = None
+) -> ServedCopy:
+    """Write the served copy of ``repository`` into ``target`` (created; must not exist).
 
     Every model folder becomes a tree of real folders holding links to the user's files, so
-    whatever the server writes (Python's ``__pycache__``) lands in the shadow, never in the
-    user's repository. Native-backend models get a rewritten config and the runtime ``model.py``.
-    Returns one human-readable line per model that now runs through the Python runtime.
+    whatever the server writes (Python's ``__pycache__``) lands in the copy, never in the
+    user's repository. ``native`` maps the formats whose backend the server has to a
+    description of it: those models keep their config (GPU instance groups moved to CPU,
+    which the CPU-only backends need); other native-backend models get a rewritten config and
+    the runtime ``model.py``.
     """
     from google.protobuf import text_format
 
     from packager.serve.pyruntime import runtime_files
 
+    native = native or {}
     src_root, dst_root = Path(repository).resolve(), Path(target)
     dst_root.mkdir(parents=True)
-    notes: list[str] = []
+    shadowed: list[str] = []
+    served_natively: list[str] = []
     for entry in sorted(src_root.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -87,8 +126,19 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
         if fmt is None:  # python models, ensembles, anything else: Triton decides
             _link(entry / CONFIG, model_dst / CONFIG)
             continue
-        artifact = config.default_model_filename or FORMATS[fmt].artifact
         was = config.backend or config.platform
+        if fmt in native:
+            moved = _gpu_groups_to_cpu(config)
+            if moved:
+                (model_dst / CONFIG).write_text(
+                    text_format.MessageToString(config), encoding="utf-8"
+                )
+            else:  # byte for byte what was built
+                _link(entry / CONFIG, model_dst / CONFIG)
+            extra = "; KIND_GPU instance groups run as KIND_CPU" if moved else ""
+            served_natively.append(f"{entry.name}: {was} served by {native[fmt]}{extra}")
+            continue
+        artifact = config.default_model_filename or FORMATS[fmt].artifact
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)
         version_dirs = sorted(
@@ -107,10 +157,10 @@ def shadow_repository(repository: Path | str, target: Path | str) -> list[str]:
         (model_dst / CONFIG).write_text(text_format.MessageToString(config), encoding="utf-8")
         versions = ", ".join(v.name for v in version_dirs) or "none"
         extra = completed + ("; KIND_GPU instance groups run as KIND_CPU" if gpu_groups else "")
-        notes.append(
+        shadowed.append(
             f"{entry.name}: {was} served through the Python runtime ({fmt}, versions {versions}{extra})"
         )
-    return notes
+    return ServedCopy(shadowed, served_natively)
 
 
 def _mirror(src: Path, dst: Path, skip_top: frozenset[str] = frozenset()) -> None:
@@ -166,25 +216,34 @@ def _is_version_dir(path: Path) -> bool:
 
 def _to_python_backend(config: Any, artifact: str) -> int:
     """Rewrite ``config`` in place for the Python backend; returns how many GPU groups moved."""
-    from tritonclient.grpc import model_config_pb2 as pb
-
     config.platform = ""
     config.backend = "python"
     config.default_model_filename = ""
     if "artifact" not in config.parameters:
         config.parameters["artifact"].string_value = artifact
-    moved = 0
+    moved = _gpu_groups_to_cpu(config)
     for group in config.instance_group:
-        if group.kind == pb.ModelInstanceGroup.KIND_GPU:
-            # Count applies per listed GPU; keep the total so concurrency stays comparable.
-            group.count = max(1, group.count) * max(1, len(group.gpus))
-            group.kind = pb.ModelInstanceGroup.KIND_CPU
-            del group.gpus[:]
-            moved += 1
-        elif group.kind == pb.ModelInstanceGroup.KIND_MODEL:
-            group.kind = pb.ModelInstanceGroup.KIND_CPU
+        if group.kind == group.KIND_MODEL:
+            group.kind = group.KIND_CPU
     # GPU-only accelerators (TensorRT, CUDA graphs) mean nothing to the Python backend.
     config.ClearField("optimization")
+    return moved
+
+
+def _gpu_groups(config: Any) -> int:
+    return sum(1 for group in config.instance_group if group.kind == group.KIND_GPU)
+
+
+def _gpu_groups_to_cpu(config: Any) -> int:
+    """Turn KIND_GPU groups into KIND_CPU ones with the same instance total; how many moved."""
+    moved = 0
+    for group in config.instance_group:
+        if group.kind == group.KIND_GPU:
+            # Count applies per listed GPU; keep the total so concurrency stays comparable.
+            group.count = max(1, group.count) * max(1, len(group.gpus))
+            group.kind = group.KIND_CPU
+            del group.gpus[:]
+            moved += 1
     return moved
 
 

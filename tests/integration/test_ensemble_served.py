@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.servers import native_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 TEXTS = [
@@ -86,7 +88,8 @@ def test_all_models_of_the_example_are_ready(server: Any) -> None:
         "text_classifier": "READY",
         "tokenizer": "READY",
     }
-    assert server.shadowed and server.shadowed[0].startswith("classifier: onnxruntime_onnx")
+    lines = server.native if native_ready("onnx") else server.shadowed
+    assert lines and lines[0].startswith("classifier: onnxruntime_onnx")
 
 
 def test_ensemble_equals_the_three_steps_in_process(server: Any) -> None:

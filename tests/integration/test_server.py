@@ -1,5 +1,5 @@
-"""LocalServer and ``serve`` on the real tritonserver: native repositories through the shadow,
-versions, explicit load/unload, the server's own reasons in our errors, clean shutdown."""
+"""LocalServer and ``serve`` on the real tritonserver: native repositories (by Triton's own
+backends, or through the shadow when they are off), versions, explicit load/unload, the server's own reasons in our errors, clean shutdown."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tritonclient.utils import InferenceServerException
 from packager.builder import build
 from packager.errors import ServerError
 from packager.serve.server import LocalServer
-from tests.support.servers import group_members, leftover_processes
+from tests.support.servers import group_members, leftover_processes, native_ready
 from tests.support.tree import snapshot
 
 pytestmark = pytest.mark.integration
@@ -128,6 +128,15 @@ X = np.random.default_rng(3).standard_normal((4, 16), dtype=np.float32)
 
 
 def test_shadow_lines_name_each_native_model(server: LocalServer) -> None:
+    if native_ready("onnx"):
+        assert server.shadowed == []
+        by_model = {line.split(":")[0]: line for line in server.native}
+        assert sorted(by_model) == ["bare", "fixed", "mlp", "ts", "versioned"]
+        assert "Triton's onnxruntime backend (r24.10, onnxruntime " in by_model["bare"]
+        assert "Triton's pytorch backend (r24.10, torch " in by_model["ts"]
+        assert "onnxruntime_onnx" in by_model["mlp"] and "KIND_GPU" in by_model["mlp"]
+        assert "KIND_GPU" not in by_model["fixed"]
+        return
     by_model = {line.split(":")[0]: line for line in server.shadowed}
     assert sorted(by_model) == ["bare", "fixed", "mlp", "ts", "versioned"]
     assert "inputs/outputs read from model.onnx" in by_model["bare"]
@@ -186,7 +195,7 @@ def test_gpu_groups_keep_their_instance_total(server: LocalServer) -> None:
         config = client.get_model_config("mlp")
     finally:
         client.close()
-    assert config["backend"] == "python"
+    assert config["backend"] == ("onnxruntime" if native_ready("onnx") else "python")
     assert [(g["kind"], g["count"]) for g in config["instance_group"]] == [("KIND_CPU", 2)]
 
 
@@ -291,7 +300,8 @@ def test_serve_command_stops_cleanly(
         banner = "".join(lines)
         assert "tritonserver 2.51.0 is ready" in banner
         assert re.search(r"py_mlp +version 1 +READY", banner)
-        assert "shadow: mlp: onnxruntime_onnx" in banner
+        mode = "native" if native_ready("onnx") else "shadow"
+        assert f"{mode}: mlp: onnxruntime_onnx" in banner
         pid = int(banner.split("(pid ")[1].split(")")[0])
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)

@@ -44,3 +44,14 @@ def describe(pids: list[int]) -> str:
         except OSError:
             lines.append(str(pid))
     return "\n".join(lines)
+
+
+def native_ready(fmt: str = "onnx") -> bool:
+    """Whether servers started now serve ``fmt`` models with Triton's own backend.
+
+    The suite runs both ways (scripts/test.sh): with the native backends built by setup, and
+    with ``TRITON_PACKAGER_NATIVE=0`` (every native model through the Python runtime).
+    """
+    from packager.serve import native
+
+    return native.enabled() and native.status(native.BACKENDS[fmt]).ready

@@ -1,22 +1,23 @@
 """Benchmark: what serving costs, as ratios to in-process ONNX Runtime measured in the same run.
 
 Model: the MLP 64->512->512->10 (ONNX) of issue 16. Baseline: ONNX Runtime in this process, one
-thread, a closed loop of ``session.run`` at batch 1, 8 and 64. Served: the same file built by
-default (onnxruntime_onnx, run here through the shadow's Python runtime) and with
-``--backend python``, on the embedded tritonserver, driven by ``packager.client`` (HTTP,
-closed-loop workers) at concurrency 1, 2 and 4.
+thread, a closed loop of ``session.run``. Served on the embedded tritonserver, driven by
+``packager.client`` (closed-loop workers) over HTTP and gRPC:
 
-Each served configuration is measured under named runtime settings (config parameters of the
-generated runtime), so that the settings before and after a change are compared in one run:
+- ``native``: the default build (``onnxruntime_onnx``) loaded by Triton's own ONNX Runtime
+  backend, compiled from r24.10 (``packager.serve.native``);
+- ``shadow``: the same repository with the native backends off: the model runs through the
+  generated Python runtime (the fallback);
+- ``python``: the ``--backend python`` build.
 
-- ``before``: what the runtime did before issue 16 (ONNX Runtime threads = cores / instances,
-  its worker threads spinning while idle);
-- ``after``: the defaults now.
+Every cell (path, protocol, batch, concurrency) and the in-process baseline are measured once per
+round, rounds interleaved, and the median of the rounds is reported, so that the machine's noise
+(2 shared cores) hits every configuration alike. Answers are checked bit-identical first.
 
-Printed: samples/s and the served/in-process ratio per batch and concurrency, and the batch-1
-latency overhead (served p50 / in-process mean). Answers are checked bit-identical first.
+Printed: samples/s as a ratio of in-process at the same batch, and the batch-1 latency overhead
+(served p50 at concurrency 1 minus the in-process mean), native against shadow.
 
-    python benchmarks/serving_overhead.py [--seconds 2] [--settings before,after]
+    python benchmarks/serving_overhead.py [--seconds 2] [--rounds 3] [--params intra_op_thread_count=1]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -39,117 +41,134 @@ sys.path.insert(0, str(ROOT))
 from packager.builder import build  # noqa: E402
 from packager.client import Client  # noqa: E402
 from packager.client.bench import run_load  # noqa: E402
+from packager.serve import native  # noqa: E402
 from packager.serve.server import LocalServer  # noqa: E402
 from tests.support.onnx_models import mlp_onnx  # noqa: E402
 
-BATCHES = (1, 8, 64)
-CONCURRENCY = (1, 2, 4)
+BATCHES = (1, 64)
+CONCURRENCY = (1, 2)
+PROTOCOLS = ("http", "grpc")
+PATHS = ("native", "shadow", "python")
 CORES = len(os.sched_getaffinity(0))
-# Runtime settings by name: config parameters of the generated Python runtime.
-SETTINGS: dict[str, dict[str, str]] = {
-    "before": {"intra_op_thread_count": str(CORES), "allow_spinning": "1"},
-    "after": {},  # the defaults
-    "1-thread": {"intra_op_thread_count": "1"},
-    "2-inst": {"intra_op_thread_count": "1", "instances": "2"},
-}
 
 
-def in_process(path: Path, seconds: float) -> dict[int, tuple[float, float]]:
-    """batch -> (samples/s, mean latency ms) for one-thread ONNX Runtime in this process."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out = {}
-    rng = np.random.default_rng(0)
-    for batch in BATCHES:
-        x = rng.standard_normal((batch, 64)).astype(np.float32)
-        for _ in range(50):
-            session.run(None, {"input": x})
-        n, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            session.run(None, {"input": x})
-            n += 1
-        out[batch] = (n * batch / elapsed, 1000 * elapsed / n)
-    return out
-
-
-def served(
-    repo: Path, model: str, reference: Any, seconds: float
-) -> dict[Any, tuple[float, float]]:
-    """(batch, concurrency) -> (samples/s, p50 ms); answers checked against ``reference``."""
-    out: dict[Any, tuple[float, float]] = {}
-    rng = np.random.default_rng(1)
-    with LocalServer(repo) as server, Client(server.http_url) as client:
-        for batch in BATCHES:
-            x = rng.standard_normal((batch, 64)).astype(np.float32)
-            got = client.infer(model, {"input": x})["logits"]
-            assert np.array_equal(got, reference(x)), f"{model}: served answers differ"
-            for c in CONCURRENCY:
-                r = run_load(server.http_url, model, {"input": x}, concurrency=c,
-                             duration_s=seconds, warmup_s=0.5, client=client)  # fmt: skip
-                assert r.errors == 0, r.first_error
-                out[(batch, c)] = (r.throughput, r.p50_ms)
-    return out
+def in_process_once(session: Any, x: np.ndarray, seconds: float) -> tuple[float, float]:
+    """(samples/s, mean latency ms) of one-thread ONNX Runtime on ``x`` for ``seconds``."""
+    for _ in range(20):
+        session.run(None, {"input": x})
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        session.run(None, {"input": x})
+        n += 1
+    return n * len(x) / elapsed, 1000 * elapsed / n
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
-    parser.add_argument("--settings", default="before,after")
+    parser.add_argument("--seconds", type=float, default=2.0, help="seconds per cell and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--params", default="", help="config parameters for every build, e.g. intra_op_thread_count=1"
+    )
     args = parser.parse_args()
-    names = [s for s in args.settings.split(",") if s]
+    params = dict(p.split("=", 1) for p in args.params.split(",") if p)
     import onnxruntime as ort
 
+    st = native.status(native.BACKENDS["onnx"], build=True, progress=print)
+    if not st.ready:
+        print(f"the native onnxruntime backend is not available: {st.reason}", file=sys.stderr)
+        return 1
     work = Path(tempfile.mkdtemp(prefix="serving-overhead-"))
     try:
         onnx_path = mlp_onnx(work / "mlp.onnx", (64, 512, 512, 10))
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-        def reference(x: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(None, {"input": x})[0])
-
-        base = in_process(onnx_path, args.seconds)
-        rows = []
-        for setting in names:
-            repo = work / setting
-            params = dict(SETTINGS[setting])
-            instances = int(params.pop("instances", "1"))
-            common = {"max_batch_size": 64, "parameters": params, "instances": instances,
-                      "kind": "cpu"}  # fmt: skip
-            build(onnx_path, name="native", output=repo, **common)
-            build(onnx_path, name="python", output=repo, backend="python", **common)
-            for model in ("native", "python"):
-                rows.append((setting, model, served(repo, model, reference, args.seconds)))
-                print(f"measured {setting} {model}", file=sys.stderr)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        repo = work / "repo"
+        common: dict[str, Any] = {"max_batch_size": 64, "parameters": params, "kind": "cpu"}
+        build(onnx_path, name="mlp", output=repo, **common)
+        build(onnx_path, name="mlp_py", output=repo, backend="python", **common)
+        rng = np.random.default_rng(1)
+        xs = {b: rng.standard_normal((b, 64)).astype(np.float32) for b in BATCHES}
+        base: dict[int, list[tuple[float, float]]] = {b: [] for b in BATCHES}
+        cells: dict[tuple[str, str, int, int], list[tuple[float, float]]] = {}
+        with (
+            LocalServer(repo, native=True) as on,
+            LocalServer(repo, native=False) as off,
+        ):
+            assert on.native and not on.shadowed, on.shadowed
+            assert off.shadowed and not off.native
+            targets = {
+                "native": (on, "mlp"),
+                "shadow": (off, "mlp"),
+                "python": (on, "mlp_py"),
+            }
+            clients = {
+                (path, proto): Client(
+                    server.http_url if proto == "http" else server.grpc_url, protocol=proto
+                )
+                for path, (server, _) in targets.items()
+                for proto in PROTOCOLS
+            }
+            for (path, _proto), client in clients.items():
+                model = targets[path][1]
+                for b, x in xs.items():
+                    want = session.run(None, {"input": x})[0]
+                    got = client.infer(model, {"input": x})["logits"]
+                    assert np.array_equal(got, want), f"{path}: served answers differ"
+            for r in range(args.rounds):
+                for b, x in xs.items():
+                    base[b].append(in_process_once(session, x, args.seconds))
+                for (path, proto), client in clients.items():
+                    server, model = targets[path]
+                    url = server.http_url if proto == "http" else server.grpc_url
+                    for b, x in xs.items():
+                        for c in CONCURRENCY:
+                            res = run_load(url, model, {"input": x}, concurrency=c,
+                                           duration_s=args.seconds, warmup_s=0.3,
+                                           protocol=proto, client=client)  # fmt: skip
+                            assert res.errors == 0, res.first_error
+                            cells.setdefault((path, proto, b, c), []).append(
+                                (res.throughput, res.p50_ms)
+                            )
+                print(f"round {r + 1}/{args.rounds} measured", file=sys.stderr)
+            for client in clients.values():
+                client.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}")
+    def med(rows: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(row[i] for row in rows)
+
+    print(f"\nmachine: {platform.machine()}, {CORES} cores, Python {platform.python_version()}, "
+          f"{st.describe()}, {args.rounds} interleaved rounds of {args.seconds:g} s, "
+          f"params {params or 'defaults'}")  # fmt: skip
     print("in-process ONNX Runtime, 1 thread: " + ", ".join(
-        f"batch {b}: {base[b][0]:,.0f} samples/s ({base[b][1]:.3f} ms)" for b in BATCHES))  # fmt: skip
-    head = "settings  build    " + "  ".join(
-        f"b{b}/c{c}".rjust(13) for b in BATCHES for c in CONCURRENCY
-    )
-    print(head)
-    for setting, model, res in rows:
-        cells = "  ".join(
-            f"{res[(b, c)][0] / base[b][0]:5.2f}x {res[(b, c)][0] / 1000:5.1f}k".rjust(13)
-            for b in BATCHES for c in CONCURRENCY
-        )  # fmt: skip
-        print(f"{setting:9} {model:7}  {cells}")
-    print("\nbatch-1 latency overhead (served p50 at concurrency 1 / in-process mean):")
-    for setting, model, res in rows:
-        print(
-            f"  {setting:7} {model:7} {res[(1, 1)][1] / base[1][1]:6.1f}x ({res[(1, 1)][1]:.3f} ms)"
-        )
-    best64 = {(s, m): max(res[(64, c)][0] for c in CONCURRENCY) / base[64][0] for s, m, res in rows}
-    print(
-        "\nbest batch-64 throughput ratio: "
-        + ", ".join(f"{s} {m} {r:.2f}x" for (s, m), r in best64.items())
-    )
+        f"batch {b}: {med(base[b], 0):,.0f} samples/s ({med(base[b], 1):.3f} ms)" for b in BATCHES))  # fmt: skip
+    cols = [(b, c) for b in BATCHES for c in CONCURRENCY]
+    print("path    proto " + "".join(f"b{b}/c{c}".rjust(16) for b, c in cols))
+    for path in PATHS:
+        for proto in PROTOCOLS:
+            row = "".join(
+                f"{med(cells[(path, proto, b, c)], 0) / med(base[b], 0):5.2f}x "
+                f"{med(cells[(path, proto, b, c)], 0) / 1000:6.1f}k".rjust(16)
+                for b, c in cols
+            )
+            print(f"{path:7} {proto:5} {row}")
+    print("\nbatch-1 latency at concurrency 1 (served p50; overhead = p50 - in-process mean):")
+    base_ms = med(base[1], 1)
+    overhead = {}
+    for path in PATHS:
+        for proto in PROTOCOLS:
+            p50 = med(cells[(path, proto, 1, 1)], 1)
+            overhead[(path, proto)] = p50 - base_ms
+            print(f"  {path:7} {proto:5} p50 {p50:.3f} ms, overhead {p50 - base_ms:.3f} ms")
+    for proto in PROTOCOLS:
+        ratio = overhead[("native", proto)] / overhead[("shadow", proto)]
+        b64 = med(cells[("native", proto, 64, 2)], 0) / med(base[64], 0)
+        print(f"{proto}: native batch-64 at concurrency 2 = {b64:.2f}x in-process (bar 0.90x); "
+              f"batch-1 overhead native/shadow = {ratio:.2f} (bar 0.50)")  # fmt: skip
     return 0
 
 

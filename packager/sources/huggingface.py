@@ -30,6 +30,8 @@ from packager.sources import LoadedModel, register
 
 TASKS = ("feature-extraction", "sequence-classification")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# save_pretrained(max_shard_size=...) writes shards and an index naming the file of each tensor.
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 EXAMPLE_TEXTS = ("A short sentence.", "Another sentence, somewhat longer than the first one is.")
 
 
@@ -64,11 +66,15 @@ def describe(folder: Path, task: str | None = None) -> FolderInfo:
     """Read the folder's JSON files (no model is loaded)."""
     config = _json(folder / "config.json")
     weights = [w for w in WEIGHT_FILES if (folder / w).is_file()]
-    if not weights:
+    indexes = [i for i in SHARD_INDEXES if (folder / i).is_file()]
+    if not weights and not indexes:
         raise SourceError(
-            f"{folder} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}); "
-            "save the model with save_pretrained() into that folder"
+            f"{folder} has a config.json but no weights ({' or '.join(WEIGHT_FILES)}, or the "
+            f"shards of {' or '.join(SHARD_INDEXES)}); save the model with save_pretrained() "
+            "into that folder"
         )
+    if not weights:
+        _check_shards(folder, indexes[0])
     architectures = [str(a) for a in config.get("architectures") or ()]
     guessed = (
         "sequence-classification"
@@ -103,6 +109,21 @@ def describe(folder: Path, task: str | None = None) -> FolderInfo:
         min(limits),
         tokenizer if tokenizer.is_file() else None,
     )
+
+
+def _check_shards(folder: Path, index: str) -> None:
+    """Every shard a sharded checkpoint's index names is in the folder (transformers would
+    otherwise reach for the hub, or fail with a traceback)."""
+    weight_map = _json(folder / index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SourceError(f"{folder / index} has no weight_map; save the model again")
+    shards = sorted({str(f) for f in weight_map.values()})
+    missing = [s for s in shards if "/" in s or "\\" in s or not (folder / s).is_file()]
+    if missing:
+        raise SourceError(
+            f"{folder} is a sharded checkpoint ({index}) but shard(s) {', '.join(missing)} are "
+            f"missing; copy all {len(shards)} shard files into the folder"
+        )
 
 
 def _json(path: Path, missing: Any = None) -> Any:

@@ -413,11 +413,12 @@ def _compile(backend: NativeBackend, work: Path, log: Path) -> Path:
             f"-DPython3_INCLUDE_DIR={_python_include()}",
         ]
     jobs = str(max(1, os.cpu_count() or 1))
+    steps = {
+        "configure": args,
+        "build": ["cmake", "--build", str(build), "--target", backend.target, "-j", jobs],
+    }
     with open(log, "w", encoding="utf-8") as out:
-        for step in (
-            args,
-            ["cmake", "--build", str(build), "--target", backend.target, "-j", jobs],
-        ):
+        for stage, step in steps.items():
             out.write("$ " + " ".join(step) + "\n")
             out.flush()
             code = subprocess.run(
@@ -427,8 +428,8 @@ def _compile(backend: NativeBackend, work: Path, log: Path) -> Path:
                 out.close()
                 tail = "\n".join(log.read_text(encoding="utf-8").splitlines()[-15:])
                 raise ServerError(
-                    f"compiling Triton's {backend.name} backend failed ({step[1]} exited "
-                    f"{code}):\n{tail}"
+                    f"compiling Triton's {backend.name} backend failed: cmake's {stage} step "
+                    f"exited {code}:\n{tail}"
                 )
     library = build / backend.library
     if not library.is_file():

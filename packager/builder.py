@@ -48,7 +48,8 @@ class SourceOptions:
     verify: bool = True  # compare the export with the module
     atol: float | None = None
     rtol: float | None = None
-    task: str | None = None  # Hugging Face folders: feature-extraction | sequence-classification | text-generation
+    # Hugging Face folders: feature-extraction | sequence-classification | text-generation
+    task: str | None = None
     more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
 
     def __post_init__(self) -> None:

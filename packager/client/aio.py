@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from packager.client.core import (
     facts_from,
     split_batches,
 )
+from packager.client.httpwire import HttpCall
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
 
 __all__ = ["AsyncClient"]
@@ -241,3 +242,62 @@ class AsyncClient(ClientBase):
                 return await self.infer(model, chunk, **kwargs)
 
         return concat_outputs(await asyncio.gather(*(one(c) for c in chunks)))
+
+    # -- text generation ---------------------------------------------------------------------
+
+    async def generate(
+        self,
+        model: str,
+        prompt: str,
+        /,
+        *,
+        version: int | str = "",
+        timeout_s: float | None = None,
+        include_prompt: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **sampling: Any,
+    ) -> str:
+        """:meth:`packager.client.Client.generate`, awaited."""
+        from packager.client import genwire, streaming
+
+        v, where = version_text(version), f"generate {model!r}"
+        timeout = timeout_s or self.timeout_s
+        if self.endpoint.protocol == "http":
+            body = genwire.generate_body(
+                prompt, sampling, stream=False, include_prompt=include_prompt
+            )
+            path = genwire.generate_path(model, v, stream=False)
+            call = HttpCall("POST", path, [body], b"Content-Type: application/json\r\n",
+                            streaming.generate_parser(where), where)  # fmt: skip
+            return str(await self._transport.send(call, timeout, headers))
+        request = genwire.grpc_request(
+            model, v, prompt, sampling, stream=False, include_prompt=include_prompt
+        )
+        parts = [t async for t in streaming.aio_grpc_texts(self, request, where, timeout, headers)]
+        return "".join(parts)
+
+    def stream(
+        self,
+        model: str,
+        prompt: str,
+        /,
+        *,
+        version: int | str = "",
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **sampling: Any,
+    ) -> AsyncIterator[str]:
+        """``async for chunk in client.stream(model, prompt, max_tokens=64): ...``; leaving the
+        loop early (or cancelling the task) closes the stream and stops the generation."""
+        from packager.client import genwire, streaming
+
+        v, where = version_text(version), f"stream {model!r}"
+        timeout = timeout_s or self.timeout_s
+        if self.endpoint.protocol == "http":
+            body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
+            path = genwire.generate_path(model, v, stream=True)
+            return streaming.aio_http_texts(self, path, body, where, timeout, headers)
+        request = genwire.grpc_request(
+            model, v, prompt, sampling, stream=True, include_prompt=False
+        )
+        return streaming.aio_grpc_texts(self, request, where, timeout, headers)

@@ -122,6 +122,17 @@ class ResponseParser:
         if self._filled == len(self.body):
             self.done = True
 
+    def drain(self) -> bytes:
+        """Body bytes received since the last ``drain()``: a streamed (SSE) body read as it
+        arrives. Only for chunked or until-close bodies."""
+        if self._mode == 2 and self._chunks is not None and not self.done:
+            out = bytes(self._chunks)
+            self._chunks.clear()
+            return out
+        out = bytes(self.body)
+        self.body = bytearray()
+        return out
+
     # -- internals -----------------------------------------------------------------------
 
     def _parse_head(self, head: bytes) -> None:

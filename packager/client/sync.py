@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -232,3 +232,63 @@ class Client(ClientBase):
         with ThreadPoolExecutor(min(concurrency, len(chunks)), "infer_batch") as pool:
             parts = list(pool.map(lambda c: self.infer(model, c, **kwargs), chunks))
         return concat_outputs(parts)
+
+    # -- text generation ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        /,
+        *,
+        version: int | str = "",
+        timeout_s: float | None = None,
+        include_prompt: bool = False,
+        headers: Mapping[str, str] | None = None,
+        **sampling: Any,
+    ) -> str:
+        """The completion of ``prompt`` by a generative model (``build --task text-generation``
+        or Triton's vLLM backend). ``sampling``: vLLM's sampling parameters, e.g.
+        ``temperature=0`` (greedy), ``max_tokens=64``, ``top_p``, ``seed``, ``stop=[...]``.
+        A bad request raises :class:`InvalidInput` with the server's message."""
+        from packager.client import genwire, streaming
+
+        v, where = version_text(version), f"generate {model!r}"
+        timeout = timeout_s or self.timeout_s
+        if self.endpoint.protocol == "http":
+            body = genwire.generate_body(
+                prompt, sampling, stream=False, include_prompt=include_prompt
+            )
+            path = genwire.generate_path(model, v, stream=False)
+            return streaming.http_generate(self._transport, path, body, where, timeout, headers)
+        request = genwire.grpc_request(
+            model, v, prompt, sampling, stream=False, include_prompt=include_prompt
+        )
+        return "".join(streaming.grpc_texts(self._transport, request, where, timeout, headers))
+
+    def stream(
+        self,
+        model: str,
+        prompt: str,
+        /,
+        *,
+        version: int | str = "",
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        **sampling: Any,
+    ) -> Iterator[str]:
+        """Text chunks of the completion as the model generates them (SSE over HTTP, a
+        bidirectional stream over gRPC); they concatenate to :meth:`generate`'s text. Stopping
+        early (``break``, ``.close()``) closes the stream and the server stops generating."""
+        from packager.client import genwire, streaming
+
+        v, where = version_text(version), f"stream {model!r}"
+        timeout = timeout_s or self.timeout_s
+        if self.endpoint.protocol == "http":
+            body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
+            path = genwire.generate_path(model, v, stream=True)
+            return streaming.http_texts(self._transport, path, body, where, timeout, headers)
+        request = genwire.grpc_request(
+            model, v, prompt, sampling, stream=True, include_prompt=False
+        )
+        return streaming.grpc_texts(self._transport, request, where, timeout, headers)

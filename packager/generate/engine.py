@@ -87,8 +87,12 @@ class Engine:
         self._mask: Any = None  # [batch, cached tokens]: 1 real, 0 left padding
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.steps = 0  # batched decode steps run (tests read it)
+        self.steps = 0  # batched decode steps run
         self.max_running = 0  # most sequences seen in one step
+        # Counters (model.py exports them as Prometheus metrics): generated tokens, requests
+        # finished, requests that stopped because the client cancelled them.
+        self.counts = {"tokens": 0, "finished": 0, "cancelled": 0}
+        self.on_count: Any = None  # called as on_count(name, n) after each change
 
     @classmethod
     def load(cls, folder: str, *, threads: int | None = None, max_batch: int = 32) -> Engine:
@@ -100,6 +104,7 @@ class Engine:
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         if threads:
             torch.set_num_threads(threads)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
@@ -204,6 +209,7 @@ class Engine:
         """Run the prompt alone (prefill), emit the first token, join the running batch."""
         torch = self.torch
         if seq.sink.cancelled():
+            self._count("cancelled")
             return
         n = len(seq.prompt_ids)
         ids = torch.tensor([seq.prompt_ids])
@@ -268,12 +274,21 @@ class Engine:
         for seq, token in zip(seqs, tokens, strict=True):
             try:
                 if seq.sink.cancelled():
+                    self._count("cancelled")
                     continue
+                self._count("tokens")
                 if not self._emit(seq, token):
                     alive.append(seq)
+                else:
+                    self._count("finished")
             except Exception as exc:  # a broken sink ends its own request only
                 _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
         return alive
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+        if self.on_count is not None:
+            self.on_count(name, n)
 
     def _choose(self, seqs: list[_Sequence], logits: Any) -> list[int]:
         torch = self.torch

@@ -69,6 +69,29 @@ def _scalar(request, name):
     return values[0]
 
 
+METRICS = {
+    "tokens": ("tp_generation_tokens_total", "Tokens generated"),
+    "finished": ("tp_generation_requests_finished_total", "Generations that ran to their end"),
+    "cancelled": ("tp_generation_requests_cancelled_total", "Generations cancelled by clients"),
+}
+
+
+def _metrics(args):
+    """Prometheus counters on Triton's metrics port (none when metrics are off). Each value
+    is (family, metric): a family must outlive its metrics."""
+    labels = {"model": args["model_name"], "version": args["model_version"]}
+    out = {}
+    try:
+        for key, (name, text) in METRICS.items():
+            family = pb_utils.MetricFamily(
+                name=name, description=text, kind=pb_utils.MetricFamily.COUNTER
+            )
+            out[key] = (family, family.Metric(labels=labels))
+    except pb_utils.TritonModelException:  # the server runs without metrics
+        return {}
+    return out
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -83,7 +106,11 @@ class TritonPythonModel:
             os.path.join(here, params.get("model_folder", "hf")),
             threads=int(params.get("threads", "0")) or None,
             max_batch=int(params.get("max_running", "32")),
-        ).start()
+        )
+        self.metrics = _metrics(args)
+        if self.metrics:
+            self.engine.on_count = lambda name, n: self.metrics[name][1].increment(n)
+        self.engine.start()
 
     def execute(self, requests):
         for request in requests:

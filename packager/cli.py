@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "mesh": "packager.commands.deploy:mesh",
     "fit": "packager.commands.fit:fit",
     "infer": "packager.commands.client:infer",
+    "generate": "packager.commands.generate:generate",
     "bench": "packager.commands.client:bench",
     "evaluate": "packager.commands.evaluate:evaluate",
     "explain": "packager.commands.explain:explain",

@@ -42,6 +42,38 @@ class Sink(Protocol):
     def cancelled(self) -> bool: ...
 
 
+class QueueSink:
+    """An in-process sink: ``for chunk in sink`` yields the text as it comes (an error frame
+    raises :class:`GenerationError`); ``tokens`` holds the generated ids once done."""
+
+    def __init__(self) -> None:
+        self.chunks: queue.Queue[tuple[str, bool, str | None]] = queue.Queue()
+        self.tokens: list[int] | None = None
+        self.stopped = False
+
+    def send(self, text: str, final: bool) -> None:
+        self.chunks.put((text, final, None))
+
+    def fail(self, message: str) -> None:
+        self.chunks.put(("", True, message))
+
+    def cancelled(self) -> bool:
+        return self.stopped
+
+    def record_tokens(self, ids: list[int]) -> None:
+        self.tokens = ids
+
+    def __iter__(self) -> Any:
+        while True:
+            text, final, error = self.chunks.get()
+            if error is not None:
+                raise GenerationError(error)
+            if text:
+                yield text
+            if final:
+                return
+
+
 @dataclass
 class _Sequence:
     prompt: str
@@ -340,6 +372,9 @@ class Engine:
             if hits:
                 cut, done = min(hits), True
         if done:
+            record = getattr(seq.sink, "record_tokens", None)  # optional: the token ids
+            if record is not None:
+                record(list(seq.generated))
             final = text[:cut] if cut >= 0 else text
             rest = final[len(seq.sent) :] if final.startswith(seq.sent) else ""
             whole = seq.sent + rest

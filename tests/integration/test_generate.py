@@ -238,3 +238,23 @@ def test_cancelled_stream_stops_generation_on_the_server(server: LocalServer, sc
         assert metric(server, "tp_generation_tokens_total", "llama") == settled  # stopped
         assert settled - tokens_before < 120  # it did not run to max_tokens
         assert client.generate("llama", PROMPTS[0], temperature=0, max_tokens=4)  # still serving
+
+
+def test_cli_generate(server: LocalServer, expected: dict[tuple[str, str], str]) -> None:
+    from click.testing import CliRunner
+
+    from packager.cli import main
+
+    prompt, want = PROMPTS[1], expected[("gpt2", PROMPTS[1])]
+    base = ["generate", "gpt2", prompt, "--temperature", "0", "--max-tokens", str(MAX_TOKENS)]
+    result = CliRunner().invoke(main, [*base, "--url", server.http_url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["text"] == want
+    grpc = ["--url", f"grpc://{server.grpc_url}", "--stream", "--json"]
+    result = CliRunner().invoke(main, [*base, *grpc])
+    doc = json.loads(result.output)
+    assert doc["text"] == want and len(doc["chunks"]) >= 2 and doc["first_chunk_seconds"] > 0
+    result = CliRunner().invoke(main, [*base, "--url", server.http_url, "--stream"])
+    assert result.output == want + "\n"
+    result = CliRunner().invoke(main, [*base, "--url", server.http_url, "--param", "bogus=1"])
+    assert result.exit_code == 1 and "unknown sampling parameter(s) bogus" in result.output

@@ -85,29 +85,29 @@ def location_problem(location: str, reserved: Iterable[str] = ()) -> str | None:
 
 
 def data_problems(model: Any, folder: Path, what: str, reserved: Iterable[str] = ()) -> list[str]:
-    """Missing, misplaced or truncated external data of ``model`` whose files live in ``folder``."""
+    """Missing, misplaced or truncated external data of ``model`` whose files live in ``folder``:
+    one line per data file."""
     problems: list[str] = []
-    names = list(reserved)
-    sizes: dict[str, int | None] = {}
+    by_location: dict[str, list[ExternalRef]] = {}
     for ref in external_refs(model):
-        if ref.location not in sizes:
-            problem = location_problem(ref.location, names)
-            if problem is not None:
-                problems.append(f"{what}: {problem}")
-                sizes[ref.location] = None
-                continue
-            file = folder / ref.location
-            sizes[ref.location] = file.stat().st_size if file.is_file() else None
-            if sizes[ref.location] is None:
-                problems.append(
-                    f"{what}: external data file {ref.location} is missing (tensor {ref.tensor!r})"
-                )
-        size = sizes[ref.location]
-        needed = ref.needed
-        if size is not None and needed is not None and ref.offset + needed > size:
+        by_location.setdefault(ref.location, []).append(ref)
+    for location, refs in by_location.items():
+        problem = location_problem(location, reserved)
+        file = folder / location
+        if problem is None and not file.is_file():
+            problem = f"external data file {location} is missing (tensor {refs[0].tensor!r})"
+        if problem is not None:
+            problems.append(f"{what}: {problem}")
+            continue
+        size = file.stat().st_size
+        short = [r for r in refs if r.needed is not None and r.offset + r.needed > size]
+        if short:
+            first = short[0]
+            more = f" ({len(short) - 1} more tensors do not fit either)" if len(short) > 1 else ""
             problems.append(
-                f"{what}: external data file {ref.location} is truncated: tensor {ref.tensor!r} "
-                f"needs bytes {ref.offset}..{ref.offset + needed} and the file has {size}"
+                f"{what}: external data file {location} is truncated: it has {size} bytes and "
+                f"tensor {first.tensor!r} needs bytes {first.offset}..{first.offset + (first.needed or 0)}"
+                + more
             )
     return problems
 

@@ -133,7 +133,7 @@ def test_onnx_whose_external_data_is_missing_or_short(
         repo.parent,
         lambda: build(str(alone), name="m", output=repo),
         str(alone),
-        "External data length",
+        f"external data file {data.name} is truncated: it has 100 bytes and tensor",
         error=SourceError,
     )
 

@@ -85,7 +85,10 @@ def test_above_the_limit_data_files_keep_their_names(
         ),
         (
             lambda v: (v / TABLES).write_bytes((v / TABLES).read_bytes()[:1000]),
-            ["checksum mismatch", "is truncated: tensor 'table_a' needs bytes 0..19200"],
+            [
+                "checksum mismatch",
+                "truncated: it has 1000 bytes and tensor 'table_a' needs bytes 0..19200",
+            ],
         ),
         (
             lambda v: (v / TABLES).write_bytes(b"\0" * (2 * ROWS * DIM * 4)),
@@ -122,7 +125,8 @@ def _relocate(path: Path, location: str) -> None:
         (lambda m: (m.parent / BIAS).unlink(), "external data file bias.data is missing"),
         (
             lambda m: (m.parent / TABLES).write_bytes(b"\0" * 100),
-            "weights/tables.bin is truncated: tensor 'table_a' needs bytes 0..19200 and the file has 100",
+            "weights/tables.bin is truncated: it has 100 bytes and tensor 'table_a' needs bytes 0..19200 "
+            "(1 more tensors do not fit either)",
         ),
         (lambda m: _relocate(m, "../bias.data"), "'../bias.data' leaves the model's folder"),
         (lambda m: _relocate(m, "SHA256SUMS"), "collides with a file the repository writes"),

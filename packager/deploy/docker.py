@@ -24,6 +24,7 @@ from packager import releases as rel
 from packager import render
 from packager.deploy import footprint
 from packager.errors import PackagerError
+from packager.generate import vllm
 
 DOCKERFILE = "Dockerfile"
 COMPOSE = "compose.yaml"
@@ -129,7 +130,7 @@ def check_image(image: str) -> None:
 
 
 def image_notes(image: str) -> tuple[str, ...]:
-    if image == rel.NGC_IMAGE:
+    if image in (rel.NGC_IMAGE, rel.NGC_VLLM_IMAGE):
         return ()
     return (
         f"base image {image} is not {rel.NGC_IMAGE} (Triton {rel.TRITON_VERSION}, the embedded "
@@ -161,12 +162,16 @@ def render_docker(
     out = Path(output_dir)
     gpu = gpus if isinstance(gpus, Gpus) else Gpus.parse(gpus)
     check_image(image)
+    image = vllm.deploy_image(repo, image)  # vLLM models need NVIDIA's vLLM image
+    vllm.check_gpus(repo, gpu.count, "--gpus")
     # "all" is unknown until run time: size for one GPU, and skip the pinned-device check.
     models = footprint.scan(repo, gpu.count if gpu.count is not None else 1)
     footprint.check_gpus(models, gpu.count, "--gpus")
     packages = footprint.pip_packages(models, pip)
     shm = footprint.docker_size(
-        footprint.parse_size(shm_size) if shm_size else footprint.shm_bytes(models)
+        footprint.parse_size(shm_size)
+        if shm_size
+        else max(footprint.shm_bytes(models), vllm.SHM_BYTES if vllm.vllm_models(repo) else 0)
     )
     repo_rel = path_from(out, repo)
     tag = local_image_tag(repo, image)

@@ -27,6 +27,7 @@ from packager.deploy import k8s_resources as res
 from packager.deploy.docker import MARKER, check_image, image_tag, path_from, write_generated
 from packager.deploy.k8s_resources import GPU, Plan, StorageUri
 from packager.errors import PackagerError
+from packager.generate import vllm
 
 DEPLOYMENT, SERVICE, HPA = "deployment.yaml", "service.yaml", "hpa.yaml"
 SERVICE_MONITOR = "servicemonitor.yaml"
@@ -102,6 +103,8 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
     if problems:
         raise PackagerError("; ".join(problems))
     check_image(o.image)
+    image = vllm.deploy_image(repo, o.image)  # vLLM models need NVIDIA's vLLM image
+    vllm.check_gpus(repo, o.gpus_per_replica, "--gpus-per-replica")
     models = footprint.scan(repo, o.gpus_per_replica)
     footprint.check_gpus(models, o.gpus_per_replica, "--gpus-per-replica")
 
@@ -109,6 +112,8 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
     min_r = o.min_replicas if o.min_replicas is not None else o.replicas
     max_r = o.max_replicas if o.max_replicas is not None else 2 * o.replicas
     shm = footprint.parse_size(o.shm_size) if o.shm_size else footprint.shm_bytes(models)
+    if not o.shm_size and vllm.vllm_models(repo):
+        shm = max(shm, vllm.SHM_BYTES)
     memory = _memory_bytes(o.memory) if o.memory else footprint.memory_bytes(models)
     cpu = o.cpu or _cores(footprint.cpu_millicores(models))
     resources: dict[str, Any] = {
@@ -122,7 +127,7 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
     return Plan(
         name=name,
         namespace=o.namespace,
-        image=o.image,
+        image=image,
         uri=uri,
         replicas=o.replicas,
         gpus_per_replica=o.gpus_per_replica,
@@ -155,7 +160,7 @@ def plan_notes(plan: Plan) -> tuple[str, ...]:
             f"no --credentials-secret: pods must reach {plan.uri} through workload identity "
             "(IRSA, GKE Workload Identity, Azure Workload Identity) or a public bucket"
         )
-    if image_tag(plan.image) != image_tag(rel.NGC_IMAGE):
+    if image_tag(plan.image) != image_tag(rel.NGC_IMAGE) and plan.image != rel.NGC_VLLM_IMAGE:
         notes.append(f"image {plan.image} is not {rel.NGC_IMAGE}, the embedded server's release")
     return tuple(notes)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packager.errors import SpecError
+from packager.errors import PackagerError, SpecError
 from packager.releases import NGC_VLLM_IMAGE
 
 if TYPE_CHECKING:
@@ -65,3 +65,58 @@ def engine_args(options: BuildOptions, context: int) -> dict[str, Any]:
                 args[key[5:]] = value
     check_args(args)
     return args
+
+
+# -- what a repository with vLLM models needs from its deployment ----------------------------
+
+SHM_BYTES = 1 << 30  # /dev/shm for tensor parallelism (NCCL), as NVIDIA's vLLM examples use
+
+
+def vllm_models(repo: Path | str) -> dict[str, int]:
+    """Model name -> GPUs its newest version asks for (tensor x pipeline parallel), for every
+    model of ``repo`` that Triton's vLLM backend runs."""
+    import json
+
+    from packager.repository import list_models, read_config, versions
+
+    out: dict[str, int] = {}
+    for model_dir in list_models(repo):
+        try:
+            config = read_config(model_dir)
+        except PackagerError:
+            continue  # validate reports unreadable configs; nothing to size here
+        if config.backend != "vllm":
+            continue
+        numbers = versions(model_dir)
+        args: dict[str, Any] = {}
+        if numbers:
+            try:
+                args = json.loads((model_dir / str(numbers[-1]) / "model.json").read_text())
+            except (OSError, ValueError):
+                args = {}
+        tp = int(args.get("tensor_parallel_size", 1) or 1)
+        pp = int(args.get("pipeline_parallel_size", 1) or 1)
+        out[model_dir.name] = tp * pp
+    return out
+
+
+def deploy_image(repo: Path | str, image: str) -> str:
+    """The image to deploy ``repo`` on: NVIDIA's vLLM image of the same release when the repository
+    holds vLLM models and the plain image (which has no vLLM backend) was asked for."""
+    from packager.releases import NGC_IMAGE
+
+    return NGC_VLLM_IMAGE if image == NGC_IMAGE and vllm_models(repo) else image
+
+
+def check_gpus(repo: Path | str, count: int | None, option: str) -> None:
+    """Refuse fewer GPUs than a vLLM model's tensor x pipeline parallel size (None: unknown)."""
+    if count is None:
+        return
+    short = {name: n for name, n in vllm_models(repo).items() if n > count}
+    if short:
+        needs = ", ".join(f"{name} needs {n}" for name, n in sorted(short.items()))
+        raise PackagerError(
+            f"{option} {count}: vLLM shards these models over GPUs ({needs}, its "
+            "tensor_parallel_size x pipeline_parallel_size); give that many GPUs or rebuild "
+            "with fewer --gpus"
+        )

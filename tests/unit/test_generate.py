@@ -281,3 +281,27 @@ def test_refusals_name_the_problem(folders: dict[str, Path], tmp_path: Path) -> 
         )
         build(empty, name="e", output=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_vllm_docker_and_k8s_assets(folders: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    from packager.deploy.docker import render_docker
+    from packager.deploy.k8s import K8sOptions, render_k8s
+
+    repo = tmp_path / "repo"
+    build(folders["llama"], name="chat", output=repo, backend="vllm", kind="gpu", gpus=[0, 1])
+    assets = render_docker(repo, tmp_path / "docker", gpus="0,1")
+    assert f"FROM {NGC_VLLM_IMAGE}" in assets.files["Dockerfile"]
+    assert assets.shm_size == "1g" and assets.pip == ()  # the image brings vLLM; NCCL wants shm
+    assert '"device=0,1"' in " ".join(assets.run_command) and assets.notes == ()
+    with pytest.raises(PackagerError, match="chat needs 2"):
+        render_docker(repo, tmp_path / "docker", gpus="0")
+    manifests = render_k8s(repo, K8sOptions("s3://bucket/models", gpus_per_replica=2))
+    deployment = yaml.safe_load(manifests.files["deployment.yaml"])
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == NGC_VLLM_IMAGE
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert not any("is not" in n for n in manifests.notes)
+    with pytest.raises(PackagerError, match="--gpus-per-replica 1: vLLM shards"):
+        render_k8s(repo, K8sOptions("s3://bucket/models", gpus_per_replica=1))

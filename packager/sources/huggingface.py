@@ -10,7 +10,9 @@ verified ONNX or TorchScript model with dynamic batch and sequence axes:
   ``config.json``'s ``id2label`` are recorded (and used by the text pipeline).
 
 Weights are read by transformers from the folder only (``local_files_only``: no hub access);
-``.bin`` checkpoints load with ``weights_only``. :mod:`packager.sources.hf_text` builds the
+``.bin`` checkpoints load with ``weights_only``. Sharded checkpoints (an index naming the shard
+of each tensor, as ``save_pretrained(max_shard_size=...)`` writes) load the same way, once every
+shard the index names is found in the folder. :mod:`packager.sources.hf_text` builds the
 text-in ensemble (tokenizer step -> model -> post-processing) on top of this source.
 """
 

@@ -128,6 +128,7 @@ def test_a_model_above_2_gb_builds_in_little_memory_validates_and_serves(
         # The same model run by the generated Python runtime (what the shadow uses where the
         # native backend is not there): its model.py beside the graph and the data files.
         peak_py = _peak_rss_of_build(src, repo, tmp_path / "peak", "big_py", "--backend", "python")
+        print(f"build --backend python: peak RSS {peak_py / 2**20:.0f} MiB")
         assert peak_py < size / 2
         assert packager.validate(repo).ok
 

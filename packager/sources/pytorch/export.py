@@ -5,7 +5,8 @@ inputs (by name) and returns a flat tuple of tensors, whatever the model returns
 list, dict, nested). Both exporters and Triton then see one fixed calling convention:
 
 * ONNX (``torch.onnx.export(dynamo=True)``): axis 0 of every input and the axes the user names
-  are dynamic; ``model.onnx`` is one self-contained file (weights inline, < 2 GB).
+  are dynamic; ``model.onnx`` is one self-contained file (weights inline) unless the weights
+  pass protobuf's 2 GB limit, and then ``model.onnx.data`` beside it holds them.
 * TorchScript (``torch.jit.trace`` by default, or ``torch.jit.script``): inputs keep forward()'s
   argument names (Triton 2.51's libtorch backend binds inputs by argument name); outputs are
   named ``<name>__<index>`` because that backend binds outputs by that suffix.

@@ -44,7 +44,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(start_server: StartServer, repo: Path) -> LocalServer:
-    return start_server(repo)
+    # Measured per stub process: the Python runtime's instances (Triton's own ONNX Runtime
+    # backend keeps every instance inside the server process, where no per-instance RSS exists).
+    return start_server(repo, native=False)
 
 
 def test_measured_rss_of_each_instance_matches_the_estimate(

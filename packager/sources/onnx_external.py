@@ -16,8 +16,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 # protobuf cannot serialize a message of 2 GiB or more; keep a margin for the graph itself.
-# Above this, weights stay in external data files; below it, one self-contained file is written.
+# An exporter writes external data files above this size, one self-contained file below it.
 ONNX_SINGLE_FILE_LIMIT = 2 * 1024**3 - 64 * 1024**2
+# A model file that arrives with external data is inlined into one model.onnx only below this:
+# inlining holds the whole model in memory (about twice, while it is serialized), and Triton
+# loads a model.onnx with its data files beside it just as well. Above, the files are kept.
+INLINE_LIMIT = 256 * 1024**2
 
 _STRING = 8  # TensorProto.STRING
 _PACKED_4BIT = (21, 22, 23)  # UINT4, INT4, FLOAT4E2M1

@@ -1,9 +1,10 @@
 """ONNX files: signature from the graph, artifact made loadable from a version folder.
 
 Weights in external data files (:mod:`packager.sources.onnx_external`) are inlined into one
-self-contained ``model.onnx`` while the whole model stays under protobuf's 2 GB limit; above it
-the graph and its data files go into the version folder as they are, under the names the graph
-records, copied by the repository writer without reading the weights into memory.
+self-contained ``model.onnx`` when the whole model is small (``INLINE_LIMIT``, 256 MiB); a larger
+one (and every model above protobuf's 2 GB limit) goes into the version folder as it is: the graph
+and its data files under the names the graph records, copied by the repository writer without
+reading the weights into memory.
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ def signature_of(model: Any, path: Path | str = "model") -> Signature:
 
 
 def _version_files(model: Any, path: Path, workdir: Path) -> dict[str, Path]:
-    """The files of the version folder: ``model.onnx`` and, above the 2 GB limit, its data files.
+    """The files of the version folder: ``model.onnx`` and, unless the model is small, its data files.
 
-    A model whose weights are external is inlined into one file when it fits in protobuf's
-    limit (one file Triton loads, nothing to keep together); a larger one keeps its data files,
+    A small model whose weights are external is inlined into one file (one file Triton loads,
+    nothing to keep together); a larger one keeps its data files,
     each under the location the graph records (checked first: present, complete, inside the
     folder), and nothing is read but the graph.
     """
@@ -151,7 +152,7 @@ def _version_files(model: Any, path: Path, workdir: Path) -> dict[str, Path]:
             "; ".join(problems) + "; copy every data file the graph names next to the model, "
             "as the exporter wrote them (torch's exporter writes NAME.onnx.data)"
         )
-    if model.ByteSize() + ext.external_bytes(model, path.parent) < ext.ONNX_SINGLE_FILE_LIMIT:
+    if model.ByteSize() + ext.external_bytes(model, path.parent) < ext.INLINE_LIMIT:
         target = workdir / FMT.artifact
         _save(load_proto(path, external=True), target)
         return {FMT.artifact: target}

@@ -1,7 +1,8 @@
 """ONNX models whose weights live in external data files (issue 22), at small sizes.
 
-Above protobuf's 2 GB limit a model's data files go into the version folder as they are; the
-limit is lowered here (as the exporter's own test does) so that a few-MB model takes that path.
+Above 256 MiB (and so above protobuf's 2 GB limit) a model's data files go into the version
+folder as they are; the limit is lowered here (as the exporter's own test does) so that a few-MB
+model takes that path.
 The > 2 GB model itself is tests/integration/test_large_models.py.
 """
 
@@ -32,8 +33,8 @@ IDS = np.array([[0, 7, 299], [1, 2, 3]], np.int64)
 
 @pytest.fixture
 def over_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every model counts as larger than the single-file limit."""
-    monkeypatch.setattr("packager.sources.onnx_external.ONNX_SINGLE_FILE_LIMIT", 0)
+    """Every model counts as too large to inline."""
+    monkeypatch.setattr("packager.sources.onnx_external.INLINE_LIMIT", 0)
 
 
 @pytest.fixture

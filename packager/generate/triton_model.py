@@ -18,7 +18,9 @@ against a vLLM-backed Triton on a GPU host:
 
 import json
 import os
+import queue
 import sys
+import threading
 
 import triton_python_backend_utils as pb_utils
 
@@ -28,23 +30,94 @@ import tp_engine  # the engine file beside this one
 
 
 class _Sender:
-    """A request's response sender as the engine's sink."""
+    """A request's response sender as the engine's sink. Sending happens on the responder's
+    thread, so the decoding loop never waits for Triton; ``cancelled()`` reads a flag that the
+    responder refreshes."""
 
-    __slots__ = ("sender",)
+    __slots__ = ("responder", "sender", "stopped", "watched")
 
-    def __init__(self, sender):
+    def __init__(self, sender, responder):
         self.sender = sender
+        self.responder = responder
+        self.stopped = False
+        self.watched = False  # in the responder's live set (from the engine's first question)
 
     def send(self, text, final):
-        tensor = pb_utils.Tensor("text_output", _bytes([text]))
-        flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-        self.sender.send(pb_utils.InferenceResponse(output_tensors=[tensor]), flags=flags)
+        self.responder.chunks.put((self, text, final, None))
 
     def fail(self, message):
-        _send_error(self.sender, message)
+        self.responder.chunks.put((self, "", True, message))
 
     def cancelled(self):
-        return self.sender.is_cancelled()
+        if not self.watched:
+            self.watched = True
+            self.responder.live.add(self)
+        return self.stopped
+
+
+class _Responder:
+    """One thread that sends every response: chunks of a sequence that queue up while Triton
+    takes a response are merged into one (same text, fewer messages), and each live request's
+    cancellation is checked after a send, or every ``POLL_S`` when it has nothing to send."""
+
+    POLL_S = 0.1
+
+    def __init__(self):
+        self.chunks = queue.Queue()
+        self.live = set()
+        self.thread = threading.Thread(target=self._loop, name="tp-responder", daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.chunks.put(None)
+        self.thread.join(10)
+
+    def _loop(self):
+        while True:
+            try:
+                items = [self.chunks.get(timeout=self.POLL_S)]
+            except queue.Empty:
+                for sink in list(self.live):
+                    self._check(sink)
+                continue
+            while True:
+                try:
+                    items.append(self.chunks.get_nowait())
+                except queue.Empty:
+                    break
+            merged = {}  # sink -> [text, final, error], in arrival order
+            for item in items:
+                if item is None:
+                    return
+                sink, text, final, error = item
+                entry = merged.setdefault(sink, ["", False, None])
+                entry[0] += text
+                entry[1] = entry[1] or final
+                entry[2] = entry[2] or error
+            for sink, (text, final, error) in merged.items():
+                self._send(sink, text, final, error)
+
+    def _send(self, sink, text, final, error):
+        try:
+            if error is not None:
+                _send_error(sink.sender, error)
+            else:
+                tensor = pb_utils.Tensor("text_output", _bytes([text]))
+                flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+                response = pb_utils.InferenceResponse(output_tensors=[tensor])
+                sink.sender.send(response, flags=flags)
+        except Exception as exc:  # the client went away; stop generating for it
+            pb_utils.Logger.log_warn(f"sending a response failed: {exc}")
+            sink.stopped = True
+        if final or error is not None:
+            self.live.discard(sink)
+        else:
+            self._check(sink)
+
+    def _check(self, sink):
+        if not sink.stopped and sink.sender.is_cancelled():
+            sink.stopped = True
+            self.live.discard(sink)
 
 
 def _bytes(items):
@@ -110,6 +183,10 @@ class TritonPythonModel:
         self.metrics = _metrics(args)
         if self.metrics:
             self.engine.on_count = lambda name, n: self.metrics[name][1].increment(n)
+        # This stub process runs three threads (Triton's, the engine's, the responder's);
+        # Python's default 5 ms GIL switch interval would add up to 5 ms to every hand-off.
+        sys.setswitchinterval(float(params.get("switch_interval_s", "0.0005")))
+        self.responder = _Responder()
         self.engine.start()
 
     def execute(self, requests):
@@ -132,7 +209,7 @@ class TritonPythonModel:
                 self.engine.submit(
                     str(prompt),
                     sampling,
-                    _Sender(sender),
+                    _Sender(sender, self.responder),
                     stream=bool(stream),
                     prepend=None if exclude is None else not bool(exclude),
                 )
@@ -142,3 +219,4 @@ class TritonPythonModel:
 
     def finalize(self):
         self.engine.stop()
+        self.responder.stop()

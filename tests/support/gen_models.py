@@ -53,7 +53,9 @@ def _tokenizer(kind: str, eos: str, bos: str | None) -> object:
     )
 
 
-def make_causal_lm(folder: Path, arch: str, *, seed: int = 0, context: int = 128) -> Path:
+def make_causal_lm(
+    folder: Path, arch: str, *, seed: int = 0, context: int = 128, hidden: int = 64
+) -> Path:
     """A seeded ``arch`` ("llama" | "gpt2") causal LM with its tokenizer, saved in ``folder``."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -68,13 +70,13 @@ def make_causal_lm(folder: Path, arch: str, *, seed: int = 0, context: int = 128
     model: torch.nn.Module
     if arch == "gpt2":
         config = GPT2Config(
-            vocab_size=vocab, n_positions=context, n_embd=64, n_layer=2, n_head=4,
+            vocab_size=vocab, n_positions=context, n_embd=hidden, n_layer=2, n_head=4,
             bos_token_id=eos, eos_token_id=eos,
         )  # fmt: skip
         model = GPT2LMHeadModel(config)
     else:
         config = LlamaConfig(
-            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=eos,  # type: ignore[attr-defined]
         )  # fmt: skip

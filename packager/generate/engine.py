@@ -122,8 +122,8 @@ class Engine:
         self.steps = 0  # batched decode steps run
         self.max_running = 0  # most sequences seen in one step
         # Counters (model.py exports them as Prometheus metrics): generated tokens, requests
-        # finished, requests that stopped because the client cancelled them.
-        self.counts = {"tokens": 0, "finished": 0, "cancelled": 0}
+        # finished, requests that stopped because the client cancelled them, batched steps.
+        self.counts = {"tokens": 0, "finished": 0, "cancelled": 0, "steps": 0}
         self.on_count: Any = None  # called as on_count(name, n) after each change
 
     @classmethod
@@ -280,6 +280,7 @@ class Engine:
         logits, self._cache = self._forward(ids, mask, positions, self._cache)
         self._mask = mask
         self.steps += 1
+        self._count("steps")  # one forward pass for every running sequence
         self.max_running = max(self.max_running, len(seqs))
         keep = self._advance(seqs, logits)
         if len(keep) < len(seqs):

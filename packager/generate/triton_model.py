@@ -63,7 +63,7 @@ class _Responder:
     POLL_S = 0.1
 
     def __init__(self):
-        self.chunks = queue.Queue()
+        self.chunks: queue.Queue = queue.Queue()  # (sink, text, final, error) or None
         self.live = set()
         self.thread = threading.Thread(target=self._loop, name="tp-responder", daemon=True)
         self.thread.start()
@@ -85,7 +85,7 @@ class _Responder:
                     items.append(self.chunks.get_nowait())
                 except queue.Empty:
                     break
-            merged = {}  # sink -> [text, final, error], in arrival order
+            merged: dict = {}  # sink -> [text, final, error], in arrival order
             for item in items:
                 if item is None:
                     return
@@ -146,6 +146,7 @@ METRICS = {
     "tokens": ("tp_generation_tokens_total", "Tokens generated"),
     "finished": ("tp_generation_requests_finished_total", "Generations that ran to their end"),
     "cancelled": ("tp_generation_requests_cancelled_total", "Generations cancelled by clients"),
+    "steps": ("tp_generation_steps_total", "Decoding steps (one forward pass for the whole batch)"),
 }
 
 

@@ -4,7 +4,8 @@ Model: the seeded Llama of the tests (tests/support/gen_models.py), built with `
 text-generation`` and served on the embedded tritonserver; the baseline is the same engine
 (:mod:`packager.generate.engine`) in this process, same torch threads, same requests. Each
 stream asks for ``--tokens`` greedy tokens (``ignore_eos``, so every stream has the same length);
-``N`` streams start together (gRPC ``Client.stream`` from N threads; in-process, N sinks).
+``N`` streams start together (``Client.stream`` over gRPC, or HTTP SSE with ``--protocol http``, from N threads;
+in-process, N sinks).
 
 Measured per (side, N), rounds interleaved, medians printed:
 
@@ -14,7 +15,7 @@ Measured per (side, N), rounds interleaved, medians printed:
 Ratios printed: served / in-process TTFT at 1 stream (goal <= 1.5x), and tokens/s at 8 streams /
 at 1 stream for each side (goal >= 3x: per-step batching works).
 
-    python benchmarks/generation.py [--tokens 64] [--rounds 3] [--threads 1] [--hidden 256]
+    python benchmarks/generation.py [--tokens 64] [--rounds 3] [--threads 1] [--hidden 512] [--protocol http]
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument("--hidden", type=int, default=64, help="model width (64: the tests')")
+    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     args = parser.parse_args()
     params = {"temperature": 0, "max_tokens": args.tokens, "ignore_eos": True}
 
@@ -90,7 +92,8 @@ def main() -> None:
             return sink
 
         with LocalServer(Path(tmp) / "repo", startup_timeout_s=180) as server:
-            client = Client(f"grpc://{server.grpc_url}", timeout_s=300)
+            url = f"grpc://{server.grpc_url}" if args.protocol == "grpc" else server.http_url
+            client = Client(url, timeout_s=300)
 
             def served(prompt: str) -> Iterable[str]:
                 return client.stream("llm", prompt, **params)
@@ -113,7 +116,7 @@ def main() -> None:
     }
     print(
         f"# {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-        f"torch threads {args.threads}, Llama hidden {args.hidden}, {args.tokens} tokens/stream, "
+        f"{args.protocol}, torch threads {args.threads}, Llama hidden {args.hidden}, {args.tokens} tokens/stream, "
         f"median of {args.rounds} rounds"
     )
     print(f"{'side':<11} {'streams':>7} {'TTFT ms':>9} {'tokens/s':>9}")

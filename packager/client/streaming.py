@@ -11,7 +11,6 @@ cancelled and stops generating. Requests and answers are built and read by
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -101,17 +100,13 @@ def http_texts(
 def grpc_texts(
     transport: Any, request: Any, where: str, timeout_s: float, headers: Any
 ) -> Iterator[str]:
-    """Text chunks of one request over ``ModelStreamInfer``."""
-    finished = threading.Event()
-
-    def requests() -> Iterator[Any]:
-        yield request
-        finished.wait()  # keep our side open until the answer is complete
-
+    """Text chunks of one request over ``ModelStreamInfer``. Our side of the stream closes
+    after the one request (Triton still sends every response, as tritonclient relies on);
+    cancelling the call is what stops the generation."""
     metadata = transport._metadata + tuple((k.lower(), v) for k, v in (headers or {}).items())
     with translating(where, transport.url):
         call = transport._stub.ModelStreamInfer(
-            requests(), timeout=timeout_s, metadata=metadata or None
+            iter((request,)), timeout=timeout_s, metadata=metadata or None
         )
         try:
             for response in call:
@@ -121,7 +116,6 @@ def grpc_texts(
                 if final:
                     return
         finally:
-            finished.set()
             call.cancel()
 
 

@@ -262,3 +262,27 @@ def test_cli_generate(server: LocalServer, expected: dict[tuple[str, str], str])
     assert result.output == want + "\n"
     result = CliRunner().invoke(main, [*base, "--url", server.http_url, "--param", "bogus=1"])
     assert result.exit_code == 1 and "unknown sampling parameter(s) bogus" in result.output
+
+
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_async_stream_left_early_is_cancelled(server: LocalServer, scheme: str) -> None:
+    url = server.http_url if scheme == "http" else f"grpc://{server.grpc_url}"
+    before = metric(server, "tp_generation_requests_cancelled_total", "gpt2")
+    params = {"temperature": 0, "max_tokens": 120, "ignore_eos": True}
+
+    async def run() -> list[str]:
+        got = []
+        async with AsyncClient(url) as client:
+            stream = client.stream("gpt2", "Once", **params)
+            async for chunk in stream:
+                got.append(chunk)
+                if len(got) == 2:
+                    break
+            await stream.aclose()  # type: ignore[attr-defined]
+        return got
+
+    assert len(asyncio.run(run())) == 2
+    deadline = time.monotonic() + 10
+    while metric(server, "tp_generation_requests_cancelled_total", "gpt2") == before:
+        assert time.monotonic() < deadline, "the server did not see the cancellation"
+        time.sleep(0.1)

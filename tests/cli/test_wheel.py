@@ -23,3 +23,14 @@ def test_wheel_renders_a_config_from_its_installed_templates(tmp_path: Path) -> 
     assert out[0].startswith(str(target))
     assert out[1] == str(target / "packager" / "templates")
     assert 'name: "m"' in out and "max_batch_size: 4" in out
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_backend_sources_it_compiles(tmp_path: Path) -> None:
+    target = install_wheel(tmp_path)
+    script = "from packager.serve import native\nprint(native.archive_path())\n"
+    [path] = run_installed(target, script, cwd=tmp_path)
+    assert path == str(target / "packager" / "third_party" / "triton-r24.10" / "sources.tar.gz")
+    assert (
+        target / "packager" / "third_party" / "triton-r24.10" / "licenses" / "core.LICENSE"
+    ).is_file()

@@ -99,6 +99,7 @@ class Engine:
 
         self.torch = torch
         self.model = model.eval()
+        self.device = next(model.parameters()).device
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         config = model.config
@@ -127,8 +128,17 @@ class Engine:
         self.on_count: Any = None  # called as on_count(name, n) after each change
 
     @classmethod
-    def load(cls, folder: str, *, threads: int | None = None, max_batch: int = 32) -> Engine:
-        """The model and tokenizer of a Hugging Face folder (local files only, float32, CPU)."""
+    def load(
+        cls,
+        folder: str,
+        *,
+        threads: int | None = None,
+        max_batch: int = 32,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ) -> Engine:
+        """The model and tokenizer of a Hugging Face folder (local files only) on ``device``
+        ("cpu", "cuda:0"...) in ``dtype`` ("float32", "float16", "bfloat16")."""
         import os
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,8 +151,9 @@ class Engine:
             torch.set_num_threads(threads)
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            folder, local_files_only=True, dtype=torch.float32
+            folder, local_files_only=True, dtype=getattr(torch, dtype)
         )
+        model = model.to(torch.device(device))  # type: ignore[arg-type]  # transformers stub
         return cls(model, tokenizer, max_batch=max_batch)
 
     # -- requests ------------------------------------------------------------------------
@@ -226,16 +237,17 @@ class Engine:
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> tuple[Any, Any]:
         kwargs = {self._cache_arg: cache} if cache is not None else {}
+        device = self.device  # inputs and masks are built on the CPU; the cache lives on device
         out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
             use_cache=True,
             logits_to_keep=1,
             **kwargs,
         )
         new_cache = out.cache if hasattr(out, "cache") else out.past_key_values
-        return out.logits[:, -1, :].float(), new_cache
+        return out.logits[:, -1, :].float().cpu(), new_cache  # sampling runs on the CPU
 
     def _admit(self, seq: _Sequence) -> None:
         """Run the prompt alone (prefill), emit the first token, join the running batch."""
@@ -295,7 +307,10 @@ class Engine:
         index = torch.tensor(rows)
         mask = self._mask[index]
         start = int((mask.sum(0) > 0).nonzero()[0])
-        layers = [tuple(t[index][:, :, start:] for t in layer) for layer in _layers(self._cache)]
+        on_device = index.to(self.device)
+        layers = [
+            tuple(t[on_device][:, :, start:] for t in layer) for layer in _layers(self._cache)
+        ]
         self._mask = mask[:, start:]
         self._cache = _make_cache(self.model.config, layers)
         self._running = [self._running[i] for i in rows]

@@ -166,6 +166,13 @@ def _metrics(args):
     return out
 
 
+def _device(args):
+    """The instance's GPU for a KIND_GPU instance (Triton gives its id), else the CPU."""
+    if args.get("model_instance_kind") == "GPU":
+        return f"cuda:{int(args['model_instance_device_id'])}"
+    return "cpu"
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -180,6 +187,8 @@ class TritonPythonModel:
             os.path.join(here, params.get("model_folder", "hf")),
             threads=int(params.get("threads", "0")) or None,
             max_batch=int(params.get("max_running", "32")),
+            device=_device(args),
+            dtype=params.get("dtype", "float32"),
         )
         self.metrics = _metrics(args)
         if self.metrics:

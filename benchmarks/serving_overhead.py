@@ -68,7 +68,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per cell and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--params", default="", help="config parameters for every build, e.g. intra_op_thread_count=1"
+        "--params",
+        default="",
+        help="config parameters for every build, e.g. intra_op_thread_count=1",
     )
     args = parser.parse_args()
     params = dict(p.split("=", 1) for p in args.params.split(",") if p)
@@ -113,7 +115,7 @@ def main() -> int:
             }
             for (path, _proto), client in clients.items():
                 model = targets[path][1]
-                for b, x in xs.items():
+                for x in xs.values():
                     want = session.run(None, {"input": x})[0]
                     got = client.infer(model, {"input": x})["logits"]
                     assert np.array_equal(got, want), f"{path}: served answers differ"

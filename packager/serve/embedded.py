@@ -226,12 +226,26 @@ def error_lines(log: str) -> list[str]:
     return out
 
 
+# What to do about a load failure whose cause is the embedded server itself, not the model.
+_HINTS = {
+    "unable to find backend library for backend 'vllm'": (
+        " (Triton's vLLM backend runs only in NVIDIA's vLLM image on GPU hosts: deploy it with "
+        "`triton-packager docker`/`k8s`, or build the folder with `--task text-generation` and "
+        "the default backend to serve it here)"
+    ),
+}
+
+
+def _hint(reason: str) -> str:
+    return next((hint for needle, hint in _HINTS.items() if needle in reason), "")
+
+
 def describe_failure(log: str) -> str:
     """The most useful explanation of a failed start found in the log."""
     failures = load_failures(log)
     if failures:
         return "\n".join(
-            f"model '{name}' version {version} failed to load: {reason}"
+            f"model '{name}' version {version} failed to load: {reason}{_hint(reason)}"
             for name, version, reason in failures
         )
     errors = error_lines(log)

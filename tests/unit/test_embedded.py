@@ -154,3 +154,16 @@ def test_local_server_refuses_a_chosen_port_that_is_taken(tmp_path: Path) -> Non
         with pytest.raises(ServerError, match=f"http port {port} already in use.*--http-port"):
             server.start()
     assert server.pid is None
+
+
+def test_a_vllm_model_gets_a_hint_about_where_it_runs() -> None:
+    from packager.serve.embedded import describe_failure
+
+    log = (
+        "E1204 21:04:04.449944 4069 model_lifecycle.cc:642] \"failed to load 'llm' version 1: "
+        "Invalid argument: unable to find backend library for backend 'vllm', try specifying "
+        'runtime on the model configuration."'
+    )
+    text = describe_failure(log)
+    assert text.startswith("model 'llm' version 1 failed to load: Invalid argument: unable to find")
+    assert "NVIDIA's vLLM image on GPU hosts" in text and "--task text-generation" in text

@@ -1,11 +1,12 @@
-"""Serve native-backend models on the embedded server through the Python runtime.
+"""The served copy of a repository: native models by Triton's own backends, else the Python runtime.
 
-The tritonserver in the nvidia-pytriton wheel has only the Python backend, so a repository built
-for NVIDIA's container (``onnxruntime_onnx``, ``pytorch_libtorch``) cannot load there as it is.
-:func:`shadow_repository` writes a copy of the repository in which each such model keeps its name,
-versions, inputs, outputs, batching and instance counts, but runs through the generated
-``model.py`` of :mod:`packager.serve.pyruntime`. Artifacts are linked, never copied, and the user's
-repository is never written to. Python models and ensembles pass through unchanged (linked).
+The tritonserver in the nvidia-pytriton wheel has only the Python backend. Where Triton's own ONNX
+Runtime / PyTorch backend is built (:mod:`packager.serve.native`), :func:`served_copy` keeps such
+models as they are (GPU instance groups moved to CPU). Otherwise - the fallback, the *shadow* -
+each ``onnxruntime_onnx`` / ``pytorch_libtorch`` model keeps its name, versions, inputs, outputs,
+batching and instance counts, but runs through the generated ``model.py`` of
+:mod:`packager.serve.pyruntime`. Artifacts are linked, never copied, and the user's repository is
+never written to. Python models and ensembles pass through unchanged (linked).
 
 :class:`packager.serve.server.LocalServer` serves every repository through such a linked copy (except
 in poll mode), so that the server's Python stubs write their ``__pycache__`` there and a

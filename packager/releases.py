@@ -21,6 +21,11 @@ NGC_VLLM_IMAGE = f"{NGC_REPOSITORY}:{NGC_RELEASE}-vllm-python-py3"
 VLLM_VERSION = "0.5.5"
 # uid/gid of the ``triton-server`` user that the NGC image ships (never run the server as root).
 NGC_USER_ID = 1000
+# Triton's default ports (tritonserver, the NGC image, `serve`, and the client's URL without a
+# port): the one home of these numbers.
+TRITON_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# The host a client calls when no URL is given.
+DEFAULT_HOST = "localhost"
 
 # Python packages that Python-backend models need inside the NGC image (Python 3.10, CUDA 12.6,
 # cuDNN 9). numpy<2: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2

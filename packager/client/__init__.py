@@ -26,6 +26,7 @@ from packager.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    SequenceNotStarted,
     ServerUnavailable,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",
+    "SequenceNotStarted",
     "ServerInfo",
     "ServerUnavailable",
     "TLSOptions",

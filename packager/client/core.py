@@ -28,6 +28,7 @@ __all__ = [
     "ModelMetadata",
     "Prepared",
     "RetryPolicy",
+    "SequenceFlags",
     "TLSOptions",
     "TensorMeta",
     "concat_outputs",
@@ -136,6 +137,42 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based): exponential, capped."""
         return float(min(self.max_backoff_s, self.backoff_s * (2**attempt)))
+
+
+@dataclass(frozen=True)
+class SequenceFlags:
+    """Which sequence a request of a stateful model belongs to, and whether it starts or ends
+    it (Triton's ``sequence_id`` / ``sequence_start`` / ``sequence_end`` request parameters)."""
+
+    sequence_id: int | str
+    start: bool = False
+    end: bool = False
+
+    @classmethod
+    def of(cls, sequence_id: int | str, start: bool, end: bool) -> SequenceFlags | None:
+        """The flags of one ``infer`` call, or None for a request outside any sequence."""
+        if isinstance(sequence_id, bool) or not isinstance(sequence_id, (int, str)):
+            raise InvalidInput(
+                f"sequence_id must be a positive integer or a non-empty string; got {sequence_id!r}"
+            )
+        if not sequence_id:  # 0 or "": no sequence
+            if start or end:
+                raise InvalidInput(
+                    "sequence_start / sequence_end need a sequence_id (a positive integer or a "
+                    "non-empty string), or use client.sequence(model)"
+                )
+            return None
+        if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
+            raise InvalidInput(f"sequence_id must be in 1..2^64-1; got {sequence_id}")
+        return cls(sequence_id, bool(start), bool(end))
+
+    def parameters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sequence_id": self.sequence_id}
+        if self.start:
+            out["sequence_start"] = True
+        if self.end:
+            out["sequence_end"] = True
+        return out
 
 
 class ServerInfo(NamedTuple):

@@ -28,6 +28,7 @@ from packager.client.core import (
     facts_from,
     split_batches,
 )
+from packager.client.guard import check_seconds, guard_public
 from packager.client.transport import GrpcTransport, HttpTransport
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 
+@guard_public
 class Client(ClientBase):
     """A numpy-native Triton client over HTTP (default) or gRPC.
 
@@ -94,7 +96,7 @@ class Client(ClientBase):
         self._transport.close()
 
     def _send(self, call: Any, timeout_s: float | None = None, headers: Any = None) -> Any:
-        return self._transport.send(call, timeout_s or self.timeout_s, headers)
+        return self._transport.send(call, self._timeout(timeout_s), headers)
 
     # -- health and repository ---------------------------------------------------------------
 
@@ -123,7 +125,8 @@ class Client(ClientBase):
         interval_s: float = 0.1,
     ) -> None:
         """Poll until the server (or ``model``) is ready; raise a ClientError saying why not."""
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + check_seconds("timeout_s", timeout_s)
+        interval_s = check_seconds("interval_s", interval_s)
         while True:
             if self.is_ready(model, version=version):
                 return
@@ -210,7 +213,7 @@ class Client(ClientBase):
         seq = SequenceFlags.of(sequence_id, sequence_start, sequence_end)
         call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters, seq)
         try:
-            return self._transport.send(call, timeout_s or self.timeout_s, headers)
+            return self._transport.send(call, self._timeout(timeout_s), headers)
         except (ModelNotReady, ModelNotFound):
             self.clear_cache(model)  # it may come back with another config
             raise
@@ -275,7 +278,7 @@ class Client(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"generate {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
                 prompt, sampling, stream=False, include_prompt=include_prompt
@@ -304,7 +307,7 @@ class Client(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
             path = genwire.generate_path(model, v, stream=True)

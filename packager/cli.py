@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "packager.commands.build:inspect_cmd",
     "validate": "packager.commands.build:validate_cmd",
     "serve": "packager.commands.serve:serve",
+    "openai": "packager.commands.openai_service:openai_service",
     "backends": "packager.commands.backends:backends",
     "docker": "packager.commands.deploy:docker",
     "k8s": "packager.commands.deploy:k8s",

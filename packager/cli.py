@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "infer": "packager.commands.client:infer",
     "generate": "packager.commands.generate:generate",
     "bench": "packager.commands.client:bench",
+    "bench-generate": "packager.commands.bench_generate:bench_generate",
     "evaluate": "packager.commands.evaluate:evaluate",
     "explain": "packager.commands.explain:explain",
     "versions": "packager.commands.manifest:versions",

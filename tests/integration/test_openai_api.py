@@ -202,3 +202,46 @@ def test_errors_in_openai_format(
     with pytest.raises(openai.BadRequestError, match="not one that computes embeddings"):
         client.embeddings.create(model="gpt2", input="hi")
     assert client.completions.create(model="gpt2", prompt="Once", max_tokens=2).choices  # serving
+
+
+@pytest.mark.parametrize("through", ["triton", "openai"])
+def test_bench_generate_counts_exact_tokens_and_gaps(
+    served: tuple[LocalServer, OpenAIService], through: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from packager.cli import main
+    from packager.client import Client
+    from packager.client import genbench as gb
+
+    server, service = served
+    sampling = {"temperature": 0, "max_tokens": 7, "ignore_eos": True}
+    if through == "triton":
+        client = Client(f"grpc://{server.grpc_url}")
+        target = gb.triton_target(client, "gpt2")
+        where = ["--url", f"grpc://{server.grpc_url}"]
+    else:
+        target = gb.openai_target(service.url, "gpt2", KEY, 60)
+        where = ["--openai", service.url]
+        monkeypatch.setenv("TRITON_PACKAGER_API_KEY", KEY)
+    level = gb.run_concurrency(target, gb.synthetic_prompts(4, 5), sampling, 2, 4)
+    assert len(level.requests) == 4 and all(r.error is None for r in level.requests)
+    for r in level.requests:
+        assert r.tokens == 7 and len(r.gaps) == 6  # N tokens, N-1 inter-token gaps
+        assert r.first is not None and 0 < r.first <= r.latency
+        assert r.prompt_tokens > 0
+    args = ["bench-generate", "gpt2", *where, "--output-tokens", "5", "--concurrency", "1,2",
+            "--requests", "3", "--input-words", "4", "--ttft-limit", "60000", "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert [lv["load"] for lv in doc["levels"]] == ["concurrency 1", "concurrency 2"]
+    for lv in doc["levels"]:
+        assert lv["requests"] == 3 and lv["errors"] == 0
+        assert lv["tokens_per_request"] == [5] and lv["gaps_per_request"] == [4]
+        assert lv["ttft_ms"]["p50"] <= lv["latency_ms"]["p50"]
+        assert lv["output_tokens"] == 15 and lv["goodput_requests_per_s"] > 0
+    if through == "triton":
+        client.close()

@@ -16,7 +16,7 @@ the classes of :mod:`packager.errors`; :mod:`packager.client.errors` maps failur
 """
 
 from packager.client.aio import AsyncClient
-from packager.client.bench import LoadResult, run_load, run_sweep, synthetic_inputs
+from packager.client.bench import LoadResult, iter_sweep, run_load, run_sweep, synthetic_inputs
 from packager.client.core import ModelInfo, ModelMetadata, ServerInfo, TensorMeta, TLSOptions
 from packager.client.sync import Client
 from packager.errors import (
@@ -47,6 +47,7 @@ __all__ = [
     "ServerUnavailable",
     "TLSOptions",
     "TensorMeta",
+    "iter_sweep",
     "run_load",
     "run_sweep",
     "synthetic_inputs",

@@ -47,7 +47,7 @@ class AsyncClient(ClientBase):
 
     def __init__(
         self,
-        url: str = "localhost:8000",
+        url: str | None = None,
         *,
         protocol: str | None = None,
         timeout_s: float = 60.0,

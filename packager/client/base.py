@@ -53,7 +53,7 @@ class ClientBase:
 
     def __init__(
         self,
-        url: str = "localhost:8000",
+        url: str | None = None,
         *,
         protocol: str | None = None,
         timeout_s: float = 60.0,

@@ -25,6 +25,7 @@ from packager import render
 from packager.deploy import footprint
 from packager.errors import PackagerError
 from packager.generate import vllm
+from packager.repository import server_flags
 
 DOCKERFILE = "Dockerfile"
 COMPOSE = "compose.yaml"
@@ -194,6 +195,7 @@ def render_docker(
         "uid": rel.NGC_USER_ID,
         "ports": rel.TRITON_PORTS,
         "repository": CONTAINER_REPOSITORY,
+        "server_args": server_flags(repo),  # response cache, rate limiter
         "health_cmd": json.dumps(list(HEALTH_CMD)),
         "health_test": json.dumps(["CMD", *HEALTH_CMD]),
         "j": json.dumps,

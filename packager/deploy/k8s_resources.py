@@ -113,6 +113,7 @@ class Plan:
     shm: str  # Kubernetes quantity
     startup_failures: int
     track: str | None = None  # stable | canary: one of two Deployments behind a mesh route
+    server_args: tuple[str, ...] = ()  # what the models need: --cache-config, --rate-limit
 
     @property
     def resource_name(self) -> str:
@@ -218,6 +219,7 @@ def deployment(plan: Plan) -> dict[str, Any]:
             f"--grpc-port={TRITON_PORTS['grpc']}",
             f"--metrics-port={TRITON_PORTS['metrics']}",
             "--exit-timeout-secs=30",
+            *plan.server_args,
         ],
         "ports": [
             {"name": k, "containerPort": v, "protocol": "TCP"} for k, v in TRITON_PORTS.items()
@@ -360,6 +362,8 @@ def inference_service(plan: Plan) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    if plan.server_args:  # KServe appends them to its Triton runtime's own arguments
+        model["args"] = list(plan.server_args)
     predictor: dict[str, Any] = {
         "minReplicas": plan.min_replicas,
         "maxReplicas": plan.max_replicas,

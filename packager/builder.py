@@ -357,17 +357,15 @@ def check_target(loaded: LoadedModel, name: str) -> dict[str, Any]:
     if loaded.format == "onnx":
         beside = all(Path(p) == path.parent / rel for rel, p in loaded.files.items())
         found = onnx_target.check(path, artifact, session=beside)
-        runtime = {"onnxruntime": TARGET.onnxruntime, "loaded_by": found.runtime or None}
+        runtime = {"onnxruntime": TARGET.onnxruntime}
     else:
         found = torchscript_target.check(path, artifact)
         runtime = {"libtorch": TARGET.libtorch}
     if found.problems:
         raise SpecError(found.problems, subject=f"build of {name!r} for {TARGET.describe()}")
-    return {
-        "triton": TARGET.release,
-        **runtime,
-        **({"unchecked": found.unchecked} if found.unchecked else {}),
-    }
+    # Only what the build was checked for: build.json stays the same on every machine (what
+    # could not be checked on this one, `validate` says).
+    return {"triton": TARGET.release, **runtime}
 
 
 def _max_batch_size(sig: Signature, asked: int | None) -> int:

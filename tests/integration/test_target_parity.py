@@ -87,7 +87,9 @@ def test_with_opset_21_it_builds_serves_on_the_containers_runtime_and_answers_eq
     converted = result.record["onnx"]["converted"]
     assert converted["from_opset"] == 23 and converted["to_opset"] == 21
     assert converted["verification"]["passed"] is True
-    assert result.record["target"]["loaded_by"] == f"onnxruntime {TARGET.onnxruntime}"
+    assert result.record["target"] == {"triton": "24.10", "onnxruntime": TARGET.onnxruntime}
+    loaded = onnx_target.check(repo / "m23" / "1" / "model.onnx")
+    assert loaded.problems == [] and loaded.runtime == f"onnxruntime {TARGET.onnxruntime}"
     assert validate(repo).ok
     server = start_server(repo, native=True)
     # serve names the ONNX Runtime each native model runs on: the container's.

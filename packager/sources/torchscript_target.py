@@ -22,11 +22,17 @@ from pathlib import Path
 from packager.releases import TARGET
 from packager.sources.onnx_target import TargetCheck
 
-# Namespaces PyTorch itself registers (anything else needs a custom-op library in the image).
+# Namespaces PyTorch itself registers, and torchvision's (the container's pytorch backend is built
+# with TRITON_PYTORCH_ENABLE_TORCHVISION, pytorch_backend CMakeLists.txt in third_party/); anything
+# else needs a custom-op library in the image.
 TORCH_NAMESPACES = frozenset(
-    {"aten", "prim", "quantized", "_quantized", "profiler", "_caffe2", "sparse", "cuda", "onednn"}
-)
-_OP = re.compile(rb"\bops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+    {
+        "aten", "prim", "quantized", "_quantized", "profiler", "_caffe2", "sparse", "cuda",
+        "onednn", "torchvision",
+    }
+)  # fmt: skip
+# A call ``ops.<ns>.<op>(`` in the saved code (``__torch__.torchvision.ops.misc.X`` is a class path).
+_OP = re.compile(rb"(?<![\w.])ops\.([A-Za-z_]\w*)\.([A-Za-z_]\w*)\s*\(")
 UNCHECKED = (
     f"whether libtorch {TARGET.libtorch.split('a0')[0]} (the container's) has every aten operator "
     "overload the code calls was not checked: no build of it runs here (the embedded server uses "

@@ -4,7 +4,8 @@ The container's ONNX Runtime (1.19 for Triton 24.10) reads ONNX opset 21 and IR 
 most; the user's own onnxruntime is often newer, so a model that runs here may not load there.
 :func:`check` finds that before anything is written:
 
-1. ONNX's checker, the IR version and every domain's opset against the target's limits;
+1. the IR version and every domain's opset against the target's limits (ONNX's checker too: it
+   is stricter than ONNX Runtime, so what it alone refuses is a note, not a problem);
 2. every node's operator: a schema of its domain at the model's opset (standard domains), a
    domain ONNX Runtime implements, or a function the model defines (anything else is a custom
    op the container has no library for);
@@ -76,6 +77,7 @@ class TargetCheck:
     problems: list[str] = field(default_factory=list)
     unchecked: str = ""
     runtime: str = ""  # "onnxruntime 1.19.2" when its session was created
+    checker: str = ""  # what ONNX's checker refused (a problem only if the runtime refuses too)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,13 +172,14 @@ def check(path: Path, label: str | None = None, *, session: bool = True) -> Targ
     except SourceError as exc:
         result.problems.append(str(exc))
         return result
-    result.problems = static_problems(model, label, path)
+    result.checker = checker_problem(path)
+    result.problems = static_problems(model, label)
     if result.problems or not session:
-        return result
+        return _with_checker(result, label)
     site, why = runtime_site()
     if site is None:
         result.unchecked = f"no session was created with the container's ONNX Runtime: {why}"
-        return result
+        return _with_checker(result, label)
     version, error = _session(path, site)
     result.runtime = f"onnxruntime {version}"
     if version != TARGET.onnxruntime:
@@ -186,19 +189,37 @@ def check(path: Path, label: str | None = None, *, session: bool = True) -> Targ
         result.problems.append(
             f"{label}: ONNX Runtime {version} ({TARGET.describe()}) cannot load it: {first}"
         )
+    return _with_checker(result, label)
+
+
+def _with_checker(result: TargetCheck, label: str) -> TargetCheck:
+    """ONNX's checker is stricter than ONNX Runtime (e.g. node order, which ORT sorts itself):
+    what it refuses explains a problem found otherwise, and is a note when the runtime loads it."""
+    if not result.checker:
+        return result
+    what = f"{label}: ONNX's checker refuses it: {result.checker}"
+    if result.problems:
+        result.problems.append(what)
+    else:
+        loaded = f" (ONNX Runtime {TARGET.onnxruntime} loads it)" if result.runtime else ""
+        result.unchecked = "; ".join(filter(None, [result.unchecked, what + loaded]))
     return result
 
 
-def static_problems(model: Any, label: str, path: Path | None = None) -> list[str]:
-    """Checker, IR version, opsets and operators against the target, without running anything."""
+def checker_problem(path: Path) -> str:
+    """The first line of what ``onnx.checker`` refuses in the file (by path: > 2 GB works)."""
     import onnx
 
-    out = []
     try:
-        # By path when there is one: models over 2 GB cannot be checked as an in-memory proto.
-        onnx.checker.check_model(str(path) if path is not None else model)
+        onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx.checker.ValidationError and friends
-        out.append(f"{label}: ONNX's checker refuses it: {str(exc).strip().splitlines()[0]}")
+        return str(exc).strip().splitlines()[0]
+    return ""
+
+
+def static_problems(model: Any, label: str) -> list[str]:
+    """IR version, opsets and operators against the target, without running anything."""
+    out = []
     target = TARGET.describe()
     if model.ir_version > TARGET.onnx_ir:
         out.append(
@@ -215,7 +236,8 @@ def static_problems(model: Any, label: str, path: Path | None = None) -> list[st
             f"{TARGET.onnx_opset} (ONNX's version converter; the result is compared with this model)"
         )
     ml = opsets.get("ai.onnx.ml")
-    if ml is not None and ml > TARGET.onnx_ml_opset:
+    uses_ml = any(n.domain == "ai.onnx.ml" for n in _nodes(model.graph))
+    if ml is not None and ml > TARGET.onnx_ml_opset and uses_ml:  # an unused import is harmless
         out.append(
             f"{label} uses ai.onnx.ml opset {ml}; ONNX Runtime {TARGET.onnxruntime_minor} reads "
             f"{TARGET.onnx_ml_opset} at most (ONNX's converter does not convert that domain): "

@@ -19,7 +19,7 @@ from tests.support.onnx_models import opset_onnx
 
 
 def _problems(path: Path) -> list[str]:
-    return onnx_target.static_problems(onnx.load(str(path)), path.name, path)
+    return onnx_target.static_problems(onnx.load(str(path)), path.name)
 
 
 def test_a_model_the_target_reads_has_no_problem(tmp_path: Path) -> None:

@@ -127,6 +127,11 @@ VLLM_VERSION = TARGET.vllm
 NGC_USER_ID = TARGET.user_id
 # The wheel that carries the embedded tritonserver binary of TARGET.triton_version.
 PYTRITON_VERSION = "0.7.0"
+# Triton's default ports (tritonserver, the NGC image, `serve`, and the client's URL without a
+# port): the one home of these numbers.
+TRITON_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# The host a client calls when no URL is given.
+DEFAULT_HOST = "localhost"
 
 # Python packages that Python-backend models need inside the NGC image (Python 3.10, CUDA 12.6,
 # cuDNN 9). numpy<2: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2

@@ -424,7 +424,9 @@ def _implicit_state_refusal(backend: str, platform: str, sig: Signature) -> str 
     if backend != "native":
         return "the Python runtime takes every tensor from the request (use --backend native)"
     names = [t.name for t in (*sig.inputs, *sig.outputs)]
-    if platform == FORMATS["torchscript"].platform and not all(_INDEXED_NAME.match(n) for n in names):
+    if platform == FORMATS["torchscript"].platform and not all(
+        _INDEXED_NAME.match(n) for n in names
+    ):
         # Triton's PyTorch backend refuses the model at load otherwise ("not all inputs and
         # outputs follow the <name>__<index> naming convention").
         return (

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from packager.commands._options import renamed
 from packager.releases import TRITON_PORTS
 
 
@@ -71,9 +72,11 @@ class _Stop(Exception):
 )
 @click.option("--show-log", is_flag=True, help="Echo the server's own log to stderr while it runs.")
 @click.option(
-    "--no-verify",
+    "--no-checksums",
+    "no_verify",
     is_flag=True,
-    help="Serve even if model files changed since they were built (skips the SHA256SUMS check).",
+    help="Serve even if model files changed since they were built (skips the SHA256SUMS check, "
+    "as validate --no-checksums).",
 )
 @click.option(
     "--native/--no-native",
@@ -88,6 +91,7 @@ class _Stop(Exception):
     show_default=True,
     help="Seconds to wait for the server and its models to become ready.",
 )
+@renamed("--no-verify", "--no-checksums", "no_verify", is_flag=True)
 def serve(
     repository: Path,
     host: str,
@@ -166,7 +170,7 @@ def _verify(repository: Path, mode: str, load_models: tuple[str, ...]) -> None:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise RepositoryError(
             f"{repository} changed since it was built:\n{lines}\nrebuild the model(s) with "
-            "`triton-packager build`, or pass --no-verify to serve the files as they are"
+            "`triton-packager build`, or pass --no-checksums to serve the files as they are"
         )
     for folder in unverified:
         click.echo(

@@ -90,7 +90,7 @@ def server_processes(pid: int) -> dict[str, int]:
             continue
         name = text[text.index("(") + 1 : text.rindex(")")]
         ppid = int(text.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and "stub" in name:
+        if ppid == pid and name.startswith("triton_python"):  # comm: 15 chars of the stub name
             out[f"stub {stat.parent.name}"] = int(stat.parent.name)
     return out
 

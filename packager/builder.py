@@ -6,157 +6,32 @@ This module decides; :mod:`packager.sources` reads, :mod:`packager.render` rende
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from packager import sources
-from packager.compress import CompressOptions, compress_loaded
+from packager.compress import compress_loaded
 from packager.errors import PackagerError, SpecError
+from packager.options import BuildOptions, refused
 from packager.render import render_config
 from packager.repository import WriteResult, write_model
-from packager.sources import LoadedModel, Signature
+from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.sources.formats import FORMATS
 from packager.spec import (
     KIND_OPTIONS,
     DynamicBatching,
-    GpuOptimization,
     InstanceGroup,
     ModelSpec,
     TensorSpec,
-    VersionPolicy,
     default_warmup,
     name_problem,
 )
 
+__all__ = ["BuildOptions", "BuildResult", "InspectResult", "SourceOptions", "build", "inspect"]
+
 DEFAULT_MAX_BATCH_SIZE = 32
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """How a source reads or exports the model (PyTorch modules and TorchScript files)."""
-
-    input_specs: tuple[Any, ...] = ()  # "NAME:DTYPE:DIMS" strings or TensorSpecs
-    example_inputs: Any = None  # {name: array}, one array, or a .npz path
-    weights: str | Path | None = None  # state_dict file for a module reference
-    output_names: tuple[str, ...] = ()
-    dynamic_axes: Mapping[str, Sequence[int]] | None = None  # beyond the batch axis
-    opset: int | None = None
-    torchscript_mode: str | None = None  # "trace" | "script"
-    verify: bool = True  # compare the export with the module
-    atol: float | None = None
-    rtol: float | None = None
-    # Hugging Face folders: feature-extraction | sequence-classification | text-generation
-    task: str | None = None
-    more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))
-        object.__setattr__(self, "output_names", tuple(self.output_names or ()))
-        object.__setattr__(self, "more_examples", tuple(self.more_examples or ()))
-
-    def to_mapping(self) -> dict[str, Any]:
-        """The options a :class:`packager.sources.Source` reads; unset ones are left out."""
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) not in (None, ()) and f.name != "verify"
-        }
-        if not self.verify:
-            out["verify"] = False
-        return out
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything ``build`` takes besides the model: one typed, immutable object shared by the
-    CLI, the Python API (:meth:`from_kwargs` reads the flat keywords) and deploy manifests."""
-
-    name: str
-    output: Path = Path("model_repository")
-    format: str = "auto"  # auto | a source or artifact format (sources.formats.FORMATS)
-    backend: str = "native"  # native | python | vllm (text generation)
-    max_batch_size: int | None = None  # None: 32 when every tensor has a batch axis, else 0
-    # Instances: explicit groups, or one group of `instances` of `kind` (on each of `gpus`).
-    instance_groups: tuple[InstanceGroup, ...] | None = None
-    kind: str = "auto"  # auto | gpu | cpu | model (spec.KIND_OPTIONS)
-    gpus: tuple[int, ...] = ()
-    instances: int = 1
-    # Dynamic batching: None turns it on when the model batches or `batching` was set.
-    dynamic_batching: bool | None = None
-    batching: DynamicBatching = field(default_factory=DynamicBatching)
-    version: int | None = None  # None: the next free version
-    version_policy: VersionPolicy | None = None
-    warmup: int = 0  # warm-up requests per instance at load
-    parameters: Mapping[str, str] = field(default_factory=dict)
-    gpu_optimization: GpuOptimization | None = None
-    force: bool = False  # overwrite an existing version
-    dry_run: bool = False
-    compress: CompressOptions = field(default_factory=CompressOptions)
-    source: SourceOptions = field(default_factory=SourceOptions)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "output", Path(self.output))
-        object.__setattr__(self, "gpus", tuple(int(g) for g in self.gpus or ()))
-        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
-        if self.instance_groups is not None:
-            object.__setattr__(self, "instance_groups", tuple(self.instance_groups))
-        if isinstance(self.version_policy, str):
-            object.__setattr__(self, "version_policy", VersionPolicy.parse(self.version_policy))
-        gpu = self.gpu_optimization
-        if gpu is not None and not (gpu.tensorrt or gpu.cuda_graphs):
-            object.__setattr__(
-                self, "gpu_optimization", None
-            )  # nothing asked: no optimization block
-
-    def replace(self, **changes: Any) -> BuildOptions:
-        return replace(self, **changes)
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> BuildOptions:
-        """The flat keywords of ``packager.build(model, name=..., max_batch_size=...)``."""
-        grouped: dict[str, tuple[type, dict[str, Any]]] = {
-            "batching": (DynamicBatching, {}),
-            "gpu_optimization": (GpuOptimization, {}),
-            "compress": (CompressOptions, {}),
-            "source": (SourceOptions, {}),
-        }
-        top: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            target = _FLAT_KEYWORDS.get(key)
-            if target is not None:
-                group, attr = target
-                grouped[group][1][attr] = value
-            elif key in _OWN_FIELDS:
-                top[key] = value
-            else:
-                known = sorted({*_OWN_FIELDS, *_FLAT_KEYWORDS} - set(grouped))
-                raise TypeError(
-                    f"build() got an unknown option {key!r}; options: {', '.join(known)}"
-                )
-        for group, (kind, values) in grouped.items():
-            if values:
-                top[group] = kind(**values)
-        return cls(**top)
-
-
-# Flat keyword of the Python API -> (BuildOptions field holding it, attribute there).
-_FLAT_KEYWORDS: dict[str, tuple[str, str]] = {
-    "preferred_batch_sizes": ("batching", "preferred_batch_sizes"),
-    "max_queue_delay_us": ("batching", "max_queue_delay_us"),
-    "preserve_ordering": ("batching", "preserve_ordering"),
-    "priority_levels": ("batching", "priority_levels"),
-    "default_priority_level": ("batching", "default_priority_level"),
-    "queue_policy": ("batching", "default_queue_policy"),
-    "tensorrt": ("gpu_optimization", "tensorrt"),
-    "tensorrt_precision": ("gpu_optimization", "tensorrt_precision"),
-    "cuda_graphs": ("gpu_optimization", "cuda_graphs"),
-    **{f.name: ("compress", f.name) for f in fields(CompressOptions)},
-    **{f.name: ("source", f.name) for f in fields(SourceOptions)},
-}
-_OWN_FIELDS = {f.name for f in fields(BuildOptions)}
 
 
 @dataclass(frozen=True)
@@ -209,14 +84,20 @@ class InspectResult:
         }
 
 
-def load_source(model: Any, fmt: str = "auto", **options: Any) -> LoadedModel:
-    """Detect (or take) the source format and load ``model``; caller closes the result."""
+def _check_file(model: Any) -> None:
     is_file_name = isinstance(model, (str, Path)) and str(model).endswith(
         (".onnx", ".pt", ".pth", ".ts")
     )
     if is_file_name and not Path(model).exists():
         raise PackagerError(f"model file {model} does not exist")
+
+
+def load_source(model: Any, options: SourceOptions) -> LoadedModel:
+    """Detect the source format (or check ``options.format``) and load ``model``; caller closes
+    the result."""
+    _check_file(model)
     source = sources.detect(model)
+    fmt = options.format
     if fmt not in ("auto", None):
         known = set(sources.names()) | set(FORMATS)
         if fmt not in known:
@@ -228,17 +109,28 @@ def load_source(model: Any, fmt: str = "auto", **options: Any) -> LoadedModel:
                 f"{model} is a {source.name} file but --format {fmt} was given; "
                 f"use --format auto or {source.name} (converting between file formats is not supported)"
             )
-        options["format"] = fmt
     return source.load(model, options)
 
 
 def inspect(model: Any, *, format: str = "auto", **options: Any) -> InspectResult:
-    """Read a model's signature without writing anything."""
-    loaded = load_source(model, format, **options)
+    """Read a model's signature without writing anything (``options``: SourceOptions fields)."""
+    loaded = load_source(model, SourceOptions(format=format, **options))
     try:
         return InspectResult(loaded.format, loaded.platform, loaded.signature, dict(loaded.record))
     finally:
         loaded.close()
+
+
+def build_kind(model: Any, options: BuildOptions) -> str:
+    """Which kind of build ``model`` with ``options`` is (a key of build_options.KINDS)."""
+    from packager.generate.build import wants_generation
+
+    if options.text:
+        return "text"
+    if wants_generation(model, options):
+        return "generation"
+    _check_file(model)
+    return sources.detect(model).name
 
 
 def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> BuildResult:
@@ -254,11 +146,18 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
     elif kwargs:
         raise TypeError("pass either a BuildOptions or keyword options to build(), not both")
     o = options
-    from packager.generate.build import build_generation, wants_generation
+    kind = build_kind(model, o)
+    early = refused(o, kind)
+    if kind == "generation":  # a causal LM: a streaming model (packager/generate/)
+        from packager.generate.build import build_generation
 
-    if wants_generation(model, o):  # a causal LM: a streaming model (packager/generate/)
+        if early:
+            raise SpecError(early, subject=f"build of {o.name!r}")
         return build_generation(model, o)
-    early = []
+    if kind == "text":
+        raise PackagerError(
+            "text=True builds several models: call packager.sources.hf_text.build_text_pipeline"
+        )
     if (p := name_problem(o.name)) is not None:
         early.append(p)
     if o.backend not in ("native", "python"):
@@ -267,16 +166,20 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
         early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {o.kind!r}")
     if o.gpus and o.kind not in ("gpu", "auto"):
         early.append(f"--gpus needs --kind gpu (kind is {o.kind})")
+    gpu = o.gpu_optimization
+    if gpu is not None and not gpu.tensorrt and gpu.tensorrt_precision != "FP16":
+        early.append("--tensorrt-precision applies to --tensorrt; add --tensorrt or leave it out")
     early += o.compress.problems()
     if early:
         raise SpecError(early, subject=f"build of {o.name!r}")
 
-    source_options = o.source.to_mapping()
-    if o.max_batch_size is not None:
-        source_options["max_batch_size"] = o.max_batch_size
-    if o.compress.prune is not None:
-        source_options["prune"] = o.compress.prune_request()  # pruned before export
-    loaded = load_source(model, o.format, **source_options)
+    source_options = replace(
+        o.source,
+        format=o.format,
+        max_batch_size=o.max_batch_size,
+        prune=o.compress.prune_request(),  # pruned before export
+    )
+    loaded = load_source(model, source_options)
     try:
         compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
         sig = loaded.signature
@@ -313,6 +216,8 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
         )
         if o.warmup:
             spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
+        if o.labels:
+            spec = with_labels(spec, o.labels)
         config = render_config(spec)  # SpecError lists every problem
         files: dict[str, Any] = dict(loaded.files)
         if o.backend == "python":
@@ -332,11 +237,36 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
         written = None
         if not o.dry_run:
             written = write_model(
-                o.output, spec, files, version=o.version, force=o.force, record=record
+                o.output,
+                spec,
+                files,
+                version=o.version,
+                force=o.force,
+                record=record,
+                model_files={p.name: p for p in o.labels.values()},
             )
         return BuildResult(spec, config, sig, record, written)
     finally:
         loaded.close()
+
+
+def with_labels(spec: ModelSpec, labels: Mapping[str, Path]) -> ModelSpec:
+    """``spec`` with ``label_filename`` on the outputs ``labels`` names (files beside the config)."""
+    unknown = sorted(set(labels) - {t.name for t in spec.outputs})
+    if unknown:
+        raise SpecError(
+            [
+                f"labels for {', '.join(unknown)}: no such output; outputs are: "
+                f"{', '.join(t.name for t in spec.outputs)}"
+            ]
+        )
+    outputs = tuple(
+        TensorSpec(t.name, t.dtype, t.dims, label_filename=labels[t.name].name)
+        if t.name in labels
+        else t
+        for t in spec.outputs
+    )
+    return spec.replace(outputs=outputs)
 
 
 def _max_batch_size(sig: Signature, asked: int | None) -> int:

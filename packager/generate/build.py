@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 from packager.dtypes import parse as dtype
 from packager.errors import SourceError, SpecError
 from packager.sources.formats import PYTHON_FILE
+from packager.sources.huggingface import GENERATION_TASK
 from packager.spec import InstanceGroup, ModelSpec, TensorSpec, name_problem
 
 if TYPE_CHECKING:
     from packager.builder import BuildOptions, BuildResult
 
-TASK = "text-generation"  # Optimum's name for it
+TASK = GENERATION_TASK
 BACKENDS = ("python", "vllm")
 HERE = Path(__file__).parent
 FOLDER = "hf"  # the Hugging Face folder inside the version folder

@@ -47,7 +47,7 @@ from packager.repository import (
     read_config,
     write_models,
 )
-from packager.spec import DynamicBatching, ModelSpec, TensorSpec
+from packager.spec import DynamicBatching, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -160,55 +160,15 @@ def _existing_specs(out: Path) -> dict[str, ModelSpec]:
     return specs
 
 
-def _with_labels(spec: ModelSpec, labels: dict[str, Path]) -> ModelSpec:
-    unknown = sorted(set(labels) - {t.name for t in spec.outputs})
-    if unknown:
-        raise SpecError(
-            [
-                f"labels for {', '.join(unknown)}: no such output; outputs are: "
-                f"{', '.join(t.name for t in spec.outputs)}"
-            ]
-        )
-    outputs = tuple(
-        TensorSpec(t.name, t.dtype, t.dims, label_filename=labels[t.name].name)
-        if t.name in labels
-        else t
-        for t in spec.outputs
-    )
-    return spec.replace(outputs=outputs)
-
-
 def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
     """Load/export the model into a private scratch repository, then plan its real write."""
-    from packager.builder import BuildOptions, SourceOptions, build
+    from packager.builder import BuildOptions, build
 
     o = e.options
-    db = o["dynamic_batching"]  # a DynamicBatching, or True/False/None (on/off/by the model)
-    options = BuildOptions(
-        name=e.name,
-        output=scratch,
-        format=o["format"],
-        backend=o["backend"],
-        max_batch_size=o["max_batch_size"],
-        instance_groups=o["instance_groups"],
-        dynamic_batching=None if isinstance(db, DynamicBatching) else db,
-        batching=db if isinstance(db, DynamicBatching) else DynamicBatching(),
-        version=e.version,
-        version_policy=o["version_policy"],
-        warmup=o["warmup"],
-        parameters=o["parameters"],
-        force=True,
-        source=SourceOptions(
-            input_specs=o["inputs"] or (),
-            example_inputs=o.get("example_inputs"),
-            weights=o.get("weights"),
-            output_names=o["output_names"] or (),
-            opset=o.get("opset"),
-            torchscript_mode=o.get("torchscript_mode"),
-            verify=o.get("verify") is not False,
-            atol=o.get("atol"),
-            rtol=o.get("rtol"),
-        ),
+    if o["build"].get("text"):
+        raise PackagerError("text: true is built by `build FOLDER --text`, not in a manifest yet")
+    options = BuildOptions.from_kwargs(
+        **o["build"], name=e.name, output=scratch, version=e.version, force=True
     )
     source = str(o["source"]) if isinstance(o["source"], Path) else o["source"]
     result = build(source, options)
@@ -222,9 +182,8 @@ def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
     # The tool's own version is left out so that the repository is the same whichever
     # triton-packager install rebuilds it (the committed example is compared byte for byte).
     record = {k: v for k, v in result.record.items() if k != "packager"}
-    spec = _with_labels(result.spec, o["labels"])
-    model_files = {p.name: p for p in o["labels"].values()}
-    return ModelWrite(spec, files, e.version, record, model_files)
+    model_files = {p.name: p for p in options.labels.values()}
+    return ModelWrite(result.spec, files, e.version, record, model_files)
 
 
 def _plan_step(e: Entry, problems: Problems) -> ModelWrite:

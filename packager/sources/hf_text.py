@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from packager.errors import SourceError
+from packager.errors import SourceError, SpecError
 from packager.sources.huggingface import describe
 
 if TYPE_CHECKING:
@@ -43,11 +43,11 @@ def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, 
     """The deploy manifest of the text pipeline; its files are written into ``work``."""
     from packager.builder import DEFAULT_MAX_BATCH_SIZE  # one default for every build
 
-    info = describe(folder, options.source.to_mapping().get("task"))
+    info = describe(folder, options.source.task)
     if info.tokenizer is None:
         raise SourceError(f"{folder} has no tokenizer.json: a text pipeline needs the tokenizer")
     name = options.name
-    mbs = options.max_batch_size or DEFAULT_MAX_BATCH_SIZE
+    mbs = DEFAULT_MAX_BATCH_SIZE if options.max_batch_size is None else options.max_batch_size
     batching = {"max_queue_delay_us": options.batching.max_queue_delay_us}
     shutil.copyfile(STEPS_FILE, work / "hf_steps.py")
     ids = [{"name": "input_ids", "dtype": "INT64", "dims": [-1]}]
@@ -134,7 +134,10 @@ def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, 
 def build_text_pipeline(folder: str | Path, options: BuildOptions) -> ManifestResult:
     """Build the text pipeline of ``folder`` into ``options.output`` (all or nothing)."""
     from packager.manifest.builder import build_manifest
+    from packager.options import refused
 
+    if problems := refused(options, "text"):
+        raise SpecError(problems, subject=f"build of {options.name!r}")
     with tempfile.TemporaryDirectory(prefix="tp-hf-text-") as tmp:
         work = Path(tmp)
         manifest = text_manifest(Path(folder).resolve(), options, work)

@@ -10,14 +10,13 @@ reading the weights into memory.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
 from packager.repository import CHECKSUMS, CONFIG, RECORD, sha256_file
-from packager.sources import LoadedModel, Signature, register
+from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources import onnx_external as ext
 from packager.sources.formats import FORMATS, PYTHON_FILE
 from packager.sources.onnx_edits import lift_scalars, scalar_names
@@ -51,7 +50,7 @@ class OnnxSource:
             return False
         return True
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         path = Path(ref)
         model = load_proto(path, external=False)
         workdir = tempfile.TemporaryDirectory(prefix="tp-onnx-")

@@ -31,7 +31,7 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
-from packager.sources import LoadedModel, Signature
+from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.sources.formats import FORMATS
 from packager.sources.inputs import random_inputs, resolve_examples
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, Runner, onnx_runner, verify
@@ -298,7 +298,7 @@ def _per_sample(specs: Sequence[TensorSpec], batched: bool) -> list[TensorSpec]:
 def convert_and_verify(
     model: GraphModel,
     reference: Runner,
-    options: Mapping[str, Any],
+    options: SourceOptions,
     record: dict[str, Any],
     workdir: tempfile.TemporaryDirectory[str],
 ) -> LoadedModel:
@@ -306,16 +306,16 @@ def convert_and_verify(
     from packager.sources.onnx_file import load_proto, signature_of
 
     artifact = Path(workdir.name) / FMT.artifact
-    facts = to_onnx(model, artifact, options.get("opset"))
+    facts = to_onnx(model, artifact, options.opset)
     signature = signature_of(load_proto(artifact, external=False), artifact)
     _check_names(model, signature)
     record = {**record, "tensorflow": facts}
-    if options.get("verify", True) is False:
+    if not options.verify:
         record["verification"] = {"skipped": True}
     else:
-        atol = DEFAULT_ATOL if options.get("atol") is None else float(options["atol"])
-        rtol = DEFAULT_RTOL if options.get("rtol") is None else float(options["rtol"])
-        cases = verification_cases(model.specs, options.get("example_inputs"))
+        atol = DEFAULT_ATOL if options.atol is None else float(options.atol)
+        rtol = DEFAULT_RTOL if options.rtol is None else float(options.rtol)
+        cases = verification_cases(model.specs, options.example)
         candidate = onnx_runner(artifact, list(model.outputs))
         report = verify(
             _guarded(reference, "TensorFlow"),

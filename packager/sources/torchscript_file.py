@@ -22,7 +22,7 @@ import numpy as np
 from packager import dtypes
 from packager.errors import PackagerError, SourceError
 from packager.repository import sha256_file
-from packager.sources import LoadedModel, Signature, register
+from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources.formats import FORMATS
 from packager.sources.inputs import parse_tensor_arg, resolve_examples
 from packager.spec import TensorSpec
@@ -50,7 +50,7 @@ class TorchScriptSource:
             isinstance(ref, (str, Path)) and Path(ref).is_file() and is_torchscript_zip(Path(ref))
         )
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         import torch
 
         path = Path(ref)
@@ -62,9 +62,9 @@ class TorchScriptSource:
             raise SourceError(f"{path} cannot be loaded by torch.jit.load: {exc}") from exc
         specs = [
             s if isinstance(s, TensorSpec) else parse_tensor_arg(s)
-            for s in options.get("input_specs") or ()
+            for s in options.input_specs
         ]
-        examples = options.get("example_inputs")
+        examples = options.example
         if not specs and examples is None:
             raise SourceError(
                 "a TorchScript file does not record its inputs: give --input NAME:DTYPE:DIMS "
@@ -74,9 +74,9 @@ class TorchScriptSource:
         arg_names = _forward_args(module)
         inputs = specs or _specs_from_examples(resolve_examples(examples), arg_names)
         _check_input_names(inputs, arg_names)
-        batching = options.get("max_batch_size", None) != 0
+        batching = options.max_batch_size != 0
         probe_order = _positional(inputs, arg_names)
-        outputs = _probe_outputs(module, probe_order, batching, options.get("output_names"))
+        outputs = _probe_outputs(module, probe_order, batching, options.output_names)
         full_inputs = tuple(
             TensorSpec(t.name, t.dtype, ((-1,) if batching else ()) + t.dims) for t in inputs
         )

@@ -12,8 +12,8 @@ TOP_LEVEL = {
     "render", "repository", "spec", "textable", "validation",
 }  # fmt: skip
 AREAS = {
-    "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "serve",
-    "sources", "tune",
+    "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "options",
+    "serve", "sources", "tune",
 }  # fmt: skip
 
 

@@ -1,48 +1,81 @@
-"""``packager.build`` and ``packager.inspect``: source -> ModelSpec -> config -> repository.
+"""``packager.build`` and ``packager.inspect``: pick the planner of a build, write its plan.
 
-This module decides; :mod:`packager.sources` reads, :mod:`packager.render` renders,
-:mod:`packager.repository` writes. Every check happens before the first byte is written.
+Every kind of build is a planner (:mod:`packager.planners`): it loads, exports, verifies,
+compresses, checks and renders everything with no repository I/O; then ONE
+:func:`packager.repository.write_models` call writes the plan atomically. So every check happens
+before the first byte is written, and a dry run is the same plan, not written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from packager import sources
-from packager.compress import compress_loaded
-from packager.errors import PackagerError, SpecError
+from packager.errors import SpecError
+from packager.generate.build import is_causal_lm, plan_generation
 from packager.options import BuildOptions, refused
-from packager.render import render_config
-from packager.repository import WriteResult, write_model
-from packager.sources import LoadedModel, Signature, SourceOptions
-from packager.sources.formats import FORMATS
-from packager.spec import (
-    KIND_OPTIONS,
-    DynamicBatching,
-    InstanceGroup,
-    ModelSpec,
-    TensorSpec,
-    default_warmup,
-    name_problem,
-)
+from packager.planners import Plan, PlannedModel
+from packager.planners.model import check_file, load_source, plan_model
+from packager.planners.text import plan_text
+from packager.repository import WriteResult, write_models
+from packager.sources import Signature, SourceOptions
+from packager.sources.huggingface import GENERATION_TASK, TASKS
+from packager.spec import ModelSpec, TensorSpec
 
-__all__ = ["BuildOptions", "BuildResult", "InspectResult", "SourceOptions", "build", "inspect"]
+__all__ = [
+    "BuildOptions",
+    "BuildResult",
+    "BuiltModel",
+    "InspectResult",
+    "SourceOptions",
+    "build",
+    "inspect",
+    "plan",
+]
 
-DEFAULT_MAX_BATCH_SIZE = 32
+# The planner of each Hugging Face task (--task; by default a causal LM generates, other
+# architectures take the source's own default): one table.
+HF_TASK_KINDS: dict[str, str] = {**{t: "huggingface" for t in TASKS}, GENERATION_TASK: "generation"}
+
+
+def _one(planned: Callable[[Any, BuildOptions], PlannedModel]) -> Callable[..., Plan]:
+    return lambda model, o: Plan([planned(model, o)])
+
+
+# Build kind (options.declaration.KINDS) -> its planner; a model file's kind is its source's name.
+PLANNERS: dict[str, Callable[[Any, BuildOptions], Plan]] = {
+    "text": plan_text,
+    "generation": _one(plan_generation),
+}
+_MODEL_PLANNER = _one(plan_model)
+
+
+@dataclass(frozen=True)
+class BuiltModel:
+    """One model of a build: what was (or, on a dry run, would be) written."""
+
+    name: str
+    kind: str  # "model" | "python_step" | "ensemble"
+    version: int | None  # None: the next free number, on a dry run
+    spec: ModelSpec
+    config: str
+    written: WriteResult | None = None  # None for a dry run
 
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What ``build`` made (or, with ``dry_run``, would make)."""
+    """What ``build`` made (or, with ``dry_run``, would make): the model asked for, and every
+    model the build wrote (a text pipeline writes its steps and model before the ensemble)."""
 
     spec: ModelSpec
     config: str
     signature: Signature
     record: dict[str, Any]
     written: WriteResult | None = None  # None for a dry run
+    models: tuple[BuiltModel, ...] = ()
 
     @property
     def model_dir(self) -> Path | None:
@@ -84,34 +117,6 @@ class InspectResult:
         }
 
 
-def _check_file(model: Any) -> None:
-    is_file_name = isinstance(model, (str, Path)) and str(model).endswith(
-        (".onnx", ".pt", ".pth", ".ts")
-    )
-    if is_file_name and not Path(model).exists():
-        raise PackagerError(f"model file {model} does not exist")
-
-
-def load_source(model: Any, options: SourceOptions) -> LoadedModel:
-    """Detect the source format (or check ``options.format``) and load ``model``; caller closes
-    the result."""
-    _check_file(model)
-    source = sources.detect(model)
-    fmt = options.format
-    if fmt not in ("auto", None):
-        known = set(sources.names()) | set(FORMATS)
-        if fmt not in known:
-            raise PackagerError(
-                f"unknown format {fmt!r}; choose from: auto, {', '.join(sorted(known))}"
-            )
-        if source.name in FORMATS and fmt != source.name:
-            raise PackagerError(
-                f"{model} is a {source.name} file but --format {fmt} was given; "
-                f"use --format auto or {source.name} (converting between file formats is not supported)"
-            )
-    return source.load(model, options)
-
-
 def inspect(model: Any, *, format: str = "auto", **options: Any) -> InspectResult:
     """Read a model's signature without writing anything (``options``: SourceOptions fields)."""
     loaded = load_source(model, SourceOptions(format=format, **options))
@@ -122,177 +127,58 @@ def inspect(model: Any, *, format: str = "auto", **options: Any) -> InspectResul
 
 
 def build_kind(model: Any, options: BuildOptions) -> str:
-    """Which kind of build ``model`` with ``options`` is (a key of build_options.KINDS)."""
-    from packager.generate.build import wants_generation
-
+    """Which kind of build ``model`` with ``options`` is (a key of options.declaration.KINDS)."""
     if options.text:
         return "text"
-    if wants_generation(model, options):
-        return "generation"
-    _check_file(model)
-    return sources.detect(model).name
+    task = options.source.task
+    if options.backend == "vllm" or (task == GENERATION_TASK and not _is_folder(model)):
+        return "generation"  # its planner says what it needs (a causal LM folder)
+    check_file(model)
+    kind = sources.detect(model).name
+    if kind == "huggingface":
+        default = GENERATION_TASK if is_causal_lm(model) else TASKS[0]
+        return HF_TASK_KINDS[task or default]
+    return kind
+
+
+def _is_folder(model: Any) -> bool:
+    return isinstance(model, (str, Path)) and Path(model).is_dir()
+
+
+def plan(model: Any, options: BuildOptions) -> Plan:
+    """The plan of building ``model``: nothing is written; close the plan when done."""
+    kind = build_kind(model, options)
+    if problems := refused(options, kind):
+        raise SpecError(problems, subject=f"build of {options.name!r}")
+    return PLANNERS.get(kind, _MODEL_PLANNER)(model, options)
 
 
 def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> BuildResult:
-    """Package ``model`` (a file path, a ``module:factory`` reference or an ``nn.Module``) as
-    ``<output>/<name>/<version>``. Nothing is written when anything is wrong or ``dry_run`` is set.
+    """Package ``model`` (a file path, a ``module:factory`` reference, an ``nn.Module`` or a
+    Hugging Face folder) as ``<output>/<name>/<version>``. Nothing is written when anything is
+    wrong or ``dry_run`` is set.
 
     Options come as one :class:`BuildOptions`, or as its flat keywords (``name=``,
-    ``max_batch_size=``, ``preferred_batch_sizes=``, ``quantize=``, ``weights=``...; see
-    :meth:`BuildOptions.from_kwargs`). Compression figures go to ``record["compression"]``.
+    ``max_batch_size=``, ``preferred_batch_sizes=``, ``quantize=``, ``weights=``...; every
+    option of packager/options/declaration.py). Compression figures go to
+    ``record["compression"]``.
     """
     if options is None:
         options = BuildOptions.from_kwargs(**kwargs)
     elif kwargs:
         raise TypeError("pass either a BuildOptions or keyword options to build(), not both")
     o = options
-    kind = build_kind(model, o)
-    early = refused(o, kind)
-    if kind == "generation":  # a causal LM: a streaming model (packager/generate/)
-        from packager.generate.build import build_generation
-
-        if early:
-            raise SpecError(early, subject=f"build of {o.name!r}")
-        return build_generation(model, o)
-    if kind == "text":
-        raise PackagerError(
-            "text=True builds several models: call packager.sources.hf_text.build_text_pipeline"
-        )
-    if (p := name_problem(o.name)) is not None:
-        early.append(p)
-    if o.backend not in ("native", "python"):
-        early.append(f"backend must be 'native' or 'python', got {o.backend!r}")
-    if o.kind not in KIND_OPTIONS:
-        early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {o.kind!r}")
-    if o.gpus and o.kind not in ("gpu", "auto"):
-        early.append(f"--gpus needs --kind gpu (kind is {o.kind})")
-    gpu = o.gpu_optimization
-    if gpu is not None and not gpu.tensorrt and gpu.tensorrt_precision != "FP16":
-        early.append("--tensorrt-precision applies to --tensorrt; add --tensorrt or leave it out")
-    early += o.compress.problems()
-    if early:
-        raise SpecError(early, subject=f"build of {o.name!r}")
-
-    source_options = replace(
-        o.source,
-        format=o.format,
-        max_batch_size=o.max_batch_size,
-        prune=o.compress.prune_request(),  # pruned before export
-    )
-    loaded = load_source(model, source_options)
-    try:
-        compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
-        sig = loaded.signature
-        mbs = _max_batch_size(sig, o.max_batch_size)
-        groups = (
-            o.instance_groups
-            if o.instance_groups is not None
-            else (
-                InstanceGroup("KIND_GPU" if o.gpus else KIND_OPTIONS[o.kind], o.instances, o.gpus),
-            )
-        )
-        batching_asked = o.batching != DynamicBatching()
-        use_db = (
-            o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
-        )
-        strip = 1 if mbs > 0 else 0
-        params = dict(o.parameters)
-        if o.backend == "python":
-            params.setdefault("artifact", FORMATS[loaded.format].artifact)
-        spec = ModelSpec(
-            name=o.name,
-            inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
-            outputs=tuple(
-                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs
-            ),
-            platform=loaded.platform if o.backend == "native" else None,
-            backend="python" if o.backend == "python" else None,
-            max_batch_size=mbs,
-            instance_groups=groups,
-            dynamic_batching=o.batching if use_db else None,
-            version_policy=o.version_policy,
-            parameters=params,
-            gpu_optimization=o.gpu_optimization,
-        )
-        if o.warmup:
-            spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
-        if o.labels:
-            spec = with_labels(spec, o.labels)
-        config = render_config(spec)  # SpecError lists every problem
-        files: dict[str, Any] = dict(loaded.files)
-        if o.backend == "python":
-            from packager.serve.pyruntime import runtime_files
-
-            files.update(runtime_files(loaded.format))
-        record = {
-            "packager": _version(),
-            "format": loaded.format,
-            "runtime": spec.runtime,
-            **loaded.record,
-        }
-        if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
-            from packager.sources.onnx_external import data_record
-
-            record["external_data"] = data_record(loaded.files, FORMATS["onnx"].artifact)
-        written = None
+    with plan(model, o) as p:
+        written: list[WriteResult | None] = [None] * len(p.models)
         if not o.dry_run:
-            written = write_model(
-                o.output,
-                spec,
-                files,
-                version=o.version,
-                force=o.force,
-                record=record,
-                model_files={p.name: p for p in o.labels.values()},
-            )
-        return BuildResult(spec, config, sig, record, written)
-    finally:
-        loaded.close()
-
-
-def with_labels(spec: ModelSpec, labels: Mapping[str, Path]) -> ModelSpec:
-    """``spec`` with ``label_filename`` on the outputs ``labels`` names (files beside the config)."""
-    unknown = sorted(set(labels) - {t.name for t in spec.outputs})
-    if unknown:
-        raise SpecError(
-            [
-                f"labels for {', '.join(unknown)}: no such output; outputs are: "
-                f"{', '.join(t.name for t in spec.outputs)}"
-            ]
-        )
-    outputs = tuple(
-        TensorSpec(t.name, t.dtype, t.dims, label_filename=labels[t.name].name)
-        if t.name in labels
-        else t
-        for t in spec.outputs
+            written = list(write_models(o.output, p.writes(), force=o.force))
+    models = tuple(
+        BuiltModel(m.name, m.kind, w.version if w else m.write.version, m.write.spec, m.config, w)
+        for m, w in zip(p.models, written, strict=True)
     )
-    return spec.replace(outputs=outputs)
-
-
-def _max_batch_size(sig: Signature, asked: int | None) -> int:
-    if asked is None:
-        return DEFAULT_MAX_BATCH_SIZE if sig.batchable else 0
-    if asked < 0:
-        raise SpecError([f"max_batch_size must be >= 0, got {asked}"])
-    if asked > 0 and not sig.batchable:
-        fixed = [
-            f"{t.name} {list(t.dims)}"
-            for t in sig.inputs + sig.outputs
-            if not t.dims or t.dims[0] != -1
-        ]
-        raise SpecError(
-            [
-                f"--max-batch-size {asked} needs a dynamic first (batch) dim on every tensor, but these "
-                f"have none: {', '.join(fixed)}; re-export with a dynamic batch axis or use --max-batch-size 0"
-            ]
-        )
-    return asked
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("triton-packager")
-    except PackageNotFoundError:  # running from a source tree without an install
-        return "0+source"
+    main = p.main
+    spec = main.write.spec
+    signature = main.signature or Signature(spec.inputs, spec.outputs)
+    return BuildResult(
+        spec, main.config, signature, dict(main.write.record or {}), written[-1], models
+    )

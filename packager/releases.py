@@ -30,3 +30,16 @@ PYTHON_BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime-gpu==1.19.2",),  # first release whose PyPI wheel targets CUDA 12
     "torch": ("torch==2.5.1",),  # PyPI wheel bundles CUDA 12.4 libraries; runs on the 12.6 image
 }
+
+# The distribution name of this tool (pip, build records, generated files say which release).
+PACKAGE = "triton-packager"
+
+
+def package_version() -> str:
+    """This install's version of triton-packager; ``0+source`` in a source tree without one."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+source"

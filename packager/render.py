@@ -16,7 +16,8 @@ import jinja2
 
 from packager import dtypes
 from packager.errors import PackagerError, SpecError
-from packager.releases import TRITON_VERSION
+from packager.formats import FORMATS, PYTHON_FILE
+from packager.releases import TRITON_VERSION, package_version
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -202,3 +203,30 @@ def spec_from_config(config: Any) -> ModelSpec:
         decoupled=config.model_transaction_policy.decoupled,
         ensemble_steps=steps,
     )
+
+
+PYTHON_RUNTIME_TEMPLATE = "python_model.py.j2"
+
+
+def python_runtime_files(fmt: str) -> dict[str, str]:
+    """Files for a Python-backend version folder that runs an ONNX or TorchScript artifact:
+    ``{"model.py": text}``. ``build --backend python`` writes it beside the artifact and
+    :mod:`packager.serve.shadow` serves native-backend repositories with it. The artifact is not
+    included; the config names it with the parameter ``artifact`` (default: the format's file
+    name in :data:`packager.formats.FORMATS`). The file is self-contained (numpy + onnxruntime or
+    torch), so it also runs in NVIDIA's container without triton-packager.
+    """
+    if fmt not in FORMATS:
+        raise PackagerError(
+            f"the Python runtime runs {', '.join(FORMATS)} artifacts, not {fmt!r}; "
+            "export the model to ONNX or TorchScript first"
+        )
+    f = FORMATS[fmt]
+    text = render_template(
+        PYTHON_RUNTIME_TEMPLATE,
+        fmt=f.name,
+        artifact=f.artifact,
+        runtime=f.runtime,
+        version=package_version(),
+    )
+    return {PYTHON_FILE: text}

@@ -185,6 +185,7 @@ class ModelWrite:
     version: int | None = None
     record: Mapping[str, Any] | None = None
     model_files: Mapping[str, FileSource] | None = None
+    config: str | None = None  # the rendered config.pbtxt of ``spec`` (None: rendered here)
 
 
 def write_models(
@@ -202,7 +203,8 @@ def write_models(
         problems.append(f"output {root} exists and is not a folder")
     if problems:
         raise RepositoryError("; ".join(problems))
-    configs = {w.spec.name: render_config(w.spec) for w in writes}  # SpecError before any I/O
+    # a plan's config was rendered (and checked) when planned; SpecError before any I/O
+    configs = {w.spec.name: w.config or render_config(w.spec) for w in writes}
 
     created_root = not root.exists()
     try:

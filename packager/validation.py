@@ -16,6 +16,7 @@ from typing import Any
 
 from packager import spec as specs
 from packager.errors import PackagerError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE, of_config
 from packager.render import spec_from_config
 from packager.repository import (
     CONFIG,
@@ -25,7 +26,6 @@ from packager.repository import (
     verify_checksums,
     versions,
 )
-from packager.sources.formats import FORMATS, PYTHON_FILE, of_config
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from packager import sources
+from packager.errors import PackagerError
 from packager.options import OPTIONS, BuildOptions, Option, cli_values
 from packager.textable import format_table
 
@@ -57,19 +58,16 @@ def build(model: str | None, manifest: str | None, as_json: bool, **params: Any)
     from packager.builder import build as build_model
 
     def bad(o: Option, why: str) -> Exception:
-        return click.BadParameter(why, param_hint=o.cli_name)
+        return PackagerError(f"{o.cli_name}: {why}")
 
     options = BuildOptions.from_kwargs(**cli_values(params, bad))
+    result = build_model(model, options)
     if options.text:
-        from packager.sources.hf_text import build_text_pipeline
-
-        built = build_text_pipeline(model, options)
-        for m in built.models:
+        for m in result.models:
             where = f"version {m.version}" if m.written is not None else "(dry run)"
             click.echo(f"built {m.name} {where} ({m.kind}, {m.spec.runtime})")
         click.echo(f"send text: Client(URL).infer({options.name!r}, ['a sentence', ...])")
         return
-    result = build_model(model, options)
     if options.dry_run:
         click.echo(result.config, nl=False)
         return

@@ -20,8 +20,8 @@ from packager.deploy import footprint
 from packager.deploy.footprint import MiB, ModelFootprint
 from packager.deploy.onnx_memory import GraphMemory, graph_memory
 from packager.errors import PackagerError
+from packager.formats import of_config
 from packager.repository import read_config
-from packager.sources.formats import of_config
 from packager.textable import format_table
 
 # ---------------------------------------------------------------- measured here (CPU, no GPU)

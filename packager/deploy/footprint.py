@@ -16,9 +16,9 @@ from pathlib import Path
 
 from packager import releases as rel
 from packager.errors import PackagerError
+from packager.formats import of_config
 from packager.repository import list_models, read_config
 from packager.repository import versions as version_numbers
-from packager.sources.formats import of_config
 
 MiB = 1 << 20
 GiB = 1 << 30

@@ -20,12 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from packager.dtypes import parse as dtype
 from packager.errors import SourceError, SpecError
-from packager.sources.formats import PYTHON_FILE
-from packager.sources.huggingface import GENERATION_TASK
+from packager.formats import PYTHON_FILE
+from packager.planners import PlannedModel
+from packager.releases import package_version
+from packager.render import render_config
+from packager.repository import ModelWrite, versions
+from packager.sources import Signature
+from packager.sources.huggingface import GENERATION_TASK, SHARD_INDEXES, WEIGHT_FILES
 from packager.spec import InstanceGroup, ModelSpec, TensorSpec, name_problem
 
 if TYPE_CHECKING:
-    from packager.builder import BuildOptions, BuildResult
+    from packager.options import BuildOptions
 
 TASK = GENERATION_TASK
 BACKENDS = ("python", "vllm")
@@ -33,7 +38,7 @@ HERE = Path(__file__).parent
 FOLDER = "hf"  # the Hugging Face folder inside the version folder
 # packager/generate/<module>.py -> its name in the version folder (beside model.py)
 RUNTIME_FILES = {"engine.py": "tp_engine.py", "sampling.py": "tp_sampling.py"}
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHTS = (*WEIGHT_FILES, *SHARD_INDEXES)  # the Hugging Face source's list: one list
 # Files of a Hugging Face folder the engine (or vLLM) reads; others (optimizer state...) stay out.
 KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken")
 
@@ -65,11 +70,6 @@ def is_causal_lm(model: Any) -> bool:
     except SourceError:
         return False
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-
-
-def wants_generation(model: Any, options: BuildOptions) -> bool:
-    task = options.source.task
-    return task == TASK or options.backend == "vllm" or (task is None and is_causal_lm(model))
 
 
 def context_length(config: dict[str, Any]) -> int:
@@ -128,12 +128,8 @@ def _problems(model: Any, o: BuildOptions) -> list[str]:
     return out
 
 
-def build_generation(model: Any, options: BuildOptions) -> BuildResult:
-    """Write the generative model of ``options.backend`` (``native`` means ``python`` here)."""
-    from packager.builder import BuildResult, _version
-    from packager.repository import write_model
-    from packager.sources import Signature
-
+def plan_generation(model: Any, options: BuildOptions) -> PlannedModel:
+    """Plan the generative model of ``options.backend`` (``native`` means ``python`` here)."""
     o = options
     problems = _problems(model, o)
     if problems:
@@ -144,7 +140,7 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
     context = context_length(config)
     backend = "vllm" if o.backend == "vllm" else "python"
     record: dict[str, Any] = {
-        "packager": _version(),
+        "packager": package_version(),
         "format": TASK,
         "source": {"format": "huggingface", "folder": folder.name},
         "huggingface": {
@@ -157,8 +153,6 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
     params = dict(o.parameters)
     groups: tuple[InstanceGroup, ...]
     if o.version is None:  # the number is part of model.json's path: fix it now
-        from packager.repository import versions
-
         model_dir = Path(o.output) / o.name
         o = o.replace(version=max(versions(model_dir), default=0) + 1 if model_dir.is_dir() else 1)
     if backend == "vllm":
@@ -175,8 +169,7 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
             files[target] = (HERE / source).read_text(encoding="utf-8")
         params.setdefault("model_folder", FOLDER)
         params.setdefault("max_running", "32")
-        kind = "KIND_GPU" if o.gpus or o.kind == "gpu" else "KIND_CPU"
-        groups = o.instance_groups or (InstanceGroup(kind, o.instances, o.gpus),)
+        groups = o.groups(auto="KIND_CPU")  # the engine picks its device from the group
         record["requires"] = list(requirements())
     spec = ModelSpec(
         name=o.name,
@@ -189,16 +182,10 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
         parameters=params,
         decoupled=True,
     )
-    from packager.render import render_config
-
     text = render_config(spec)
     record["runtime"] = spec.runtime
-    written = None
-    if not o.dry_run:
-        written = write_model(
-            o.output, spec, files, version=o.version, force=o.force, record=record
-        )
-    return BuildResult(spec, text, Signature(INPUTS, OUTPUTS), record, written)
+    write = ModelWrite(spec, files, o.version, record, {}, text)
+    return PlannedModel(write, "model", Signature(INPUTS, OUTPUTS))
 
 
 def requirements() -> tuple[str, ...]:

@@ -25,8 +25,9 @@ from typing import Any, Literal
 import numpy as np
 
 from packager.errors import PackagerError, SpecError
-from packager.render import render_template
-from packager.repository import CHECKSUMS, CONFIG, RECORD, read_config, sha256_file
+from packager.planners import PlannedModel
+from packager.render import render_config, render_template
+from packager.repository import CHECKSUMS, CONFIG, RECORD, ModelWrite, read_config, sha256_file
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, VersionPolicy
 
 TEMPLATE = "python_step.py.j2"
@@ -224,6 +225,19 @@ def step_files(
     if step.requires:
         record["requires"] = list(step.requires)
     return files, model_files, record
+
+
+def plan_step(step: PythonStep, version: int | None) -> PlannedModel:
+    """The plan of ``step``'s version folder (SpecError lists every problem)."""
+    found = step_problems(step)
+    if found:
+        raise SpecError(found)
+    spec = step_spec(step)
+    config = render_config(spec)  # SpecError with every config problem
+    files, model_files, record = step_files(step)
+    return PlannedModel(
+        ModelWrite(spec, files, version, record, model_files, config), "python_step"
+    )
 
 
 class StepRunner:

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 from packager.compress.pipeline import CompressOptions
 from packager.options.declaration import BY_NAME, GROUPS, KINDS, OPTIONS, Option
 from packager.sources import SourceOptions
-from packager.spec import DynamicBatching, GpuOptimization, InstanceGroup, VersionPolicy
+from packager.spec import (
+    KIND_OPTIONS,
+    DynamicBatching,
+    GpuOptimization,
+    InstanceGroup,
+    VersionPolicy,
+)
 
 if TYPE_CHECKING:
     from packager.manifest.yamlcheck import KeyPath, Reader
@@ -31,7 +37,7 @@ class BuildOptions:
 
     name: str
     output: Path = Path("model_repository")
-    format: str = "auto"  # auto | a source or artifact format (sources.formats.FORMATS)
+    format: str = "auto"  # auto | a source or artifact format (formats.FORMATS)
     backend: str = "native"  # native | python | vllm (text generation)
     max_batch_size: int | None = None  # None: 32 when every tensor has a batch axis, else 0
     # Instances: explicit groups, or one group of `instances` of `kind` (on each of `gpus`).
@@ -71,6 +77,14 @@ class BuildOptions:
 
     def replace(self, **changes: Any) -> BuildOptions:
         return replace(self, **changes)
+
+    def groups(self, auto: str = "KIND_AUTO") -> tuple[InstanceGroup, ...]:
+        """The instance groups: the explicit ones, or one group of ``instances`` of ``kind`` (on
+        each of ``gpus``, which means KIND_GPU); ``auto`` is what kind ``auto`` means here."""
+        if self.instance_groups is not None:
+            return self.instance_groups
+        kind = "KIND_GPU" if self.gpus else KIND_OPTIONS.get(self.kind, self.kind)
+        return (InstanceGroup(auto if kind == "KIND_AUTO" else kind, self.instances, self.gpus),)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> BuildOptions:
@@ -120,7 +134,8 @@ def value_of(options: BuildOptions, opt: Option) -> Any:
 def refused(options: BuildOptions, kind: str) -> list[str]:
     """The options set in ``options`` that a build of ``kind`` would ignore, each named."""
     return [
-        f"{o.cli_name or o.name} does not apply to {KINDS[kind]}; leave it out"
+        f"{o.cli_name or o.name} does not apply to {KINDS[kind]} (it applies to "
+        f"{', '.join(KINDS[k] for k in KINDS if k in o.kinds)}); leave it out"
         for o in OPTIONS
         if kind not in o.kinds and o.is_set(value_of(options, o))
     ]

@@ -30,6 +30,7 @@ from typing import Any
 
 from packager.compress.pipeline import CompressOptions
 from packager.compress.quantize import QUANTIZE_MODES
+from packager.formats import FORMATS
 from packager.options.values import (
     Axes,
     File,
@@ -48,7 +49,6 @@ from packager.options.values import (
     Value,
 )
 from packager.sources import SourceOptions
-from packager.sources.formats import FORMATS
 from packager.sources.huggingface import GENERATION_TASK, TASKS
 from packager.spec import DynamicBatching, GpuOptimization, QueuePolicy
 
@@ -65,7 +65,11 @@ KINDS: dict[str, str] = {
 }
 ALL = frozenset(KINDS)
 ONE_MODEL = ALL - {"text", "generation"}  # builds of one config from one loaded model
-EXPORTED = frozenset({"pytorch", "keras", "savedmodel", "huggingface"})  # exported + verified
+WITH_TEXT = ONE_MODEL | {"text"}  # and a text pipeline's NAME_model (built the same way)
+SERVING = WITH_TEXT | {"generation"}  # instances and parameters: every model
+EXPORTED = frozenset(
+    {"pytorch", "keras", "savedmodel", "huggingface", "text"}
+)  # exported + verified
 ONNX_OUT = EXPORTED | {"onnx"}  # builds whose artifact can be an ONNX file (compression)
 
 
@@ -105,7 +109,6 @@ GROUPS: dict[str, type] = {
     "source": SourceOptions,
 }
 
-_BATCHING = ONE_MODEL | {"text"}
 OPTIONS: tuple[Option, ...] = (
     Option("name", "--name", "Model name in the repository (folder and URL name).",
            Text(), None, "name", "name", ALL, short="-n"),
@@ -125,60 +128,60 @@ OPTIONS: tuple[Option, ...] = (
            "does not batch. Default: 32 when every tensor has a dynamic first dim, else 0.",
            Int(0), None, "max_batch_size", "max_batch_size", ALL),
     Option("kind", "--kind", "Instance group kind.", Text(("auto", "gpu", "cpu", "model")),
-           "auto", "kind", "kind", ONE_MODEL | {"generation"}, show_default=True),
+           "auto", "kind", "kind", SERVING, show_default=True),
     Option("gpus", "--gpus", "GPU ids for KIND_GPU instances, e.g. 0,1.", IntList(0), (),
-           "gpus", "gpus", ONE_MODEL | {"generation"}),
+           "gpus", "gpus", SERVING),
     Option("instances", "--instances", "Instances per device (per GPU for --kind gpu).",
-           Int(1), 1, "instances", "instances", ONE_MODEL | {"generation"}, show_default=True),
+           Int(1), 1, "instances", "instances", SERVING, show_default=True),
     Option("instance_groups", None, "Explicit instance groups (instead of kind/instances/gpus).",
-           Groups(), None, "instance_groups", "instance_groups", ONE_MODEL | {"generation"}),
+           Groups(), None, "instance_groups", "instance_groups", SERVING),
     Option("dynamic_batching", "--dynamic-batching/--no-dynamic-batching", "Server-side "
            "batching of concurrent requests. Default: on when max batch size > 0.",
-           Flag(switch=True), None, "dynamic_batching", "dynamic_batching", ONE_MODEL),
+           Flag(switch=True), None, "dynamic_batching", "dynamic_batching", WITH_TEXT),
     Option("preferred_batch_sizes", "--preferred-batch-size",
            "Preferred batch size of the dynamic batcher (repeatable).", IntList(1, repeat=True),
            (), "batching.preferred_batch_sizes", "dynamic_batching.preferred_batch_sizes",
-           ONE_MODEL),
+           WITH_TEXT),
     Option("max_queue_delay_us", "--max-queue-delay-us", "How long the batcher may hold a "
            "request to form a bigger batch.", Int(0), 0, "batching.max_queue_delay_us",
-           "dynamic_batching.max_queue_delay_us", _BATCHING, show_default=True),
+           "dynamic_batching.max_queue_delay_us", WITH_TEXT, show_default=True),
     Option("preserve_ordering", "--preserve-ordering", "Return responses in request order.",
            Flag(), False, "batching.preserve_ordering", "dynamic_batching.preserve_ordering",
-           ONE_MODEL),
+           WITH_TEXT),
     Option("priority_levels", "--priority-levels", "Number of request priority levels.", Int(0),
-           0, "batching.priority_levels", "dynamic_batching.priority_levels", ONE_MODEL,
+           0, "batching.priority_levels", "dynamic_batching.priority_levels", WITH_TEXT,
            show_default=True),
     Option("default_priority_level", "--default-priority-level", "Priority of requests that "
            "name none (1..priority levels).", Int(0), 0, "batching.default_priority_level",
-           "dynamic_batching.default_priority_level", ONE_MODEL, show_default=True),
+           "dynamic_batching.default_priority_level", WITH_TEXT, show_default=True),
     Option("queue_timeout_us", "--queue-timeout-us", "Default queue timeout per request; with "
            "--timeout-action.", Int(0), None, "batching.default_queue_policy.default_timeout_us",
-           "dynamic_batching.queue_timeout_us", ONE_MODEL),
+           "dynamic_batching.queue_timeout_us", WITH_TEXT),
     Option("timeout_action", "--timeout-action", "What happens to a request that times out in "
            "the queue.", Text(("REJECT", "DELAY")), "REJECT",
            "batching.default_queue_policy.timeout_action", "dynamic_batching.timeout_action",
-           ONE_MODEL, show_default=True),
+           WITH_TEXT, show_default=True),
     Option("max_queue_size", "--max-queue-size", "Queue bound (0 = unbounded).", Int(0), 0,
            "batching.default_queue_policy.max_queue_size", "dynamic_batching.max_queue_size",
-           ONE_MODEL, show_default=True),
+           WITH_TEXT, show_default=True),
     Option("version", "--version", "Version number to write. Default: the next free number.",
            Int(1), None, "version", "version", ALL),
     Option("version_policy", "--version-policy", "latest[:N] | all | specific:V1,V2", Policy(),
            None, "version_policy", "version_policy", ONE_MODEL | {"generation"}),
     Option("warmup", "--warmup", "Add a random-data warmup request of this batch size "
-           "(0 = none).", Int(0), 0, "warmup", "warmup", ONE_MODEL, show_default=True),
+           "(0 = none).", Int(0), 0, "warmup", "warmup", WITH_TEXT, show_default=True),
     Option("parameters", "--parameter", "Free config parameter KEY=VALUE (repeatable).",
-           KeyValues(), {}, "parameters", "parameters", ONE_MODEL | {"generation"}),
+           KeyValues(), {}, "parameters", "parameters", SERVING),
     Option("labels", "--label-file", "Labels file of a classification output, OUTPUT=FILE "
            "(label_filename; repeatable).", KeyValues(files=True), {}, "labels", "labels",
            ONE_MODEL),
     Option("tensorrt", "--tensorrt", "GPU: ONNX Runtime with the TensorRT execution "
-           "accelerator.", Flag(), False, "gpu_optimization.tensorrt", "tensorrt", ONE_MODEL),
+           "accelerator.", Flag(), False, "gpu_optimization.tensorrt", "tensorrt", WITH_TEXT),
     Option("tensorrt_precision", "--tensorrt-precision", "TensorRT precision mode.",
            Text(("FP32", "FP16")), "FP16", "gpu_optimization.tensorrt_precision",
-           "tensorrt_precision", ONE_MODEL, show_default=True),
+           "tensorrt_precision", WITH_TEXT, show_default=True),
     Option("cuda_graphs", "--cuda-graphs", "GPU: capture CUDA graphs (ONNX Runtime).", Flag(),
-           False, "gpu_optimization.cuda_graphs", "cuda_graphs", ONE_MODEL),
+           False, "gpu_optimization.cuda_graphs", "cuda_graphs", WITH_TEXT),
     Option("input_specs", "--input", "Input NAME:DTYPE:DIMS without the batch dim, e.g. "
            "x:FP32:3,224,224 (TorchScript/PyTorch); empty DIMS (t:FP32:) is a scalar per sample.",
            Tensors(), (), "source.input_specs", "inputs", frozenset({"torchscript", "pytorch"})),
@@ -186,7 +189,7 @@ OPTIONS: tuple[Option, ...] = (
            "run the model with. Repeat it with examples of other shapes (e.g. another sequence "
            "length): the axes that differ become dynamic, and the export is verified on each "
            "example.", Files(), (), "source.example_inputs", "example_inputs",
-           frozenset({"torchscript", "pytorch", "huggingface", "keras", "savedmodel"})),
+           frozenset({"torchscript", "pytorch", "huggingface", "text", "keras", "savedmodel"})),
     Option("weights", "--weights", "PyTorch: state_dict (.pt, loaded with weights_only=True) or "
            ".safetensors.", File(), None, "source.weights", "weights", frozenset({"pytorch"})),
     Option("output_names", "--output-name", "Name an output (repeatable, in order).", Names(),

@@ -183,7 +183,7 @@ class IntList(Value):
         except ValueError:
             raise ValueError(f"{raw!r} is not a comma-separated list of integers") from None
         if self.minimum is not None and values and min(values) < self.minimum:
-            raise ValueError(f"{raw!r}: every value must be {self.minimum} or more")
+            raise ValueError(f"{raw!r}: every value must be >= {self.minimum}")
         return values
 
     def manifest(self, r: Reader, value: Any, path: KeyPath) -> Any:
@@ -323,7 +323,7 @@ class Policy(Value):
         try:
             return None if raw is None else VersionPolicy.parse(raw)
         except SpecError as exc:
-            raise ValueError(str(exc)) from None
+            raise ValueError("; ".join(exc.problems)) from None
 
     def manifest(self, r: Reader, value: Any, path: KeyPath) -> Any:
         text = r.text(None if value is None else str(value), path)

@@ -62,7 +62,7 @@ class NativeBackend:
     """One of Triton's own backends that can be compiled for the embedded server."""
 
     name: str  # folder under --backend-directory (= the config's backend)
-    format: str  # packager.sources.formats name of the models it runs
+    format: str  # packager.formats name of the models it runs
     runtime: str  # the Python distribution whose shared library it links
     source: str  # its folder inside the archive
     target: str  # its CMake target

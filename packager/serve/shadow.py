@@ -5,7 +5,7 @@ Runtime / PyTorch backend is built (:mod:`packager.serve.native`), :func:`served
 models as they are (GPU instance groups moved to CPU). Otherwise - the fallback, the *shadow* -
 each ``onnxruntime_onnx`` / ``pytorch_libtorch`` model keeps its name, versions, inputs, outputs,
 batching and instance counts, but runs through the generated ``model.py`` of
-:mod:`packager.serve.pyruntime`. Artifacts are linked, never copied, and the user's repository is
+:func:`packager.render.python_runtime_files`. Artifacts are linked, never copied, and the user's repository is
 never written to. Python models and ensembles pass through unchanged (linked).
 
 :class:`packager.serve.server.LocalServer` serves every repository through such a linked copy (except
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import PackagerError, ServerError
-from packager.sources.formats import FORMATS, of_config
+from packager.formats import FORMATS, of_config
 
 CONFIG = "config.pbtxt"
 
@@ -107,7 +107,7 @@ def served_copy(
     """
     from google.protobuf import text_format
 
-    from packager.serve.pyruntime import runtime_files
+    from packager.render import python_runtime_files as runtime_files
 
     native = native or {}
     src_root, dst_root = Path(repository).resolve(), Path(target)

@@ -12,7 +12,7 @@ verified ONNX or TorchScript model with dynamic batch and sequence axes:
 Weights are read by transformers from the folder only (``local_files_only``: no hub access);
 ``.bin`` checkpoints load with ``weights_only``. Sharded checkpoints (an index naming the shard
 of each tensor, as ``save_pretrained(max_shard_size=...)`` writes) load the same way, once every
-shard the index names is found in the folder. :mod:`packager.sources.hf_text` builds the
+shard the index names is found in the folder. :mod:`packager.planners.text` plans the
 text-in ensemble (tokenizer step -> model -> post-processing) on top of this source.
 """
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE
 from packager.repository import CHECKSUMS, CONFIG, RECORD, sha256_file
 from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources import onnx_external as ext
-from packager.sources.formats import FORMATS, PYTHON_FILE
 from packager.sources.onnx_edits import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 

@@ -31,8 +31,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel, Signature, SourceOptions
-from packager.sources.formats import FORMATS
 from packager.sources.inputs import random_inputs, resolve_examples
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, Runner, onnx_runner, verify
 from packager.spec import TensorSpec

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import SourceError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel, SourceOptions, register
-from packager.sources.formats import FORMATS
 from packager.sources.tf_graph import (
     convert_and_verify,
     is_saved_model,

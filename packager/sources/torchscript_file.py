@@ -21,9 +21,9 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import PackagerError, SourceError
+from packager.formats import FORMATS
 from packager.repository import sha256_file
 from packager.sources import LoadedModel, Signature, SourceOptions, register
-from packager.sources.formats import FORMATS
 from packager.sources.inputs import parse_tensor_arg, resolve_examples
 from packager.spec import TensorSpec
 
@@ -61,8 +61,7 @@ class TorchScriptSource:
         except Exception as exc:
             raise SourceError(f"{path} cannot be loaded by torch.jit.load: {exc}") from exc
         specs = [
-            s if isinstance(s, TensorSpec) else parse_tensor_arg(s)
-            for s in options.input_specs
+            s if isinstance(s, TensorSpec) else parse_tensor_arg(s) for s in options.input_specs
         ]
         examples = options.example
         if not specs and examples is None:

@@ -134,7 +134,10 @@ BAD_CASES = {
         ["build", "{mlp}", "--name", "m", "--kind", "cpu", "--gpus", "0"],
         "--gpus needs",
     ),
-    "negative gpu": (["build", "{mlp}", "--name", "m", "--gpus", "-1"], "GPU ids must be >= 0"),
+    "negative gpu": (
+        ["build", "{mlp}", "--name", "m", "--gpus", "-1"],
+        "--gpus: '-1': every value must be >= 0",
+    ),
     "format conflict": (["build", "{mlp}", "--name", "m", "--format", "torchscript"], "--format"),
     "unsupported dtype": (
         ["build", "{ts}", "--name", "m", "--input", "INPUT__0:COMPLEX64:16"],

@@ -100,13 +100,11 @@ def classifier_folder(target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(start_server: StartServer, files: dict[str, Path]) -> LocalServer:
-    from packager.sources.hf_text import build_text_pipeline
-
     repo = files["root"] / "repo"
     for name in ("affine", "mlp", "image"):
         build(files[name], name=name, output=repo)
-    build_text_pipeline(
-        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo)
+    build(
+        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo, text=True)
     )
     return start_server(repo)
 

@@ -12,8 +12,8 @@ import pytest
 
 from packager.builder import build
 from packager.errors import PackagerError
+from packager.render import python_runtime_files as runtime_files
 from packager.repository import read_config
-from packager.serve.pyruntime import runtime_files
 from packager.serve.shadow import needs_shadow, shadow_repository
 from tests.support.tree import snapshot
 

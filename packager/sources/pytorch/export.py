@@ -31,8 +31,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import ExportError, PackagerError, VerificationError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel
-from packager.sources.formats import FORMATS
 from packager.sources.pytorch.export_inputs import (
     Examples,
     grow_small_dynamic,

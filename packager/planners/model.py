@@ -1,0 +1,183 @@
+"""The planner of one model from a source (a model file, a PyTorch module, a Hugging Face task):
+load (export, verify), compress, spec, config (rendered once), build record. No repository I/O:
+:func:`packager.repository.write_models` writes the plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from packager import sources
+from packager.compress import compress_loaded
+from packager.errors import PackagerError, SpecError
+from packager.formats import FORMATS
+from packager.options import BuildOptions
+from packager.planners import PlannedModel
+from packager.releases import package_version
+from packager.render import python_runtime_files, render_config
+from packager.repository import ModelWrite
+from packager.sources import LoadedModel, Signature, SourceOptions
+from packager.spec import (
+    KIND_OPTIONS,
+    DynamicBatching,
+    ModelSpec,
+    TensorSpec,
+    default_warmup,
+    name_problem,
+)
+
+DEFAULT_MAX_BATCH_SIZE = 32
+
+
+def check_file(model: Any) -> None:
+    """A model file name that does not exist is named as such (not as an unknown format)."""
+    is_file_name = isinstance(model, (str, Path)) and str(model).endswith(
+        (".onnx", ".pt", ".pth", ".ts")
+    )
+    if is_file_name and not Path(model).exists():
+        raise PackagerError(f"model file {model} does not exist")
+
+
+def load_source(model: Any, options: SourceOptions) -> LoadedModel:
+    """Detect the source format (or check ``options.format``) and load ``model``; caller closes
+    the result."""
+    check_file(model)
+    source = sources.detect(model)
+    fmt = options.format
+    if fmt not in ("auto", None):
+        known = set(sources.names()) | set(FORMATS)
+        if fmt not in known:
+            raise PackagerError(
+                f"unknown format {fmt!r}; choose from: auto, {', '.join(sorted(known))}"
+            )
+        if source.name in FORMATS and fmt != source.name:
+            raise PackagerError(
+                f"{model} is a {source.name} file but --format {fmt} was given; "
+                f"use --format auto or {source.name} (converting between file formats is not supported)"
+            )
+    return source.load(model, options)
+
+
+def option_problems(o: BuildOptions) -> list[str]:
+    """Problems of the options themselves, found before anything is loaded."""
+    out = []
+    if (p := name_problem(o.name)) is not None:
+        out.append(p)
+    if o.backend not in ("native", "python"):
+        out.append(f"backend must be 'native' or 'python', got {o.backend!r}")
+    if o.kind not in KIND_OPTIONS:
+        out.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {o.kind!r}")
+    if o.gpus and o.kind not in ("gpu", "auto"):
+        out.append(f"--gpus needs --kind gpu (kind is {o.kind})")
+    gpu = o.gpu_optimization
+    if gpu is not None and not gpu.tensorrt and gpu.tensorrt_precision != "FP16":
+        out.append("--tensorrt-precision applies to --tensorrt; add --tensorrt or leave it out")
+    return out + o.compress.problems()
+
+
+def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
+    """Load ``model`` and plan its version folder; the result owns the loaded temporary files."""
+    if early := option_problems(o):
+        raise SpecError(early, subject=f"build of {o.name!r}")
+    source_options = replace(
+        o.source,
+        format=o.format,
+        max_batch_size=o.max_batch_size,
+        prune=o.compress.prune_request(),  # pruned before export
+    )
+    loaded = load_source(model, source_options)
+    try:
+        compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
+        spec = model_spec(o, loaded)
+        config = render_config(spec)  # SpecError lists every problem
+        files: dict[str, Any] = dict(loaded.files)
+        if o.backend == "python":
+            files.update(python_runtime_files(loaded.format))
+        record = {
+            "packager": package_version(),
+            "format": loaded.format,
+            "runtime": spec.runtime,
+            **loaded.record,
+        }
+        if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
+            from packager.sources.onnx_external import data_record
+
+            record["external_data"] = data_record(loaded.files, FORMATS["onnx"].artifact)
+        model_files = {p.name: p for p in o.labels.values()}
+        write = ModelWrite(spec, files, o.version, record, model_files, config)
+        return PlannedModel(write, "model", loaded.signature, loaded)
+    except BaseException:
+        loaded.close()
+        raise
+
+
+def model_spec(o: BuildOptions, loaded: LoadedModel) -> ModelSpec:
+    """The config of a loaded model under the build options."""
+    sig = loaded.signature
+    mbs = max_batch_size(sig, o.max_batch_size)
+    batching_asked = o.batching != DynamicBatching()
+    use_db = o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
+    strip = 1 if mbs > 0 else 0  # Triton owns the batch dim
+    params = dict(o.parameters)
+    if o.backend == "python":
+        params.setdefault("artifact", FORMATS[loaded.format].artifact)
+    spec = ModelSpec(
+        name=o.name,
+        inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
+        outputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs),
+        platform=loaded.platform if o.backend == "native" else None,
+        backend="python" if o.backend == "python" else None,
+        max_batch_size=mbs,
+        instance_groups=o.groups(),
+        dynamic_batching=o.batching if use_db else None,
+        version_policy=o.version_policy,
+        parameters=params,
+        gpu_optimization=o.gpu_optimization,
+    )
+    if o.warmup:
+        spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
+    if o.labels:
+        spec = with_labels(spec, o.labels)
+    return spec
+
+
+def with_labels(spec: ModelSpec, labels: Mapping[str, Path]) -> ModelSpec:
+    """``spec`` with ``label_filename`` on the outputs ``labels`` names (files beside the config)."""
+    unknown = sorted(set(labels) - {t.name for t in spec.outputs})
+    if unknown:
+        raise SpecError(
+            [
+                f"labels for {', '.join(unknown)}: no such output; outputs are: "
+                f"{', '.join(t.name for t in spec.outputs)}"
+            ]
+        )
+    outputs = tuple(
+        TensorSpec(t.name, t.dtype, t.dims, label_filename=labels[t.name].name)
+        if t.name in labels
+        else t
+        for t in spec.outputs
+    )
+    return spec.replace(outputs=outputs)
+
+
+def max_batch_size(sig: Signature, asked: int | None) -> int:
+    """The max batch size: ``asked``, or by default 32 when every tensor can batch, else 0."""
+    if asked is None:
+        return DEFAULT_MAX_BATCH_SIZE if sig.batchable else 0
+    if asked < 0:
+        raise SpecError([f"max_batch_size must be >= 0, got {asked}"])
+    if asked > 0 and not sig.batchable:
+        fixed = [
+            f"{t.name} {list(t.dims)}"
+            for t in sig.inputs + sig.outputs
+            if not t.dims or t.dims[0] != -1
+        ]
+        raise SpecError(
+            [
+                f"--max-batch-size {asked} needs a dynamic first (batch) dim on every tensor, but these "
+                f"have none: {', '.join(fixed)}; re-export with a dynamic batch axis or use --max-batch-size 0"
+            ]
+        )
+    return asked

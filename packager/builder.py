@@ -130,25 +130,21 @@ def build_kind(model: Any, options: BuildOptions) -> str:
     """Which kind of build ``model`` with ``options`` is (a key of options.declaration.KINDS)."""
     if options.text:
         return "text"
-    task = options.source.task
-    if options.backend == "vllm" or (task == GENERATION_TASK and not _is_folder(model)):
-        return "generation"  # its planner says what it needs (a causal LM folder)
+    if options.backend == "vllm":
+        return "generation"
+    # A Hugging Face folder's task (by default a causal LM generates) picks its planner; the
+    # generation planner says itself what it needs (a causal LM folder with weights).
+    task = options.source.task or (GENERATION_TASK if is_causal_lm(model) else None)
+    if task is not None and HF_TASK_KINDS.get(task) == "generation":
+        return "generation"
     check_file(model)
-    kind = sources.detect(model).name
-    if kind == "huggingface":
-        default = GENERATION_TASK if is_causal_lm(model) else TASKS[0]
-        return HF_TASK_KINDS[task or default]
-    return kind
-
-
-def _is_folder(model: Any) -> bool:
-    return isinstance(model, (str, Path)) and Path(model).is_dir()
+    return sources.detect(model).name
 
 
 def plan(model: Any, options: BuildOptions) -> Plan:
     """The plan of building ``model``: nothing is written; close the plan when done."""
     kind = build_kind(model, options)
-    if problems := refused(options, kind):
+    if problems := refused(options, kind) + options.compress.problems():
         raise SpecError(problems, subject=f"build of {options.name!r}")
     return PLANNERS.get(kind, _MODEL_PLANNER)(model, options)
 

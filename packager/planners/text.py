@@ -30,11 +30,6 @@ from packager.spec import DynamicBatching, TensorSpec
 
 # The steps' code: run inside Triton's Python backend, never imported here.
 STEPS_FILE = Path(__file__).parents[1] / "sources" / "hf_steps.py"
-TEXT = TensorSpec("TEXT", dtype("BYTES"), (1,))
-IDS = (
-    TensorSpec("input_ids", dtype("INT64"), (-1,)),
-    TensorSpec("attention_mask", dtype("INT64"), (-1,)),
-)
 _IDS_MAP = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
 
 
@@ -60,6 +55,12 @@ def plan_text(folder: str | Path, o: BuildOptions) -> Plan:
     # the steps batch like the model: the same max batch size and queue delay
     batching = DynamicBatching(max_queue_delay_us=o.batching.max_queue_delay_us)
     step_batching = batching if mbs > 0 else None
+
+    # Without Triton's batching (max batch size 0) the steps' tensors carry the batch dim
+    # themselves, as the exported model's do: the steps see the same arrays either way.
+    def t(name: str, type_: str, *dims: int) -> TensorSpec:
+        return TensorSpec(name, dtype(type_), dims if mbs > 0 else (-1, *dims))
+
     plan = Plan()
     try:
         tokenizer = PythonStep(
@@ -67,8 +68,8 @@ def plan_text(folder: str | Path, o: BuildOptions) -> Plan:
             file=STEPS_FILE,
             entry="Tokenize",
             kind="class",
-            inputs=(TEXT,),
-            outputs=IDS,
+            inputs=(t("TEXT", "BYTES", 1),),
+            outputs=(t("input_ids", "INT64", -1), t("attention_mask", "INT64", -1)),
             max_batch_size=mbs,
             instance_groups=STEP_INSTANCE_GROUPS,
             dynamic_batching=step_batching,
@@ -96,11 +97,8 @@ def plan_text(folder: str | Path, o: BuildOptions) -> Plan:
                 file=STEPS_FILE,
                 entry="Labels",
                 kind="class",
-                inputs=(TensorSpec("logits", dtype("FP32"), (n,)),),
-                outputs=(
-                    TensorSpec("LABEL", dtype("BYTES"), (1,)),
-                    TensorSpec("PROBS", dtype("FP32"), (n,)),
-                ),
+                inputs=(t("logits", "FP32", n),),
+                outputs=(t("LABEL", "BYTES", 1), t("PROBS", "FP32", n)),
                 max_batch_size=mbs,
                 instance_groups=STEP_INSTANCE_GROUPS,
                 dynamic_batching=DynamicBatching() if mbs > 0 else None,

@@ -99,6 +99,8 @@ def build(model: str | None, manifest: str | None, as_json: bool, **params: Any)
         click.echo(CompressionReport.from_dict(result.record["compression"]).table())
     for line in _axis_notes(result.record):
         click.echo(line)
+    for line in result.record.get("sequence", {}).get("notes", []):
+        click.echo(f"stateful: {line}")
 
 
 def _axis_notes(record: dict[str, Any]) -> list[str]:

@@ -11,12 +11,14 @@ import click
 
 from packager.commands._options import (
     INPUT,
+    INPUT_RENAMED,
     PROTOCOL,
     TIMEOUT,
     URL,
     VERSION,
     int_list,
     load_inputs,
+    renamed,
 )
 from packager.commands._options import (
     shapes as parse_shapes,
@@ -40,7 +42,11 @@ def _jsonable(array: Any) -> Any:
 @PROTOCOL
 @VERSION
 @click.option(
-    "--output", "outputs", multiple=True, metavar="NAME", help="Only this output (repeatable)."
+    "--select-output",
+    "outputs",
+    multiple=True,
+    metavar="NAME",
+    help="Only this output (repeatable).",
 )
 @click.option("--sample", is_flag=True, help="Inputs are one sample: add the batch dim.")
 @click.option(
@@ -56,10 +62,12 @@ def _jsonable(array: Any) -> Any:
     default=None,
     help="Write each output to DIR/NAME.npy instead of printing it.",
 )
+@INPUT_RENAMED
+@renamed("--output", "--select-output", "outputs", multiple=True)
 def infer(
     model: str,
     input_specs: tuple[str, ...],
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     outputs: tuple[str, ...],
@@ -69,13 +77,18 @@ def infer(
     as_json: bool,
     output_dir: Path | None,
 ) -> None:
-    """Send inputs from .npy files to MODEL on a running server and show its outputs."""
+    """Send inputs from .npy files to MODEL on a running server and show its outputs.
+
+    \b
+    Example:
+      triton-packager infer mlp --input-file input=x.npy --json
+    """
     import numpy as np
 
     from packager.client import Client
 
     if not input_specs:
-        raise click.UsageError("give at least one --input NAME=FILE.npy")
+        raise click.UsageError("give at least one --input-file NAME=FILE.npy")
     if sample and split:
         raise click.UsageError("--sample and --split exclude each other")
     if as_json and output_dir is not None:
@@ -118,9 +131,21 @@ def infer(
     help="Requests in flight, one measurement per level (comma-separated).",
 )
 @click.option(
-    "--duration", type=float, default=10.0, show_default=True, help="Measurement window (s)."
+    "--duration-s",
+    "duration",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Measurement window per level (seconds).",
 )
-@click.option("--warmup", type=float, default=2.0, show_default=True, help="Warm-up (s).")
+@click.option(
+    "--warmup-s",
+    "warmup",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Warm-up before each window (seconds, not measured).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, None),
@@ -142,7 +167,16 @@ def infer(
 @PROTOCOL
 @VERSION
 @TIMEOUT
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of throughput vs p99 over the levels (the plots extra).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@INPUT_RENAMED
+@renamed("--duration", "--duration-s", "duration", type=float)
+@renamed("--warmup", "--warmup-s", "warmup", type=float)
 def bench(
     model: str,
     concurrency: tuple[int, ...],
@@ -151,20 +185,31 @@ def bench(
     batch_size: int,
     input_specs: tuple[str, ...],
     shapes: dict[str, tuple[int, ...]],
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     timeout_s: float,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
-    """Measure MODEL's throughput and latency percentiles at each concurrency level."""
-    from packager.client import run_sweep
+    """Measure MODEL's throughput and latency percentiles at each concurrency level.
+
+    Ctrl-C stops the sweep: the levels already finished are printed (and plotted), exit 130.
+    """
+    from packager.client import iter_sweep
+    from packager.client.bench import plot_levels, sweep_report
+    from packager.client.core import parse_url
 
     if duration <= 0 or warmup < 0:
-        raise click.BadParameter("--duration must be positive and --warmup 0 or more")
+        raise click.BadParameter("--duration-s must be positive and --warmup-s 0 or more")
+    if plot is not None:
+        if not plot.parent.is_dir():
+            raise click.BadParameter(f"folder {plot.parent} does not exist", param_hint="--plot")
+        import matplotlib  # noqa: F401  (before measuring: a missing plots extra fails fast)
+    endpoint = str(parse_url(url, protocol))
     inputs = load_inputs(input_specs) if input_specs else None
     if inputs is not None and not isinstance(inputs, dict):
-        raise InvalidInput("bench needs named inputs: --input NAME=FILE.npy")
+        raise InvalidInput("bench needs named inputs: --input-file NAME=FILE.npy")
     tty = sys.stderr.isatty()
     shown: set[tuple[int, str]] = set()
 
@@ -183,30 +228,48 @@ def bench(
             shown.add((level, phase))
             click.echo(f"concurrency {level}: {phase} {total:g} s", err=True)
 
-    results = run_sweep(
-        url,
-        model,
-        concurrency,
-        inputs,
-        duration_s=duration,
-        warmup_s=warmup,
-        protocol=protocol,
-        batch_size=batch_size,
-        version=version,
-        timeout_s=timeout_s,
-        progress=progress,
-        shapes=shapes,
-    )
-    click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        click.echo(table(model, url, results))
-    failed = [r for r in results if r.errors]
-    for r in failed:
-        click.echo(
-            f"concurrency {r.concurrency}: {r.errors} errors; first: {r.first_error}", err=True
+    results: list[Any] = []
+    interrupted = False
+    try:
+        for result in iter_sweep(
+            url,
+            model,
+            concurrency,
+            inputs,
+            duration_s=duration,
+            warmup_s=warmup,
+            protocol=protocol,
+            batch_size=batch_size,
+            version=version,
+            timeout_s=timeout_s,
+            progress=progress,
+            shapes=shapes,
+        ):
+            results.append(result)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.secho(
+            f"\ninterrupted: {len(results)} of {len(concurrency)} concurrency level(s) finished",
+            fg="yellow",
+            err=True,
         )
+    if results:
+        click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
+    if as_json:
+        doc = sweep_report(model, endpoint, results, concurrency, interrupted)
+        click.echo(json.dumps(doc, indent=2))
+    elif results:
+        click.echo(table(model, endpoint, results))
+    if plot is not None and results:
+        plot_levels(results, plot, f"{model} at {endpoint}")
+        click.echo(f"wrote {plot}", err=True)
+    for r in results:
+        if r.errors:
+            click.echo(
+                f"concurrency {r.concurrency}: {r.errors} errors; first: {r.first_error}", err=True
+            )
+    if interrupted:
+        sys.exit(130)
     if any(r.requests == 0 for r in results):
         raise ClientError("no request succeeded at some level (see the errors above)")
 

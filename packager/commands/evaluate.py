@@ -6,7 +6,7 @@ import json
 
 import click
 
-from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
+from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress_bar, renamed
 
 
 @click.command()
@@ -26,7 +26,13 @@ from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
 @click.option(
     "--labels", "labels_key", default="labels", show_default=True, help="Name of the labels array."
 )
-@click.option("--output", default=None, help="Output to score. Default: the model's first.")
+@click.option(
+    "--select-output",
+    "output",
+    default=None,
+    metavar="NAME",
+    help="Output to score. Default: the model's first.",
+)
 @click.option(
     "--reference",
     type=click.Path(dir_okay=False),
@@ -34,6 +40,7 @@ from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
     help="Local ONNX model run on the same data by ONNX Runtime, for comparison.",
 )
 @URL
+@PROTOCOL
 @VERSION
 @click.option(
     "--batch-size",
@@ -43,6 +50,7 @@ from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
 )
 @TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@renamed("--output", "--select-output", "output")
 def evaluate(
     model: str,
     data: str,
@@ -50,7 +58,8 @@ def evaluate(
     labels_key: str,
     output: str | None,
     reference: str | None,
-    url: str,
+    url: str | None,
+    protocol: str | None,
     version: str,
     batch_size: int | None,
     timeout_s: float,
@@ -65,6 +74,7 @@ def evaluate(
             model,
             data,
             url=url,
+            protocol=protocol,
             metrics=list(metrics) or ["accuracy"],
             labels_key=labels_key,
             output=output,

@@ -11,6 +11,9 @@ from typing import Any
 
 import click
 
+from packager.commands._options import renamed
+from packager.releases import TRITON_PORTS
+
 
 class _Stop(Exception):
     """SIGTERM arrived: shut down like Ctrl-C."""
@@ -25,15 +28,23 @@ class _Stop(Exception):
     help="Address the server binds to; 0.0.0.0 exposes it to the network.",
 )
 @click.option(
-    "--http-port", type=int, default=8000, show_default=True, help="HTTP/REST port (0 = any free)."
+    "--http-port",
+    type=int,
+    default=TRITON_PORTS["http"],
+    show_default=True,
+    help="HTTP/REST port (0 = any free).",
 )
 @click.option(
-    "--grpc-port", type=int, default=8001, show_default=True, help="gRPC port (0 = any free)."
+    "--grpc-port",
+    type=int,
+    default=TRITON_PORTS["grpc"],
+    show_default=True,
+    help="gRPC port (0 = any free).",
 )
 @click.option(
     "--metrics-port",
     type=int,
-    default=8002,
+    default=TRITON_PORTS["metrics"],
     show_default=True,
     help="Prometheus metrics port (0 = any free).",
 )
@@ -61,9 +72,11 @@ class _Stop(Exception):
 )
 @click.option("--show-log", is_flag=True, help="Echo the server's own log to stderr while it runs.")
 @click.option(
-    "--no-verify",
+    "--no-checksums",
+    "no_verify",
     is_flag=True,
-    help="Serve even if model files changed since they were built (skips the SHA256SUMS check).",
+    help="Serve even if model files changed since they were built (skips the SHA256SUMS check, "
+    "as validate --no-checksums).",
 )
 @click.option(
     "--native/--no-native",
@@ -78,6 +91,7 @@ class _Stop(Exception):
     show_default=True,
     help="Seconds to wait for the server and its models to become ready.",
 )
+@renamed("--no-verify", "--no-checksums", "no_verify", is_flag=True)
 def serve(
     repository: Path,
     host: str,
@@ -156,7 +170,7 @@ def _verify(repository: Path, mode: str, load_models: tuple[str, ...]) -> None:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise RepositoryError(
             f"{repository} changed since it was built:\n{lines}\nrebuild the model(s) with "
-            "`triton-packager build`, or pass --no-verify to serve the files as they are"
+            "`triton-packager build`, or pass --no-checksums to serve the files as they are"
         )
     for folder in unverified:
         click.echo(

@@ -87,7 +87,8 @@ def build_manifest(
                     if e.section == "models":
                         plans[e.name] = _plan_model(e)
                     elif e.section == "python_steps":
-                        plans[e.name] = Plan([plan_step(_step(e), e.version)])
+                        step = plan_step(_step(e), e.version, e.options["scheduling"])
+                        plans[e.name] = Plan([step])
                 except SpecError as exc:
                     for p in exc.problems:
                         problems.add(e.path, f"{e.name}: {p}")

@@ -13,6 +13,7 @@ execute user code, and the server's environment may have packages the build mach
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import keyword
 import re
@@ -28,6 +29,7 @@ from packager.errors import PackagerError, SpecError
 from packager.planners import PlannedModel
 from packager.render import render_config, render_template
 from packager.repository import CHECKSUMS, CONFIG, RECORD, ModelWrite, read_config, sha256_file
+from packager.scheduling import SchedulingOptions
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, VersionPolicy
 
 TEMPLATE = "python_step.py.j2"
@@ -227,12 +229,21 @@ def step_files(
     return files, model_files, record
 
 
-def plan_step(step: PythonStep, version: int | None) -> PlannedModel:
-    """The plan of ``step``'s version folder (SpecError lists every problem)."""
+def plan_step(
+    step: PythonStep, version: int | None, scheduling: SchedulingOptions | None = None
+) -> PlannedModel:
+    """The plan of ``step``'s version folder (SpecError lists every problem); ``scheduling``
+    gives it a response cache and a rate limiter (the scheduling keys a step takes)."""
     found = step_problems(step)
     if found:
         raise SpecError(found)
     spec = step_spec(step)
+    if scheduling is not None:
+        limiter = scheduling.rate_limiter()
+        groups = spec.instance_groups
+        if limiter is not None:
+            groups = tuple(dataclasses.replace(g, rate_limiter=limiter) for g in groups)
+        spec = spec.replace(instance_groups=groups, response_cache=scheduling.response_cache)
     config = render_config(spec)  # SpecError with every config problem
     files, model_files, record = step_files(step)
     return PlannedModel(

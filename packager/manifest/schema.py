@@ -15,7 +15,8 @@ from typing import Any
 from packager.errors import SpecError
 from packager.manifest.ensemble import EnsembleStep
 from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
-from packager.options import manifest_keys, read_manifest
+from packager.options import BY_NAME, manifest_keys, read_manifest
+from packager.scheduling import SchedulingOptions
 from packager.spec import (
     KIND_OPTIONS,
     DynamicBatching,
@@ -56,6 +57,9 @@ STEP_KEYS = {
     "outputs": "list of {name, dtype, dims}",
     "files": "list of extra files for the version folder",
     "requires": "list of pip requirements the step imports (added to Docker images)",
+    "response_cache": MODEL_KEYS["response_cache"],
+    "rate_limit_resources": MODEL_KEYS["rate_limit_resources"],
+    "rate_limit_priority": MODEL_KEYS["rate_limit_priority"],
 }
 ENSEMBLE_KEYS = {
     "name": "ensemble name",
@@ -216,7 +220,19 @@ def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
     o["requires"] = tuple(t for i, q in enumerate(reqs) if (t := r.text(q, (*path, "requires", i))))
     o["source_name"] = str(m.get("file"))
     _common(r, m, path, o)
+    o["scheduling"] = _scheduling(r, m, path)
     return e
+
+
+def _scheduling(r: Reader, m: dict[str, Any], path: KeyPath) -> SchedulingOptions:
+    """A step's response cache and rate limiter, read by the declaration of those options."""
+    values = {}
+    for name in ("response_cache", "rate_limit_resources", "rate_limit_priority"):
+        opt = BY_NAME[name]
+        value = opt.value.manifest(r, m.get(name), (*path, name))
+        if value is not None:
+            values[opt.field.rpartition(".")[2]] = value
+    return SchedulingOptions(**values)
 
 
 def _ensemble_entry(r: Reader, item: Any, path: KeyPath) -> Entry:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from packager.compress.pipeline import CompressOptions
 from packager.options.declaration import BY_NAME, GROUPS, KINDS, OPTIONS, Option
+from packager.scheduling import SchedulingOptions
 from packager.sources import SourceOptions
 from packager.spec import (
     KIND_OPTIONS,
@@ -59,6 +60,8 @@ class BuildOptions:
     dry_run: bool = False
     compress: CompressOptions = field(default_factory=CompressOptions)
     source: SourceOptions = field(default_factory=SourceOptions)
+    # Sequence batching / implicit state, response cache, rate limiter (packager.scheduling)
+    scheduling: SchedulingOptions = field(default_factory=SchedulingOptions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))

@@ -44,10 +44,12 @@ from packager.options.values import (
     KeyValues,
     Names,
     Policy,
+    PriorityPolicies,
     Tensors,
     Text,
     Value,
 )
+from packager.scheduling import CONTROL_KINDS, DEFAULT_IDLE_US, SchedulingOptions
 from packager.sources import SourceOptions
 from packager.sources.huggingface import GENERATION_TASK, TASKS
 from packager.spec import DynamicBatching, GpuOptimization, QueuePolicy
@@ -107,6 +109,7 @@ GROUPS: dict[str, type] = {
     "gpu_optimization": GpuOptimization,
     "compress": CompressOptions,
     "source": SourceOptions,
+    "scheduling": SchedulingOptions,
 }
 
 OPTIONS: tuple[Option, ...] = (
@@ -164,6 +167,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_queue_size", "--max-queue-size", "Queue bound (0 = unbounded).", Int(0), 0,
            "batching.default_queue_policy.max_queue_size", "dynamic_batching.max_queue_size",
            WITH_TEXT, show_default=True),
+    Option("priority_queue_policies", "--priority-queue-policy", "Queue policy of one priority "
+           "level of the dynamic batcher (repeatable).", PriorityPolicies(), (),
+           "batching.priority_queue_policies", "dynamic_batching.priority_queue_policies",
+           WITH_TEXT),
     Option("version", "--version", "Version number to write. Default: the next free number.",
            Int(1), None, "version", "version", ALL),
     Option("version_policy", "--version-policy", "latest[:N] | all | specific:V1,V2", Policy(),
@@ -182,6 +189,44 @@ OPTIONS: tuple[Option, ...] = (
            "tensorrt_precision", WITH_TEXT, show_default=True),
     Option("cuda_graphs", "--cuda-graphs", "GPU: capture CUDA graphs (ONNX Runtime).", Flag(),
            False, "gpu_optimization.cuda_graphs", "cuda_graphs", WITH_TEXT),
+    # Sequence batching / implicit state, response cache, rate limiter (packager.scheduling;
+    # docs/stateful.md)
+    Option("stateful", "--stateful", "A stateful model: Triton's sequence batcher keeps its "
+           "state between the requests of a sequence (implicit state: an input and an output of "
+           "equal dtype and shape whose names say state, or those named by --state); clients "
+           "send only the data (docs/stateful.md).", Flag(), False, "scheduling.stateful",
+           "stateful", ONE_MODEL),
+    Option("states", "--state", "A state pair: the server feeds OUTPUT of one request back as "
+           "INPUT of the next (repeatable; implies --stateful).", Names("INPUT:OUTPUT"), (),
+           "scheduling.states", "states", ONE_MODEL),
+    Option("sequence_batching", "--sequence-batching", "The sequence batcher without implicit "
+           "state (the model keeps its own state).", Flag(), False,
+           "scheduling.sequence_batching", "sequence_batching", ONE_MODEL),
+    Option("sequence_strategy", "--sequence-strategy", "oldest: batch requests of up to "
+           "--max-candidate-sequences sequences; direct: one batch slot per sequence (max batch "
+           "size x instances slots).", Text(("oldest", "direct")), "oldest",
+           "scheduling.sequence_strategy", "sequence_strategy", ONE_MODEL, show_default=True),
+    Option("max_candidate_sequences", "--max-candidate-sequences", "oldest strategy: sequences "
+           "the batcher batches from [default: 16].", Int(0), 0,
+           "scheduling.max_candidate_sequences", "max_candidate_sequences", ONE_MODEL),
+    Option("sequence_idle_us", "--sequence-idle-us", "A sequence with no request for this long "
+           "is ended and its state freed.", Int(1), DEFAULT_IDLE_US,
+           "scheduling.sequence_idle_us", "sequence_idle_us", ONE_MODEL, show_default=True),
+    Option("sequence_controls", "--sequence-control", f"A control input the batcher fills "
+           f"({', '.join(CONTROL_KINDS)}), e.g. start=START, corrid=CORRID:UINT64 (repeatable).",
+           Names("KIND=INPUT[:DTYPE]"), (), "scheduling.sequence_controls", "sequence_controls",
+           ONE_MODEL),
+    Option("response_cache", "--response-cache", "Answer repeated identical requests from the "
+           "server's response cache (serve passes --cache-config local,size=...).", Flag(),
+           False, "scheduling.response_cache", "response_cache", ONE_MODEL),
+    Option("rate_limit_resources", "--rate-limit-resource", "A resource each instance holds "
+           "while it executes (repeatable); models sharing a resource name never exceed its "
+           "count together (serve passes --rate-limit execution_count).",
+           Names("NAME[:COUNT[:global]]"), (), "scheduling.rate_limit_resources",
+           "rate_limit_resources", ONE_MODEL),
+    Option("rate_limit_priority", "--rate-limit-priority", "Rate limiter weight of the "
+           "instances (lower runs more often; 0 = Triton's 1).", Int(0), 0,
+           "scheduling.rate_limit_priority", "rate_limit_priority", ONE_MODEL),
     Option("input_specs", "--input", "Input NAME:DTYPE:DIMS without the batch dim, e.g. "
            "x:FP32:3,224,224 (TorchScript/PyTorch); empty DIMS (t:FP32:) is a scalar per sample.",
            Tensors(), (), "source.input_specs", "inputs", frozenset({"torchscript", "pytorch"})),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from packager.errors import SpecError
 from packager.sources import example_sets
-from packager.spec import KIND_OPTIONS, InstanceGroup, VersionPolicy
+from packager.spec import KIND_OPTIONS, InstanceGroup, QueuePolicy, VersionPolicy
 
 if TYPE_CHECKING:
     from packager.manifest.yamlcheck import KeyPath, Reader
@@ -198,7 +198,13 @@ class IntList(Value):
 
 @dataclass(frozen=True)
 class Names(Value):
-    """Repeatable names (``--output-name y``); a list of strings in a manifest."""
+    """Repeatable names or texts (``--output-name y``); a list of strings in a manifest."""
+
+    placeholder: str | None = None  # e.g. "INPUT:OUTPUT" for --help
+
+    @property
+    def metavar(self) -> str | None:
+        return self.placeholder
 
     def click(self) -> dict[str, Any]:
         return {"multiple": True}
@@ -340,6 +346,57 @@ class Policy(Value):
 
     def describe(self) -> str:
         return "latest[:N] | all | specific:V1,V2"
+
+
+@dataclass(frozen=True)
+class PriorityPolicies(Value):
+    """Queue policies per priority level: ``LEVEL:TIMEOUT_US[:REJECT|DELAY[:MAX_QUEUE]]``
+    repeatable (a list of such strings in a manifest); Python may pass (level, QueuePolicy)."""
+
+    @property
+    def metavar(self) -> str:
+        return "LEVEL:TIMEOUT_US[:REJECT|DELAY[:MAX_QUEUE]]"
+
+    def click(self) -> dict[str, Any]:
+        return {"multiple": True}
+
+    def cli(self, raw: Any) -> Any:
+        return tuple(self._parse(t) for t in raw)
+
+    def manifest(self, r: Reader, value: Any, path: KeyPath) -> Any:
+        if value is None:
+            return None
+        out = []
+        for i, item in enumerate(r.items(value, path, self.metavar)):
+            text = r.text(None if item is None else str(item), (*path, i))
+            if text is None:
+                continue
+            try:
+                out.append(self._parse(text))
+            except ValueError as exc:
+                r.p.add((*path, i), str(exc))
+        return tuple(out)
+
+    def python(self, value: Any) -> Any:
+        return tuple(self._parse(v) if isinstance(v, str) else tuple(v) for v in value or ())
+
+    def describe(self) -> str:
+        return f"list of {self.metavar}"
+
+    @staticmethod
+    def _parse(text: str) -> tuple[int, QueuePolicy]:
+        parts = text.split(":")
+        try:
+            level, timeout = int(parts[0]), int(parts[1])
+            action = parts[2].upper() if len(parts) > 2 else "REJECT"
+            size = int(parts[3]) if len(parts) > 3 else 0
+        except (ValueError, IndexError):
+            raise ValueError(
+                f"{text!r} is not LEVEL:TIMEOUT_US[:REJECT|DELAY[:MAX_QUEUE]], e.g. 2:5000:REJECT"
+            ) from None
+        if len(parts) > 4 or action not in ("REJECT", "DELAY"):
+            raise ValueError(f"{text!r}: the action is REJECT or DELAY")
+        return level, QueuePolicy(action, timeout, max_queue_size=size)
 
 
 @dataclass(frozen=True)

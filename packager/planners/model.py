@@ -4,6 +4,7 @@ load (export, verify), compress, spec, config (rendered once), build record. No 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from packager.planners import PlannedModel
 from packager.releases import package_version
 from packager.render import python_runtime_files, render_config
 from packager.repository import ModelWrite
+from packager.scheduling import SequencePlan, plan_sequences
 from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.spec import (
     KIND_OPTIONS,
@@ -90,7 +92,7 @@ def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
     loaded = load_source(model, source_options)
     try:
         compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
-        spec = model_spec(o, loaded)
+        spec, seq = model_spec(o, loaded)
         config = render_config(spec)  # SpecError lists every problem
         files: dict[str, Any] = dict(loaded.files)
         if o.backend == "python":
@@ -101,6 +103,12 @@ def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
             "runtime": spec.runtime,
             **loaded.record,
         }
+        if seq is not None:
+            record["sequence"] = {
+                "states": [f"{st.input_name}:{st.output_name}" for st in seq.batching.states],
+                "controls": [f"{c.kind}={c.name}" for c in seq.batching.controls],
+                "notes": list(seq.notes),
+            }
         if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
             from packager.sources.onnx_external import data_record
 
@@ -113,25 +121,63 @@ def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
         raise
 
 
-def model_spec(o: BuildOptions, loaded: LoadedModel) -> ModelSpec:
-    """The config of a loaded model under the build options."""
+def model_spec(o: BuildOptions, loaded: LoadedModel) -> tuple[ModelSpec, SequencePlan | None]:
+    """The config of a loaded model under the build options (and its sequence batcher plan)."""
     sig = loaded.signature
     mbs = max_batch_size(sig, o.max_batch_size)
+    groups = o.groups()
+    limiter = o.scheduling.rate_limiter()
+    if limiter is not None:
+        groups = tuple(replace(g, rate_limiter=limiter) for g in groups)
+    seq = plan_sequences(
+        o.scheduling,
+        sig.inputs,
+        sig.outputs,
+        mbs,
+        _implicit_state_refusal(o.backend, loaded.platform, sig),
+    )
     batching_asked = o.batching != DynamicBatching()
-    use_db = o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
+    if seq is not None:
+        # One scheduler per model: the batching options go to the sequence batcher, and
+        # only an explicit --dynamic-batching asks for both (refused by the spec check).
+        use_db = bool(o.dynamic_batching)
+        seq = replace(
+            seq,
+            batching=replace(
+                seq.batching,
+                max_queue_delay_us=o.batching.max_queue_delay_us,
+                preferred_batch_sizes=o.batching.preferred_batch_sizes,  # oldest only
+            ),
+        )
+    else:
+        use_db = (
+            o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
+        )
     strip = 1 if mbs > 0 else 0  # Triton owns the batch dim
+    hidden_in = seq.hidden_inputs if seq else frozenset()
+    hidden_out = seq.hidden_outputs if seq else frozenset()
     params = dict(o.parameters)
     if o.backend == "python":
         params.setdefault("artifact", FORMATS[loaded.format].artifact)
     spec = ModelSpec(
         name=o.name,
-        inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
-        outputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs),
+        inputs=tuple(
+            TensorSpec.of_model(t.name, t.dtype, t.dims[strip:])
+            for t in sig.inputs
+            if t.name not in hidden_in
+        ),
+        outputs=tuple(
+            TensorSpec.of_model(t.name, t.dtype, t.dims[strip:])
+            for t in sig.outputs
+            if t.name not in hidden_out
+        ),
         platform=loaded.platform if o.backend == "native" else None,
         backend="python" if o.backend == "python" else None,
         max_batch_size=mbs,
-        instance_groups=o.groups(),
+        instance_groups=groups,
         dynamic_batching=o.batching if use_db else None,
+        sequence_batching=seq.batching if seq else None,
+        response_cache=o.scheduling.response_cache,
         version_policy=o.version_policy,
         parameters=params,
         gpu_optimization=o.gpu_optimization,
@@ -140,7 +186,28 @@ def model_spec(o: BuildOptions, loaded: LoadedModel) -> ModelSpec:
         spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
     if o.labels:
         spec = with_labels(spec, o.labels)
-    return spec
+    return spec, seq
+
+
+_INDEXED_NAME = re.compile(r".+__\d+$")
+
+
+def _implicit_state_refusal(backend: str, platform: str, sig: Signature) -> str | None:
+    """Why the runtime cannot read an implicit state, or None when it can."""
+    if backend != "native":
+        return "the Python runtime takes every tensor from the request (use --backend native)"
+    names = [t.name for t in (*sig.inputs, *sig.outputs)]
+    if platform == FORMATS["torchscript"].platform and not all(
+        _INDEXED_NAME.match(n) for n in names
+    ):
+        # Triton's PyTorch backend refuses the model at load otherwise ("not all inputs and
+        # outputs follow the <name>__<index> naming convention").
+        return (
+            "Triton's PyTorch backend reads implicit state only when every input and output is "
+            "named NAME__INDEX (INDEX: the forward argument's position); build with "
+            "--input NAME__0:DTYPE:DIMS --input NAME__1:... (outputs are OUTPUT__N already)"
+        )
+    return None
 
 
 def with_labels(spec: ModelSpec, labels: Mapping[str, Path]) -> ModelSpec:

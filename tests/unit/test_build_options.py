@@ -146,6 +146,21 @@ SAMPLES: dict[str, tuple[list[str], object, object]] = {
     ),
     "text": (["--text"], True, True),
     "instance_groups": ([], [{"kind": "gpu", "count": 2, "gpus": [0]}], None),
+    "priority_queue_policies": (
+        ["--priority-queue-policy", "2:5000:DELAY"],
+        ["2:5000:DELAY"],
+        ["2:5000:DELAY"],
+    ),
+    "stateful": (["--stateful"], True, True),
+    "states": (["--state", "h_in:h_out"], ["h_in:h_out"], ["h_in:h_out"]),
+    "sequence_batching": (["--sequence-batching"], True, True),
+    "sequence_strategy": (["--sequence-strategy", "direct"], "direct", "direct"),
+    "max_candidate_sequences": (["--max-candidate-sequences", "4"], 4, 4),
+    "sequence_idle_us": (["--sequence-idle-us", "500"], 500, 500),
+    "sequence_controls": (["--sequence-control", "start=S"], ["start=S"], ["start=S"]),
+    "response_cache": (["--response-cache"], True, True),
+    "rate_limit_resources": (["--rate-limit-resource", "R:2"], ["R:2"], ["R:2"]),
+    "rate_limit_priority": (["--rate-limit-priority", "3"], 3, 3),
 }
 RUN_LEVEL = {"name", "output", "force", "dry_run"}  # the entry's own, or about the run
 

@@ -18,7 +18,7 @@ from packager.errors import PackagerError, SpecError
 from packager.releases import NGC_VLLM_IMAGE
 
 if TYPE_CHECKING:
-    from packager.builder import BuildOptions
+    from packager.options import BuildOptions
 
 ARGS_FILE = Path(__file__).with_name("vllm_engine_args.txt")
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's own default

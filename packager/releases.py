@@ -24,6 +24,7 @@ Sources of the 24.10 facts (cited per field below):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,15 @@ def package_version() -> str:
         return importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
         return "0+source"
+
+
+def cache_root() -> Path:
+    """The project's cache folder (compiled backends, runtimes, stub environments):
+    ``$TRITON_PACKAGER_CACHE``, else ``$XDG_CACHE_HOME/triton-packager``."""
+    import os
+
+    env = os.environ.get("TRITON_PACKAGER_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / PACKAGE

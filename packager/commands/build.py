@@ -205,5 +205,7 @@ def validate_cmd(repository: str, no_checksums: bool, as_json: bool) -> None:
             )
             for p in m.problems:
                 click.echo(f"       - {p}")
+            for n in m.notes:
+                click.echo(f"       note: {n}")
     if not report.ok:
         raise SystemExit(1)

@@ -40,7 +40,9 @@ FOLDER = "hf"  # the Hugging Face folder inside the version folder
 RUNTIME_FILES = {"engine.py": "tp_engine.py", "sampling.py": "tp_sampling.py"}
 WEIGHTS = (*WEIGHT_FILES, *SHARD_INDEXES)  # the Hugging Face source's list: one list
 # Files of a Hugging Face folder the engine (or vLLM) reads; others (optimizer state...) stay out.
-KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken")
+# chat_template.jinja: the chat template newer transformers save beside tokenizer_config.json
+# (which holds it otherwise); the OpenAI service renders it (packager/openai_api/chat.py).
+KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".jinja")
 
 INPUTS = (
     TensorSpec("text_input", dtype("BYTES"), (1,)),
@@ -49,6 +51,22 @@ INPUTS = (
     TensorSpec("exclude_input_in_output", dtype("BOOL"), (1,), optional=True),
 )
 OUTPUTS = (TensorSpec("text_output", dtype("BYTES"), (-1,)),)
+# The python engine's additions: outputs on request, as Triton's vLLM backend (r24.12+) names
+# them (what the OpenAI service reads usage and finish reasons from), and add_special_tokens.
+ENGINE_INPUTS = (
+    *INPUTS,
+    TensorSpec("return_finish_reason", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_input_tokens", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_output_tokens", dtype("BOOL"), (1,), optional=True),
+    # False: the prompt is tokenized without BOS (a rendered chat template holds it already).
+    TensorSpec("add_special_tokens", dtype("BOOL"), (1,), optional=True),
+)
+ENGINE_OUTPUTS = (
+    *OUTPUTS,
+    TensorSpec("finish_reason", dtype("BYTES"), (-1,)),
+    TensorSpec("num_input_tokens", dtype("UINT32"), (-1,)),
+    TensorSpec("num_output_tokens", dtype("UINT32"), (-1,)),
+)
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -173,8 +191,8 @@ def plan_generation(model: Any, options: BuildOptions) -> PlannedModel:
         record["requires"] = list(requirements())
     spec = ModelSpec(
         name=o.name,
-        inputs=INPUTS,
-        outputs=OUTPUTS,
+        inputs=INPUTS if backend == "vllm" else ENGINE_INPUTS,
+        outputs=OUTPUTS if backend == "vllm" else ENGINE_OUTPUTS,
         backend=backend,
         max_batch_size=0,
         instance_groups=groups,
@@ -185,7 +203,7 @@ def plan_generation(model: Any, options: BuildOptions) -> PlannedModel:
     text = render_config(spec)
     record["runtime"] = spec.runtime
     write = ModelWrite(spec, files, o.version, record, {}, text)
-    return PlannedModel(write, "model", Signature(INPUTS, OUTPUTS))
+    return PlannedModel(write, "model", Signature(spec.inputs, spec.outputs))
 
 
 def requirements() -> tuple[str, ...]:

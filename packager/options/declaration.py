@@ -73,6 +73,7 @@ EXPORTED = frozenset(
     {"pytorch", "keras", "savedmodel", "huggingface", "text"}
 )  # exported + verified
 ONNX_OUT = EXPORTED | {"onnx"}  # builds whose artifact can be an ONNX file (compression)
+VERIFIED = ONNX_OUT  # exported, or converted (--opset on an ONNX file), and verified
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ OPTIONS: tuple[Option, ...] = (
            "run the model with. Repeat it with examples of other shapes (e.g. another sequence "
            "length): the axes that differ become dynamic, and the export is verified on each "
            "example.", Files(), (), "source.example_inputs", "example_inputs",
-           frozenset({"torchscript", "pytorch", "huggingface", "text", "keras", "savedmodel"})),
+           frozenset({"onnx", "torchscript", "pytorch", "huggingface", "text", "keras", "savedmodel"})),
     Option("weights", "--weights", "PyTorch: state_dict (.pt, loaded with weights_only=True) or "
            ".safetensors.", File(), None, "source.weights", "weights", frozenset({"pytorch"})),
     Option("output_names", "--output-name", "Name an output (repeatable, in order).", Names(),
@@ -243,17 +244,18 @@ OPTIONS: tuple[Option, ...] = (
            "(repeatable).", Axes(), None, "source.dynamic_axes", "dynamic_axes",
            frozenset({"pytorch"})),
     Option("opset", "--opset", "ONNX opset of an export (PyTorch) or conversion (Keras, "
-           "SavedModel: 17).", Int(7), None, "source.opset", "export.opset", EXPORTED),
+           "SavedModel: 17); for an ONNX file, convert it with ONNX's version converter (checked "
+           "against the file).", Int(7), None, "source.opset", "export.opset", VERIFIED),
     Option("torchscript_mode", "--torchscript-mode", "PyTorch->TorchScript: torch.jit.trace or "
            "torch.jit.script.", Text(("trace", "script")), "trace", "source.torchscript_mode",
            "export.torchscript_mode", frozenset({"pytorch"}), show_default=True),
     Option("verify", "--verify/--no-verify", "Compare the exported or converted model with the "
-           "source.", Flag(switch=True), True, "source.verify", "export.verify", EXPORTED,
+           "source.", Flag(switch=True), True, "source.verify", "export.verify", VERIFIED,
            show_default=True),
     Option("atol", "--atol", "Verification absolute tolerance.", Float(), None, "source.atol",
-           "export.atol", EXPORTED),
+           "export.atol", VERIFIED),
     Option("rtol", "--rtol", "Verification relative tolerance.", Float(), None, "source.rtol",
-           "export.rtol", EXPORTED),
+           "export.rtol", VERIFIED),
     Option("quantize", "--quantize", "ONNX: int8 weights (dynamic) or int8 weights and "
            "activations (static, QDQ).", Text(tuple(QUANTIZE_MODES)), None, "compress.quantize",
            "quantize", ONNX_OUT),
@@ -285,8 +287,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("text", "--text", "Hugging Face folder: build a text-in ensemble NAME (tokenizer step "
            "-> NAME_model -> labels step for classifiers) that takes sentences as BYTES.", Flag(),
            False, "text", "text", frozenset({"text"})),
-    Option("force", "--force", "Replace an existing version.", Flag(), False, "force", None, ALL,
-           run=True),
+    Option("force", "--force", "Replace an existing version; with another signature than the "
+           "model's config, replace every version of the model.", Flag(), False, "force", None,
+           ALL, run=True),
     Option("dry_run", "--dry-run", "Print config.pbtxt and write nothing.", Flag(), False,
            "dry_run", None, ALL, run=True),
 )  # fmt: skip

@@ -92,6 +92,7 @@ def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
     loaded = load_source(model, source_options)
     try:
         compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
+        target = check_target(loaded, o.name)  # raises what the container would refuse
         spec, seq = model_spec(o, loaded)
         config = render_config(spec)  # SpecError lists every problem
         files: dict[str, Any] = dict(loaded.files)
@@ -102,6 +103,7 @@ def plan_model(model: Any, o: BuildOptions) -> PlannedModel:
             "format": loaded.format,
             "runtime": spec.runtime,
             **loaded.record,
+            **({"target": target} if target else {}),
         }
         if seq is not None:
             record["sequence"] = {
@@ -187,6 +189,33 @@ def model_spec(o: BuildOptions, loaded: LoadedModel) -> tuple[ModelSpec, Sequenc
     if o.labels:
         spec = with_labels(spec, o.labels)
     return spec, seq
+
+
+def check_target(loaded: LoadedModel, name: str) -> dict[str, Any]:
+    """Check the artifact against the target container (``releases.TARGET``): ONNX with
+    :mod:`packager.sources.onnx_target`, TorchScript with :mod:`packager.sources.torchscript_target`.
+    Raises :class:`SpecError` naming every problem; returns what was checked, for build.json."""
+    if loaded.format not in ("onnx", "torchscript"):
+        return {}
+    artifact = FORMATS[loaded.format].artifact
+    if artifact not in loaded.files:
+        return {}
+    from packager.releases import TARGET
+    from packager.sources import onnx_target, torchscript_target
+
+    path = Path(loaded.files[artifact])
+    if loaded.format == "onnx":
+        beside = all(Path(p) == path.parent / rel for rel, p in loaded.files.items())
+        found = onnx_target.check(path, artifact, session=beside)
+        runtime = {"onnxruntime": TARGET.onnxruntime}
+    else:
+        found = torchscript_target.check(path, artifact)
+        runtime = {"libtorch": TARGET.libtorch}
+    if found.problems:
+        raise SpecError(found.problems, subject=f"build of {name!r} for {TARGET.describe()}")
+    # Only what the build was checked for: build.json stays the same on every machine (what
+    # could not be checked on this one, `validate` says).
+    return {"triton": TARGET.release, **runtime}
 
 
 _INDEXED_NAME = re.compile(r".+__\d+$")

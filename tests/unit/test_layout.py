@@ -13,7 +13,7 @@ TOP_LEVEL = {
 }  # fmt: skip
 AREAS = {
     "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "options",
-    "planners", "serve", "sources", "tune",
+    "openai_api", "planners", "serve", "sources", "tune",
 }  # fmt: skip
 
 
@@ -111,6 +111,7 @@ LAYERS: tuple[frozenset[str], ...] = (
             "packager.deploy",
             "packager.tune",
             "packager.explain",
+            "packager.openai_api",
         }
     ),
     # planners: every kind of build returns a plan

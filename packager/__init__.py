@@ -37,6 +37,7 @@ __all__ = [
     "build",
     "build_manifest",
     "inspect",
+    "plan",
     "render_config",
     "validate",
 ]
@@ -48,6 +49,7 @@ _LAZY = {
     "BuildOptions": "packager.builder:BuildOptions",
     "SourceOptions": "packager.builder:SourceOptions",
     "inspect": "packager.builder:inspect",
+    "plan": "packager.builder:plan",
     "validate": "packager.validation:validate",
     "render_config": "packager.render:render_config",
     "LocalServer": "packager.serve.server:LocalServer",

@@ -106,6 +106,18 @@ def parse_config(text: str) -> Any:
 _KIND_NAMES = {0: "KIND_AUTO", 1: "KIND_GPU", 2: "KIND_CPU", 3: "KIND_MODEL"}
 
 
+def version_policy_of(config: Any) -> VersionPolicy | None:
+    """A parsed config's ``version_policy`` (None: Triton's default, latest:1)."""
+    if not config.HasField("version_policy"):
+        return None
+    which = config.version_policy.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(config.version_policy.specific.versions))
+    return VersionPolicy("latest", config.version_policy.latest.num_versions)
+
+
 def spec_from_config(config: Any) -> ModelSpec:
     """Rebuild a ModelSpec from a parsed ``ModelConfig`` (the inverse of render for our fields)."""
     from tritonclient.grpc import model_config_pb2 as pb
@@ -140,15 +152,7 @@ def spec_from_config(config: Any) -> ModelSpec:
             queue_policy(d.default_queue_policy) if d.HasField("default_queue_policy") else None,
             tuple((k, queue_policy(v)) for k, v in d.priority_queue_policy.items()),
         )
-    vp = None
-    if config.HasField("version_policy"):
-        which = config.version_policy.WhichOneof("policy_choice")
-        if which == "latest":
-            vp = VersionPolicy("latest", config.version_policy.latest.num_versions)
-        elif which == "all":
-            vp = VersionPolicy("all")
-        elif which == "specific":
-            vp = VersionPolicy("specific", versions=tuple(config.version_policy.specific.versions))
+    vp = version_policy_of(config)
     go = None
     if config.HasField("optimization"):
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator

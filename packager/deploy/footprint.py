@@ -19,6 +19,7 @@ from packager.errors import PackagerError
 from packager.formats import of_config
 from packager.repository import list_models, read_config
 from packager.repository import versions as version_numbers
+from packager.spec import VersionPolicy
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -147,15 +148,9 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
 
 def _served_versions(config: object, available: list[int]) -> list[int]:
     """The version folders Triton loads under the config's version_policy (default latest:1)."""
-    policy = getattr(config, "version_policy", None)
-    which = policy.WhichOneof("policy_choice") if policy is not None else None
-    if which == "all":
-        return available
-    if which == "specific":
-        wanted = set(policy.specific.versions)  # type: ignore[union-attr]
-        return [v for v in available if v in wanted]
-    n = policy.latest.num_versions if which == "latest" else 1  # type: ignore[union-attr]
-    return available[-max(n, 1) :]
+    from packager.render import version_policy_of
+
+    return (version_policy_of(config) or VersionPolicy()).served(available)
 
 
 def check_gpus(models: Sequence[ModelFootprint], gpus: int | None, option: str) -> None:

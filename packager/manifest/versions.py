@@ -80,13 +80,7 @@ class VersionsReport:
 
 def served_versions(policy: VersionPolicy | None, available: Sequence[int]) -> list[int]:
     """The versions Triton loads under ``policy`` (None = Triton's default, latest:1)."""
-    policy = policy or DEFAULT_POLICY
-    have = sorted(available)
-    if policy.kind == "all":
-        return have
-    if policy.kind == "specific":
-        return [v for v in have if v in policy.versions]
-    return have[-policy.num_versions :] if policy.num_versions > 0 else []
+    return (policy or DEFAULT_POLICY).served(available)
 
 
 def _model_dir(repo: Path | str, name: str) -> Path:

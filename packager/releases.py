@@ -133,6 +133,9 @@ PYTRITON_VERSION = "0.7.0"
 TRITON_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # The host a client calls when no URL is given.
 DEFAULT_HOST = "localhost"
+# Where the Docker and Kubernetes assets mount the model repository in the container (vLLM's
+# model.json names paths under it): the one home of this path.
+CONTAINER_REPOSITORY = "/models"
 
 # Python packages that Python-backend models need inside the NGC image (Python 3.10, CUDA 12.6,
 # cuDNN 9). numpy<2: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2

@@ -69,6 +69,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = _quote
     env.globals["triton_version"] = TRITON_VERSION  # the release generated runtimes target
+    env.globals["numpy_types"] = dtypes.numpy_attributes()  # config type -> numpy, from dtypes
     return env
 
 

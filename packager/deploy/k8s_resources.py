@@ -17,7 +17,6 @@ from packager.releases import TRITON_PORTS
 
 GPU = "nvidia.com/gpu"
 PENDING_METRIC = "nv_inference_pending_request_count"  # Triton gauge: queued + executing requests
-MOUNT = "/models"
 GCS_KEY = "gcloud-application-credentials.json"  # the key name KServe's storage initializer reads
 GCS_DIR = "/var/run/secrets/gcs"
 SCHEMES = ("s3", "gs", "az", "pvc")
@@ -77,7 +76,9 @@ class StorageUri:
     def for_triton(self) -> str:
         """The ``--model-repository`` value: Triton reads s3/gs/as URIs itself; a PVC is mounted."""
         if self.scheme == "pvc":
-            return f"{MOUNT}/{self.path}" if self.path else MOUNT
+            return (
+                f"{rel.CONTAINER_REPOSITORY}/{self.path}" if self.path else rel.CONTAINER_REPOSITORY
+            )
         if self.scheme == "az":
             return f"as://{self.authority}/{self.path}"
         return str(self)
@@ -208,7 +209,9 @@ def deployment(plan: Plan) -> dict[str, Any]:
     if plan.uri.scheme == "pvc":
         claim = {"claimName": plan.uri.authority, "readOnly": True}
         volumes.append({"name": "model-repository", "persistentVolumeClaim": claim})
-        mounts.append({"name": "model-repository", "mountPath": MOUNT, "readOnly": True})
+        mounts.append(
+            {"name": "model-repository", "mountPath": rel.CONTAINER_REPOSITORY, "readOnly": True}
+        )
     container: dict[str, Any] = {
         "name": "tritonserver",
         "image": plan.image,

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager.errors import PackagerError, SpecError
-from packager.releases import NGC_VLLM_IMAGE
+from packager.releases import CONTAINER_REPOSITORY, NGC_VLLM_IMAGE
 
 if TYPE_CHECKING:
     from packager.options import BuildOptions
 
 ARGS_FILE = Path(__file__).with_name("vllm_engine_args.txt")
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's own default
-# Where the docker/k8s assets mount the repository (packager.deploy.docker.CONTAINER_REPOSITORY).
-CONTAINER_REPOSITORY = "/models"
 
 
 def known_args() -> frozenset[str]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import ServerError
+from packager.formats import FORMATS
 from packager.releases import NGC_RELEASE, TRITON_SOURCE_BRANCH, TRITON_VERSION
 
 DISABLE_ENV = "TRITON_PACKAGER_NATIVE"  # "0" / "off": every native model via the Python runtime
@@ -70,23 +71,15 @@ class NativeBackend:
     library: str  # the file that target builds
 
 
+# How each format's backend is compiled from third_party/: (source folder, CMake target, library).
+# Its name and runtime come from the one format table (packager.formats.FORMATS).
+_COMPILED = {
+    "onnx": ("onnxruntime_backend", "triton-onnxruntime-backend", "libtriton_onnxruntime.so"),
+    "torchscript": ("pytorch_backend", "triton-pytorch-backend", "libtriton_pytorch.so"),
+}
 BACKENDS: dict[str, NativeBackend] = {
-    "onnx": NativeBackend(
-        "onnxruntime",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime_backend",
-        "triton-onnxruntime-backend",
-        "libtriton_onnxruntime.so",
-    ),
-    "torchscript": NativeBackend(
-        "pytorch",
-        "torchscript",
-        "torch",
-        "pytorch_backend",
-        "triton-pytorch-backend",
-        "libtriton_pytorch.so",
-    ),
+    fmt: NativeBackend(FORMATS[fmt].backend, fmt, FORMATS[fmt].runtime, *compiled)
+    for fmt, compiled in _COMPILED.items()
 }
 
 

@@ -1,7 +1,9 @@
 """``packager.validate``: check an existing model repository, model by model.
 
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
-folder; there is at least one version folder and each holds the model file; checksums match;
+folder; there is at least one version folder and each holds the model file; checksums match
+(the model-level SHA256SUMS covers config.pbtxt and label files, each version's covers every file
+of the version); no compiled Python (``__pycache__``, ``.pyc``) is anywhere in a model folder;
 the config's tensors agree with the model file (ONNX) and its external data files are there
 and complete; ensembles name models that exist and
 wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.manifest.ensemble`).
@@ -20,9 +22,11 @@ from packager.render import spec_from_config
 from packager.repository import (
     CONFIG,
     STAGING_PREFIX,
+    bytecode_problems,
     list_models,
     read_config,
     verify_checksums,
+    verify_model_checksums,
     versions,
 )
 from packager.sources.formats import FORMATS, PYTHON_FILE, of_config
@@ -99,6 +103,9 @@ def validate(repository: str | Path, *, checksums: bool = True) -> ValidationRep
 def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report = ModelReport(model_dir.name)
     report.problems.extend(_symlink_problems(model_dir))
+    report.problems.extend(bytecode_problems(model_dir))
+    if checksums:
+        report.problems.extend(verify_model_checksums(model_dir))
     try:
         config = read_config(model_dir)
     except PackagerError as exc:
@@ -123,7 +130,7 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
         vdir = model_dir / str(v)
         if spec.runtime != "ensemble" and filename and not (vdir / filename).exists():
             report.problems.append(f"{v}/{filename} is missing")
-        if checksums and spec.runtime != "ensemble":
+        if checksums:
             report.problems.extend(verify_checksums(vdir))
         report.problems.extend(_dims_problems(spec, vdir))
     return report

@@ -38,6 +38,7 @@ from packager.deploy.docker import (
 from packager.deploy.k8s_resources import GPU, Plan, StorageUri
 from packager.errors import PackagerError
 from packager.generate import vllm
+from packager.repository import server_flags
 
 DEPLOYMENT, SERVICE, HPA = "deployment.yaml", "service.yaml", "hpa.yaml"
 SERVICE_MONITOR = "servicemonitor.yaml"
@@ -165,6 +166,7 @@ def plan_for(repo: Path | str, options: K8sOptions, *, image_option: str = "--im
         shm=footprint.k8s_quantity(shm),
         # Triton opens its ports only after loading every model: allow ~1 min per GiB to load.
         startup_failures=30 + 6 * math.ceil(total_gib),
+        server_args=tuple(server_flags(repo)),
         notes=image_notes,
     )
 

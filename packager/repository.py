@@ -175,15 +175,16 @@ def verify_model_checksums(model_dir: Path) -> list[str]:
 def bytecode_problems(model_dir: Path) -> list[str]:
     """Compiled Python anywhere in the model folder: Python imports a ``.pyc`` instead of (or
     without) the source beside it, so what runs is not what was built, reviewed or checksummed."""
-    found = sorted(
-        p.relative_to(model_dir).as_posix()
-        for p in model_dir.rglob("*")
-        if p.name == "__pycache__" or (p.is_file() and p.suffix in BYTECODE_SUFFIXES)
-    )
+    found = []
+    for p in sorted(model_dir.rglob("*")):
+        inside_cache = "__pycache__" in p.relative_to(model_dir).parts[:-1]
+        if p.name == "__pycache__" or (
+            p.is_file() and p.suffix in BYTECODE_SUFFIXES and not inside_cache
+        ):
+            found.append(p.relative_to(model_dir).as_posix())
     return [
-        f"{rel}: compiled Python ({'a __pycache__ folder' if rel.endswith('__pycache__') else 'bytecode'}) "
-        "runs inside the server instead of the source that was built; delete it (and serve with "
-        "PYTHONDONTWRITEBYTECODE=1 from a writable copy)"
+        f"{rel}: compiled Python, which the server would run instead of the source that was "
+        "built; delete it (a server given a writable folder needs PYTHONDONTWRITEBYTECODE=1)"
         for rel in found
     ]
 

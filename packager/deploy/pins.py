@@ -23,8 +23,8 @@ from packager.errors import PackagerError
 def resolve(
     requirements: Sequence[str],
     *,
-    python: str = rel.NGC_PYTHON,
-    platforms: Sequence[str] = rel.NGC_PLATFORMS,
+    python: str = rel.TARGET.python,
+    platforms: Sequence[str] = rel.TARGET.wheel_platforms,
     timeout: float = 600,
 ) -> dict[str, str]:
     """Normalized name -> version of every package pip would install for ``requirements`` on

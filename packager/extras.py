@@ -20,6 +20,7 @@ PURPOSE: dict[str, str] = {
     "compress": "quantization and fp16",
     "plots": "tune, bench and explain plots",
     "tensorflow": "convert Keras .keras files and TensorFlow SavedModels",
+    "openai": "serve the OpenAI-compatible API (triton-packager openai, serve --openai-port)",
 }
 # top-level module -> the extras that install it
 MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
@@ -33,6 +34,8 @@ MODULE_EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorflow": ("tensorflow",),
     "tf2onnx": ("tensorflow",),
     "keras": ("tensorflow",),
+    "starlette": ("openai",),
+    "uvicorn": ("openai",),
 }
 
 

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from packager.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parents[2]
-ROW = re.compile(r"^\| `(--?[a-z0-9-]+)` \| ([a-z0-9, ]+) \|")
+ROW = re.compile(r"^\| `(--?[a-z0-9-]+)` \| ([a-z0-9, -]+) \|")  # commands may hold a hyphen
 
 
 def shared_names() -> dict[str, set[str]]:

@@ -6,6 +6,7 @@ This module decides; :mod:`packager.sources` reads, :mod:`packager.render` rende
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from packager.compress import CompressOptions, compress_loaded
 from packager.errors import PackagerError, SpecError
 from packager.render import render_config
 from packager.repository import WriteResult, write_model
+from packager.scheduling import SchedulingOptions, plan_sequences
 from packager.sources import LoadedModel, Signature
 from packager.sources.formats import FORMATS
 from packager.spec import (
@@ -98,6 +100,8 @@ class BuildOptions:
     dry_run: bool = False
     compress: CompressOptions = field(default_factory=CompressOptions)
     source: SourceOptions = field(default_factory=SourceOptions)
+    # Sequence batching / implicit state, response cache, rate limiter (packager.scheduling)
+    scheduling: SchedulingOptions = field(default_factory=SchedulingOptions)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -124,6 +128,7 @@ class BuildOptions:
             "gpu_optimization": (GpuOptimization, {}),
             "compress": (CompressOptions, {}),
             "source": (SourceOptions, {}),
+            "scheduling": (SchedulingOptions, {}),
         }
         top: dict[str, Any] = {}
         for key, value in kwargs.items():
@@ -152,11 +157,13 @@ _FLAT_KEYWORDS: dict[str, tuple[str, str]] = {
     "priority_levels": ("batching", "priority_levels"),
     "default_priority_level": ("batching", "default_priority_level"),
     "queue_policy": ("batching", "default_queue_policy"),
+    "priority_queue_policies": ("batching", "priority_queue_policies"),
     "tensorrt": ("gpu_optimization", "tensorrt"),
     "tensorrt_precision": ("gpu_optimization", "tensorrt_precision"),
     "cuda_graphs": ("gpu_optimization", "cuda_graphs"),
     **{f.name: ("compress", f.name) for f in fields(CompressOptions)},
     **{f.name: ("source", f.name) for f in fields(SourceOptions)},
+    **{f.name: ("scheduling", f.name) for f in fields(SchedulingOptions)},
 }
 _OWN_FIELDS = {f.name for f in fields(BuildOptions)}
 
@@ -290,25 +297,60 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
                 InstanceGroup("KIND_GPU" if o.gpus else KIND_OPTIONS[o.kind], o.instances, o.gpus),
             )
         )
-        batching_asked = o.batching != DynamicBatching()
-        use_db = (
-            o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
+        limiter = o.scheduling.rate_limiter()
+        if limiter is not None:
+            groups = tuple(replace(g, rate_limiter=limiter) for g in groups)
+        seq = plan_sequences(
+            o.scheduling,
+            sig.inputs,
+            sig.outputs,
+            mbs,
+            _implicit_state_refusal(o.backend, loaded.platform, sig),
         )
+        batching_asked = o.batching != DynamicBatching()
+        if seq is not None:
+            # One scheduler per model: the batching options go to the sequence batcher, and
+            # only an explicit --dynamic-batching asks for both (refused by the spec check).
+            use_db = bool(o.dynamic_batching)
+            seq = replace(
+                seq,
+                batching=replace(
+                    seq.batching,
+                    max_queue_delay_us=o.batching.max_queue_delay_us,
+                    preferred_batch_sizes=o.batching.preferred_batch_sizes,  # oldest only
+                ),
+            )
+        else:
+            use_db = (
+                o.dynamic_batching
+                if o.dynamic_batching is not None
+                else (mbs > 0 or batching_asked)
+            )
         strip = 1 if mbs > 0 else 0
+        hidden_in = seq.hidden_inputs if seq else frozenset()
+        hidden_out = seq.hidden_outputs if seq else frozenset()
         params = dict(o.parameters)
         if o.backend == "python":
             params.setdefault("artifact", FORMATS[loaded.format].artifact)
         spec = ModelSpec(
             name=o.name,
-            inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
+            inputs=tuple(
+                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:])
+                for t in sig.inputs
+                if t.name not in hidden_in
+            ),
             outputs=tuple(
-                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs
+                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:])
+                for t in sig.outputs
+                if t.name not in hidden_out
             ),
             platform=loaded.platform if o.backend == "native" else None,
             backend="python" if o.backend == "python" else None,
             max_batch_size=mbs,
             instance_groups=groups,
             dynamic_batching=o.batching if use_db else None,
+            sequence_batching=seq.batching if seq else None,
+            response_cache=o.scheduling.response_cache,
             version_policy=o.version_policy,
             parameters=params,
             gpu_optimization=o.gpu_optimization,
@@ -327,6 +369,12 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
             "runtime": spec.runtime,
             **loaded.record,
         }
+        if seq is not None:
+            record["sequence"] = {
+                "states": [f"{st.input_name}:{st.output_name}" for st in seq.batching.states],
+                "controls": [f"{c.kind}={c.name}" for c in seq.batching.controls],
+                "notes": list(seq.notes),
+            }
         if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
             from packager.sources.onnx_external import data_record
 
@@ -339,6 +387,25 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
         return BuildResult(spec, config, sig, record, written)
     finally:
         loaded.close()
+
+
+_INDEXED_NAME = re.compile(r".+__\d+$")
+
+
+def _implicit_state_refusal(backend: str, platform: str, sig: Signature) -> str | None:
+    """Why the runtime cannot read an implicit state, or None when it can."""
+    if backend != "native":
+        return "the Python runtime takes every tensor from the request (use --backend native)"
+    names = [t.name for t in (*sig.inputs, *sig.outputs)]
+    if platform == FORMATS["torchscript"].platform and not all(_INDEXED_NAME.match(n) for n in names):
+        # Triton's PyTorch backend refuses the model at load otherwise ("not all inputs and
+        # outputs follow the <name>__<index> naming convention").
+        return (
+            "Triton's PyTorch backend reads implicit state only when every input and output is "
+            "named NAME__INDEX (INDEX: the forward argument's position); build with "
+            "--input NAME__0:DTYPE:DIMS --input NAME__1:... (outputs are OUTPUT__N already)"
+        )
+    return None
 
 
 def _max_batch_size(sig: Signature, asked: int | None) -> int:

@@ -19,6 +19,8 @@
         ├── ModelNotFound            the server does not know the model (or version)
         ├── ModelNotReady            the model exists but is not loaded
         ├── InvalidInput             bad names, dtypes or shapes (checked before sending)
+        │   └── SequenceNotStarted   a request of a sequence the server does not know (no START,
+        │                            ended, or freed after its idle timeout)
         ├── InferenceTimeout         the call took longer than its timeout
         └── InferenceServerError     any other error reported by the server
 
@@ -115,6 +117,11 @@ class ModelNotReady(ClientError):
 
 class InvalidInput(ClientError):
     """Inputs do not match the model: names, dtypes or shapes."""
+
+
+class SequenceNotStarted(InvalidInput):
+    """A stateful model got a request of a sequence it does not hold: never started (no START
+    flag), already ended, or freed by the server after its idle timeout."""
 
 
 class InferenceTimeout(ClientError):

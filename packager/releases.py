@@ -1,32 +1,143 @@
-"""Release facts that must agree with each other, kept in one place.
+"""The target: what NVIDIA's Triton container of one release runs, kept once in one table.
 
-The embedded server (the ``nvidia-pytriton`` wheel) and the Docker/Kubernetes assets must run the
-same Triton release, so a repository that serves locally behaves the same on a GPU host.
-``tests/unit/test_docker.py`` asks the embedded binary for its version and compares.
+Every check of "will this load in the container" and every deployment asset reads
+:data:`TARGET`, the profile of the release the embedded server also runs (the ``nvidia-pytriton``
+wheel's tritonserver; ``tests/unit/test_docker.py`` asks that binary for its version). A later
+release is one more :class:`TargetProfile` in :data:`TARGETS` and a new :data:`TARGET`.
+
+Sources of the 24.10 facts (cited per field below):
+
+- [RN] NVIDIA, "Triton Inference Server Release 24.10" (container contents, CUDA, driver):
+  https://docs.nvidia.com/deeplearning/triton-inference-server/release-notes/rel-24-10.html
+- [CM] NVIDIA, Triton "Release Compatibility Matrix" (Python 3.10.12 and the PyTorch build of
+  the 24.10/24.11 containers):
+  https://docs.nvidia.com/deeplearning/triton-inference-server/user-guide/docs/introduction/compatibility.html
+- [ORT] ONNX Runtime, "Compatibility" (ONNX Runtime 1.19 = ONNX 1.16: opset 21, ML opset 4,
+  IR version 10): https://onnxruntime.ai/docs/reference/compatibility.html
+- [SRC] the vendored r24.10 sources, ``third_party/triton-r24.10`` (``onnxruntime_c_api.h``:
+  ``ORT_API_VERSION 19``; ``onnxruntime_backend`` and ``pytorch_backend`` of the release).
+- [PT] PyTorch ``caffe2/serialize/versions.h``: ``kMaxSupportedFileFormatVersion = 0xA`` since
+  PyTorch 1.13, so libtorch 2.5 reads TorchScript archives of version <= 10.
+- [VLLM] Triton's vllm_backend r24.10 README: the ``-vllm-python-py3`` image carries vLLM 0.5.5.
 """
 
 from __future__ import annotations
 
-# Triton Inference Server release of the tritonserver binary inside nvidia-pytriton==0.7.0.
-TRITON_VERSION = "2.51.0"
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    """What one Triton release's NGC container runs (facts, no behaviour)."""
+
+    release: str  # NGC tag YY.MM
+    triton_version: str  # tritonserver --version inside the image
+    source_branch: str  # branch of Triton's repositories (third_party/ holds r24.10)
+    ubuntu: str
+    python: str  # major.minor of the image's python3 (Python-backend models run on it)
+    python_full: str
+    cuda: str
+    tensorrt: str
+    onnxruntime: str  # the ONNX Runtime the onnxruntime backend links
+    onnx_opset: int  # highest default-domain opset that ONNX Runtime implements
+    onnx_ml_opset: int  # highest ai.onnx.ml opset
+    onnx_ir: int  # highest ONNX IR version it reads
+    onnxruntime_c_api: int  # ORT_API_VERSION the backend is compiled against
+    libtorch: str  # the PyTorch build the pytorch backend links
+    torchscript_max_file_version: int  # highest TorchScript archive version libtorch reads
+    repository: str  # NGC image repository
+    vllm: str  # vLLM inside the -vllm-python-py3 image
+    py3_backends: tuple[str, ...]  # backends the -py3 image ships
+    vllm_backends: tuple[str, ...]  # backends the -vllm-python-py3 image ships
+    user_id: int  # uid/gid of the image's ``triton-server`` user
+
+    @property
+    def image(self) -> str:
+        """The ``-py3`` image: every backend, no Python packages for models' own code."""
+        return f"{self.repository}:{self.release}-py3"
+
+    @property
+    def vllm_image(self) -> str:
+        """The ``-vllm-python-py3`` image: Triton's vLLM and Python backends with vLLM."""
+        return f"{self.repository}:{self.release}-vllm-python-py3"
+
+    @property
+    def onnxruntime_minor(self) -> str:
+        """``1.19``: how users and messages name the ONNX Runtime line."""
+        return ".".join(self.onnxruntime.split(".")[:2])
+
+    def describe(self) -> str:
+        """``Triton 24.10 (ONNX Runtime 1.19, opset 21, IR 10)``: the target in one line."""
+        return (
+            f"Triton {self.release} (ONNX Runtime {self.onnxruntime_minor}, "
+            f"opset {self.onnx_opset}, IR {self.onnx_ir})"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        from dataclasses import asdict
+
+        return {**asdict(self), "image": self.image, "vllm_image": self.vllm_image}
+
+
+TARGETS: dict[str, TargetProfile] = {
+    "24.10": TargetProfile(
+        release="24.10",
+        triton_version="2.51.0",  # [RN]; the embedded binary reports it too
+        source_branch="r24.10",  # [SRC]
+        ubuntu="22.04",  # [RN] via the DLFW support matrix
+        python="3.10",  # [CM]
+        python_full="3.10.12",  # [CM]
+        cuda="12.6.2",  # [RN] "Release 24.10 is based on CUDA 12.6.2"
+        tensorrt="10.5.0.18",  # [RN] via the DLFW support matrix
+        onnxruntime="1.19.2",  # [RN] ONNX Runtime of the 24.10 onnxruntime backend; API 19 [SRC]
+        onnx_opset=21,  # [ORT] 1.19 row
+        onnx_ml_opset=4,  # [ORT]
+        onnx_ir=10,  # [ORT]
+        onnxruntime_c_api=19,  # [SRC] onnxruntime_c_api.h
+        libtorch="2.5.0a0+e000cf0",  # [CM] PyTorch build of the 24.10 NGC frameworks
+        torchscript_max_file_version=10,  # [PT]
+        repository="nvcr.io/nvidia/tritonserver",
+        vllm="0.5.5",  # [VLLM]
+        py3_backends=(
+            "onnxruntime",
+            "pytorch",
+            "tensorrt",
+            "tensorflow",
+            "openvino",
+            "python",
+            "fil",
+            "identity",
+            "repeat",
+            "square",
+        ),
+        vllm_backends=("vllm", "python"),
+        user_id=1000,
+    ),
+}
+TARGET = TARGETS["24.10"]
+
+# Shorthands of TARGET that existing code reads (one fact each, defined above).
+TRITON_VERSION = TARGET.triton_version
+TRITON_SOURCE_BRANCH = TARGET.source_branch
+NGC_RELEASE = TARGET.release
+NGC_REPOSITORY = TARGET.repository
+NGC_IMAGE = TARGET.image
+NGC_VLLM_IMAGE = TARGET.vllm_image
+VLLM_VERSION = TARGET.vllm
+NGC_USER_ID = TARGET.user_id
+# The wheel that carries the embedded tritonserver binary of TARGET.triton_version.
 PYTRITON_VERSION = "0.7.0"
-# Branch of Triton's backend repositories for that release (third_party/ holds its sources).
-TRITON_SOURCE_BRANCH = "r24.10"
-# NGC container release that ships Triton 2.51.0 (NGC tags are YY.MM; 24.10 <-> 2.51.0).
-NGC_RELEASE = "24.10"
-NGC_REPOSITORY = "nvcr.io/nvidia/tritonserver"
-NGC_IMAGE = f"{NGC_REPOSITORY}:{NGC_RELEASE}-py3"
-# The same release with Triton's vLLM backend (vLLM 0.5.5): what --backend vllm models run on.
-NGC_VLLM_IMAGE = f"{NGC_REPOSITORY}:{NGC_RELEASE}-vllm-python-py3"
-VLLM_VERSION = "0.5.5"
-# uid/gid of the ``triton-server`` user that the NGC image ships (never run the server as root).
-NGC_USER_ID = 1000
+# Triton's default ports (tritonserver, the NGC image, `serve`, and the client's URL without a
+# port): the one home of these numbers.
+TRITON_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# The host a client calls when no URL is given.
+DEFAULT_HOST = "localhost"
 
 # Python packages that Python-backend models need inside the NGC image (Python 3.10, CUDA 12.6,
 # cuDNN 9). numpy<2: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2
 # arrays. The runtimes are pinned so that an image rebuilt next year installs the same thing.
 PYTHON_BACKEND_BASE = ("numpy<2",)
 PYTHON_BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnxruntime-gpu==1.19.2",),  # first release whose PyPI wheel targets CUDA 12
+    "onnx": (f"onnxruntime-gpu=={TARGET.onnxruntime}",),  # the container's ORT, CUDA 12 wheel
     "torch": ("torch==2.5.1",),  # PyPI wheel bundles CUDA 12.4 libraries; runs on the 12.6 image
 }

@@ -17,6 +17,13 @@ import jinja2
 from packager import dtypes
 from packager.errors import PackagerError, SpecError
 from packager.releases import TRITON_VERSION
+from packager.scheduling import (
+    RateLimiter,
+    RateLimitResource,
+    SequenceBatching,
+    SequenceControl,
+    SequenceState,
+)
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -112,25 +119,25 @@ def spec_from_config(config: Any) -> ModelSpec:
             reshape=tuple(t.reshape.shape) if t.HasField("reshape") else None,
         )
 
+    def queue_policy(q: Any) -> QueuePolicy:
+        return QueuePolicy(
+            pb.ModelQueuePolicy.TimeoutAction.Name(q.timeout_action),
+            q.default_timeout_microseconds,
+            q.allow_timeout_override,
+            q.max_queue_size,
+        )
+
     db = None
     if config.HasField("dynamic_batching"):
         d = config.dynamic_batching
-        qp = None
-        if d.HasField("default_queue_policy"):
-            q = d.default_queue_policy
-            qp = QueuePolicy(
-                pb.ModelQueuePolicy.TimeoutAction.Name(q.timeout_action),
-                q.default_timeout_microseconds,
-                q.allow_timeout_override,
-                q.max_queue_size,
-            )
         db = DynamicBatching(
             tuple(d.preferred_batch_size),
             d.max_queue_delay_microseconds,
             d.preserve_ordering,
             d.priority_levels,
             d.default_priority_level,
-            qp,
+            queue_policy(d.default_queue_policy) if d.HasField("default_queue_policy") else None,
+            tuple((k, queue_policy(v)) for k, v in d.priority_queue_policy.items()),
         )
     vp = None
     if config.HasField("version_policy"):
@@ -190,10 +197,20 @@ def spec_from_config(config: Any) -> ModelSpec:
         inputs=tuple(tensor(t, True) for t in config.input),
         outputs=tuple(tensor(t, False) for t in config.output),
         instance_groups=tuple(
-            InstanceGroup(_KIND_NAMES[g.kind], g.count, tuple(g.gpus), g.name or None)
+            InstanceGroup(
+                _KIND_NAMES[g.kind],
+                g.count,
+                tuple(g.gpus),
+                g.name or None,
+                _rate_limiter(g.rate_limiter) if g.HasField("rate_limiter") else None,
+            )
             for g in config.instance_group
         ),
         dynamic_batching=db,
+        sequence_batching=_sequence_batching(config)
+        if config.HasField("sequence_batching")
+        else None,
+        response_cache=config.response_cache.enable,
         version_policy=vp,
         warmup=warmups,
         parameters=tuple(sorted((k, v.string_value) for k, v in config.parameters.items())),
@@ -201,4 +218,50 @@ def spec_from_config(config: Any) -> ModelSpec:
         default_model_filename=config.default_model_filename or None,
         decoupled=config.model_transaction_policy.decoupled,
         ensemble_steps=steps,
+    )
+
+
+def _rate_limiter(rl: Any) -> RateLimiter:
+    return RateLimiter(
+        tuple(RateLimitResource(r.name, r.count, getattr(r, "global")) for r in rl.resources),
+        rl.priority,
+    )
+
+
+def _sequence_batching(config: Any) -> SequenceBatching:
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    sb = config.sequence_batching
+    kind_name = pb.ModelSequenceBatching.Control.Kind.Name
+    controls = []
+    for ci in sb.control_input:
+        for c in ci.control:
+            if c.kind == pb.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID:
+                dtype = dtypes.from_config(pb.DataType.Name(c.data_type))
+            elif c.fp32_false_true:
+                dtype = dtypes.parse("FP32")
+            elif c.bool_false_true:
+                dtype = dtypes.parse("BOOL")
+            else:
+                dtype = dtypes.parse("INT32")
+            controls.append(SequenceControl(kind_name(c.kind), ci.name, dtype))
+    states = tuple(
+        SequenceState(
+            s.input_name,
+            s.output_name,
+            dtypes.from_config(pb.DataType.Name(s.data_type)),
+            tuple(s.dims),
+        )
+        for s in sb.state
+    )
+    oldest = sb.WhichOneof("strategy_choice") == "oldest"
+    strategy = sb.oldest if oldest else sb.direct
+    return SequenceBatching(
+        "oldest" if oldest else "direct",
+        sb.max_sequence_idle_microseconds,
+        tuple(controls),
+        states,
+        sb.oldest.max_candidate_sequences if oldest else 0,
+        tuple(sb.oldest.preferred_batch_size) if oldest else (),
+        strategy.max_queue_delay_microseconds,
     )

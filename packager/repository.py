@@ -76,6 +76,13 @@ def list_models(repo: Path | str) -> list[Path]:
     )
 
 
+def server_flags(repo: Path | str) -> list[str]:
+    """tritonserver flags the repository's models need (response cache, rate limiter)."""
+    from packager.scheduling import server_flags as flags_for
+
+    return flags_for(read_config(d) for d in list_models(repo))
+
+
 def versions(model_dir: Path | str) -> list[int]:
     """Numeric version folders, ascending. Triton ignores other names; so do we."""
     out = []

@@ -14,6 +14,12 @@ from typing import Any, Literal
 from packager import dtypes
 from packager.dtypes import DType
 from packager.errors import SpecError
+from packager.scheduling import (
+    RateLimiter,
+    SequenceBatching,
+    rate_limiter_problems,
+    sequence_problems,
+)
 
 # Plain strings (checked by problems()): values arrive from CLI options, YAML and protobuf enums.
 Kind = str
@@ -84,6 +90,7 @@ class InstanceGroup:
     count: int = 1
     gpus: tuple[int, ...] = ()
     name: str | None = None
+    rate_limiter: RateLimiter | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gpus", tuple(int(g) for g in self.gpus))
@@ -109,10 +116,17 @@ class DynamicBatching:
     priority_levels: int = 0
     default_priority_level: int = 0
     default_queue_policy: QueuePolicy | None = None
+    # priority_queue_policy: (priority level, its queue policy) pairs, levels 1..priority_levels
+    priority_queue_policies: tuple[tuple[int, QueuePolicy], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "preferred_batch_sizes", tuple(int(b) for b in self.preferred_batch_sizes)
+        )
+        object.__setattr__(
+            self,
+            "priority_queue_policies",
+            tuple(sorted((int(k), v) for k, v in dict(self.priority_queue_policies).items())),
         )
 
 
@@ -199,6 +213,9 @@ class ModelSpec:
     max_batch_size: int = 0
     instance_groups: tuple[InstanceGroup, ...] = ()
     dynamic_batching: DynamicBatching | None = None
+    sequence_batching: SequenceBatching | None = None
+    # response_cache { enable: true }: identical requests answered from the server's cache
+    response_cache: bool = False
     version_policy: VersionPolicy | None = None
     warmup: tuple[Warmup, ...] = ()
     parameters: tuple[tuple[str, str], ...] | Mapping[str, str] = ()
@@ -278,6 +295,7 @@ def problems(spec: ModelSpec) -> list[str]:
     if spec.decoupled and spec.platform == "ensemble":
         out.append("an ensemble cannot be decoupled; its steps may be")
     out.extend(_batching_problems(spec))
+    out.extend(_scheduling_problems(spec))
     out.extend(_version_problems(spec))
     out.extend(_warmup_problems(spec))
     if spec.gpu_optimization is not None and spec.platform not in ("onnxruntime_onnx", None):
@@ -306,6 +324,30 @@ def _instance_problems(spec: ModelSpec) -> list[str]:
             out.append(f"{where}: GPU ids repeat: {list(g.gpus)}")
         if g.gpus and g.kind not in ("KIND_GPU",):
             out.append(f"{where}: gpus are only allowed with KIND_GPU (kind is {g.kind})")
+        if g.rate_limiter is not None:
+            out.extend(rate_limiter_problems(g.rate_limiter, where))
+    return out
+
+
+def _scheduling_problems(spec: ModelSpec) -> list[str]:
+    """Sequence batching and the response cache: the combinations Triton refuses at load."""
+    out: list[str] = []
+    if spec.response_cache and spec.decoupled:
+        out.append(
+            "Triton's response cache does not support decoupled (streaming) models; "
+            "drop --response-cache"
+        )
+    if spec.sequence_batching is not None:
+        out.extend(
+            sequence_problems(
+                spec.sequence_batching,
+                max_batch_size=spec.max_batch_size,
+                input_names={t.name for t in spec.inputs},
+                dynamic_batching=spec.dynamic_batching is not None,
+                response_cache=spec.response_cache,
+                ensemble=spec.platform == "ensemble",
+            )
+        )
     return out
 
 
@@ -337,14 +379,32 @@ def _batching_problems(spec: ModelSpec) -> list[str]:
         )
     if not db.priority_levels and db.default_priority_level:
         out.append("default priority level is set but priority levels is 0")
-    qp = db.default_queue_policy
-    if qp is not None:
+    policies = [("default queue policy", db.default_queue_policy)] + [
+        (f"queue policy of priority {level}", qp) for level, qp in db.priority_queue_policies
+    ]
+    for what, qp in policies:
+        if qp is None:
+            continue
         if qp.timeout_action not in ("REJECT", "DELAY"):
-            out.append(
-                f"queue policy timeout action must be REJECT or DELAY, got {qp.timeout_action!r}"
-            )
+            out.append(f"{what}: timeout action must be REJECT or DELAY, got {qp.timeout_action!r}")
         if qp.default_timeout_us < 0 or qp.max_queue_size < 0:
-            out.append("queue policy timeout and max queue size must be >= 0")
+            out.append(f"{what}: timeout and max queue size must be >= 0")
+        if db.preserve_ordering and qp.timeout_action == "DELAY" and qp.default_timeout_us:
+            out.append(
+                f"{what}: a DELAY timeout action cannot be used with preserve ordering "
+                "(Triton refuses it); use REJECT or drop --preserve-ordering"
+            )
+    for level, _ in db.priority_queue_policies:
+        if not 1 <= level <= db.priority_levels:
+            out.append(
+                f"a queue policy for priority {level} needs priority levels >= {max(level, 1)} "
+                f"(priority levels is {db.priority_levels}); levels run 1..priority levels"
+            )
+    if db.preserve_ordering and db.priority_levels > 1:
+        out.append(
+            "preserve ordering allows one priority level only (Triton refuses more); drop "
+            "--preserve-ordering or --priority-levels"
+        )
     return out
 
 

@@ -16,7 +16,7 @@ the classes of :mod:`packager.errors`; :mod:`packager.client.errors` maps failur
 """
 
 from packager.client.aio import AsyncClient
-from packager.client.bench import LoadResult, run_load, run_sweep, synthetic_inputs
+from packager.client.bench import LoadResult, iter_sweep, run_load, run_sweep, synthetic_inputs
 from packager.client.core import ModelInfo, ModelMetadata, ServerInfo, TensorMeta, TLSOptions
 from packager.client.sync import Client
 from packager.errors import (
@@ -26,6 +26,7 @@ from packager.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    SequenceNotStarted,
     ServerUnavailable,
 )
 
@@ -41,10 +42,12 @@ __all__ = [
     "ModelMetadata",
     "ModelNotFound",
     "ModelNotReady",
+    "SequenceNotStarted",
     "ServerInfo",
     "ServerUnavailable",
     "TLSOptions",
     "TensorMeta",
+    "iter_sweep",
     "run_load",
     "run_sweep",
     "synthetic_inputs",

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from packager.client.core import (
     ModelFacts,
     ModelInfo,
     ModelMetadata,
+    SequenceFlags,
     ServerInfo,
     TLSOptions,
     concat_outputs,
@@ -30,6 +31,9 @@ from packager.client.core import (
 )
 from packager.client.httpwire import HttpCall
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
+
+if TYPE_CHECKING:
+    from packager.client.sequence import AsyncSequenceSession
 
 __all__ = ["AsyncClient"]
 
@@ -43,7 +47,7 @@ class AsyncClient(ClientBase):
 
     def __init__(
         self,
-        url: str = "localhost:8000",
+        url: str | None = None,
         *,
         protocol: str | None = None,
         timeout_s: float = 60.0,
@@ -203,16 +207,33 @@ class AsyncClient(ClientBase):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         request_id: str = "",
+        sequence_id: int | str = 0,
+        sequence_start: bool = False,
+        sequence_end: bool = False,
     ) -> dict[str, np.ndarray]:
         """See :meth:`packager.client.Client.infer`."""
         v = version if version.__class__ is str and not version else version_text(version)
         facts = self._facts.get((model, v)) or await self._model_facts(model, v)
-        call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters)
+        seq = SequenceFlags.of(sequence_id, sequence_start, sequence_end)
+        call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters, seq)
         try:
             return await self._transport.send(call, timeout_s or self.timeout_s, headers)
         except (ModelNotReady, ModelNotFound):
             self.clear_cache(model)
             raise
+
+    def sequence(
+        self, model: str, /, *, sequence_id: int | str | None = None, **kwargs: Any
+    ) -> AsyncSequenceSession:
+        """A sequence of a stateful model: ``with client.sequence("vad") as s: s.infer(chunk)``.
+
+        The first request starts it, ``s.infer(chunk, end=True)`` ends it (leaving the block
+        ends it too); ``sequence_id`` defaults to a fresh id; ``kwargs`` (``version``,
+        ``timeout_s``, ``priority``...) go with every request.
+        """
+        from packager.client.sequence import AsyncSequenceSession
+
+        return AsyncSequenceSession(self, model, sequence_id, **kwargs)
 
     async def infer_sample(
         self, model: str, sample: Any, /, **kwargs: Any

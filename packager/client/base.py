@@ -16,6 +16,7 @@ from packager.client.core import (
     ModelFacts,
     ModelInfo,
     RetryPolicy,
+    SequenceFlags,
     TLSOptions,
     parse_url,
     prepare_inputs,
@@ -52,7 +53,7 @@ class ClientBase:
 
     def __init__(
         self,
-        url: str = "localhost:8000",
+        url: str | None = None,
         *,
         protocol: str | None = None,
         timeout_s: float = 60.0,
@@ -112,6 +113,7 @@ class ClientBase:
         request_id: str,
         priority: int,
         parameters: Mapping[str, Any] | None,
+        sequence: SequenceFlags | None = None,
     ) -> Any:
         prepared = prepare_inputs(facts, inputs)
         if outputs is not None:
@@ -123,6 +125,8 @@ class ClientBase:
                 )
         if priority < 0:
             raise InvalidInput(f"priority must be 0 (default) or positive; got {priority}")
+        if sequence is not None:
+            parameters = {**(parameters or {}), **sequence.parameters()}
         return self._codec.infer(
             facts.name,
             facts.version,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,15 @@ from packager.client.core import ModelFacts
 from packager.client.sync import Client
 from packager.errors import ClientError, InvalidInput
 
-__all__ = ["LoadResult", "run_load", "run_sweep", "synthetic_inputs"]
+__all__ = [
+    "LoadResult",
+    "iter_sweep",
+    "plot_levels",
+    "run_load",
+    "run_sweep",
+    "sweep_report",
+    "synthetic_inputs",
+]
 
 # progress(phase, seconds done in this phase, phase length, requests completed so far)
 Progress = Callable[[str, float, float, int], None]
@@ -103,7 +112,7 @@ def synthetic_inputs(
 
 
 def run_load(
-    url: str,
+    url: str | None,
     model: str,
     inputs: Mapping[str, np.ndarray] | None = None,
     *,
@@ -147,8 +156,8 @@ def run_load(
             c.close()
 
 
-def run_sweep(
-    url: str,
+def iter_sweep(
+    url: str | None,
     model: str,
     concurrencies: Sequence[int],
     inputs: Mapping[str, np.ndarray] | None = None,
@@ -161,35 +170,43 @@ def run_sweep(
     timeout_s: float = 60.0,
     progress: Callable[[int, str, float, float, int], None] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
-) -> list[LoadResult]:
-    """:func:`run_load` at each concurrency level in turn, over one shared client.
+) -> Iterator[LoadResult]:
+    """:func:`run_load` at each concurrency level in turn, over one shared client, yielding each
+    level as it finishes (so a caller stopped by Ctrl-C keeps the finished ones).
 
     ``progress(concurrency, phase, done_s, phase_s, requests)`` reports while measuring.
     """
     if not concurrencies:
         raise InvalidInput("give at least one concurrency level")
-    results = []
     with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
         for level in concurrencies:
             report: Progress | None = None
             if progress is not None:
                 report = functools.partial(progress, level)
-            results.append(
-                run_load(
-                    url,
-                    model,
-                    inputs,
-                    concurrency=level,
-                    duration_s=duration_s,
-                    warmup_s=warmup_s,
-                    batch_size=batch_size,
-                    version=version,
-                    progress=report,
-                    client=client,
-                    shapes=shapes,
-                )
+            yield run_load(
+                url,
+                model,
+                inputs,
+                concurrency=level,
+                duration_s=duration_s,
+                warmup_s=warmup_s,
+                batch_size=batch_size,
+                version=version,
+                progress=report,
+                client=client,
+                shapes=shapes,
             )
-    return results
+
+
+def run_sweep(
+    url: str | None,
+    model: str,
+    concurrencies: Sequence[int],
+    inputs: Mapping[str, np.ndarray] | None = None,
+    **options: Any,
+) -> list[LoadResult]:
+    """Every level of :func:`iter_sweep` (same options), as a list."""
+    return list(iter_sweep(url, model, concurrencies, inputs, **options))
 
 
 def _batch_of(facts: ModelFacts, inputs: Mapping[str, Any]) -> int:
@@ -217,6 +234,7 @@ def _measure(
     errors = [0] * concurrency
     first_error: list[str] = []
     done = [0] * concurrency
+    stop = threading.Event()  # set on Ctrl-C: workers finish their request and return
 
     def worker(i: int) -> None:
         lat = latencies[i]
@@ -224,7 +242,7 @@ def _measure(
         clock = time.perf_counter
         while True:
             t0 = clock()
-            if t0 >= end:
+            if t0 >= end or stop.is_set():
                 return
             try:
                 infer(model, inputs, version=version)
@@ -247,15 +265,21 @@ def _measure(
     ]
     for t in threads:
         t.start()
-    for t in threads:
-        while t.is_alive():
-            now = time.perf_counter()
-            if progress is not None:
-                if now < begin:
-                    progress("warmup", now - start, warmup_s, sum(done))
-                else:
-                    progress("measure", min(now, end) - begin, duration_s, sum(done))
-            t.join(timeout=0.1)  # wakes every 0.1 s to draw progress
+    try:
+        for t in threads:
+            while t.is_alive():
+                now = time.perf_counter()
+                if progress is not None:
+                    if now < begin:
+                        progress("warmup", now - start, warmup_s, sum(done))
+                    else:
+                        progress("measure", min(now, end) - begin, duration_s, sum(done))
+                t.join(timeout=0.1)  # wakes every 0.1 s to draw progress
+    except BaseException:  # Ctrl-C: the unfinished level is dropped, its workers stopped
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        raise
     if progress is not None:
         progress("done", duration_s, duration_s, sum(done))
     return summarize(latencies, errors, concurrency, duration_s, batch, first_error)
@@ -293,3 +317,49 @@ def summarize(
         max_ms=top,
         first_error=first_error[0] if first_error else "",
     )
+
+
+def sweep_report(
+    model: str,
+    url: str,
+    results: Sequence[LoadResult],
+    concurrencies: Sequence[int],
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """``bench --json``: one object (docs/cli.md documents its keys); ``levels`` holds the
+    finished levels, fewer than ``concurrency`` asked when ``interrupted``."""
+    first = results[0] if results else None
+    return {
+        "model": model,
+        "url": url,
+        "batch_size": first.batch_size if first else None,
+        "duration_s": first.duration_s if first else None,
+        "sent": list(first.sent) if first else [],
+        "concurrency": list(concurrencies),
+        "interrupted": interrupted,
+        "levels": [{k: v for k, v in r.to_dict().items() if k != "sent"} for r in results],
+    }
+
+
+def plot_levels(results: Sequence[LoadResult], path: Path, title: str) -> Path:
+    """A PNG of throughput vs p99 latency, one point per concurrency level (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    try:
+        ax.plot([r.p99_ms for r in results], [r.throughput for r in results], marker="o")
+        for r in results:
+            ax.annotate(f"c={r.concurrency}", (r.p99_ms, r.throughput), fontsize=8,
+                        textcoords="offset points", xytext=(4, 4))  # fmt: skip
+        ax.set_xlabel("p99 latency (ms)")
+        ax.set_ylabel("throughput (infer/s)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path

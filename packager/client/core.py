@@ -18,6 +18,7 @@ import numpy as np
 from packager import dtypes
 from packager.dtypes import DType
 from packager.errors import InferenceServerError, InvalidInput
+from packager.releases import DEFAULT_HOST, TRITON_PORTS
 
 __all__ = [
     "Endpoint",
@@ -27,9 +28,11 @@ __all__ = [
     "ModelMetadata",
     "Prepared",
     "RetryPolicy",
+    "SequenceFlags",
     "TLSOptions",
     "TensorMeta",
     "concat_outputs",
+    "default_url",
     "deserialize_bytes",
     "facts_from",
     "parse_url",
@@ -45,7 +48,7 @@ _SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "grpc": ("grpc", False),
     "grpcs": ("grpc", True),
 }
-DEFAULT_PORTS: dict[Protocol, int] = {"http": 8000, "grpc": 8001}
+PROTOCOLS: tuple[Protocol, ...] = ("http", "grpc")
 
 
 @dataclass(frozen=True)
@@ -70,15 +73,22 @@ class Endpoint:
         return f"{scheme}://{self.address}{self.base_path}"
 
 
-def parse_url(url: str, protocol: str | None = None) -> Endpoint:
+def default_url(protocol: str | None = None) -> str:
+    """Where a client calls without a URL: the local server's port of ``protocol`` (HTTP)."""
+    proto = protocol or "http"
+    return f"{proto}://{DEFAULT_HOST}:{TRITON_PORTS[proto]}"
+
+
+def parse_url(url: str | None, protocol: str | None = None) -> Endpoint:
     """``"localhost:8000"``, ``"http://h:8000/prefix"``, ``"grpc://h:8001"``, ``"grpcs://h"``...
 
     HTTP is the default; ``protocol`` (``"http"``/``"grpc"``) applies to URLs without a scheme
-    and must agree with one that has a scheme.
+    and must agree with one that has a scheme. No URL (None or "") means the local server on
+    the protocol's default port, so ``protocol="grpc"`` alone calls ``localhost:8001``.
     """
-    if protocol is not None and protocol not in DEFAULT_PORTS:
+    if protocol is not None and protocol not in PROTOCOLS:
         raise InvalidInput(f"protocol must be 'http' or 'grpc'; got {protocol!r}")
-    text = url.strip()
+    text = (url or "").strip() or default_url(protocol)
     if "://" not in text:
         text = f"{protocol or 'http'}://{text}"
     parts = urlsplit(text)
@@ -90,7 +100,10 @@ def parse_url(url: str, protocol: str | None = None) -> Endpoint:
         )
     proto, tls = _SCHEMES[scheme]
     if protocol is not None and protocol != proto:
-        raise InvalidInput(f"URL {url!r} is {proto} but protocol={protocol!r} was asked for")
+        raise InvalidInput(
+            f"URL {url!r} is {proto} but protocol {protocol!r} was asked for; drop one of "
+            f"them or make them agree (e.g. {default_url(protocol)})"
+        )
     try:
         port = parts.port
     except ValueError as exc:
@@ -100,7 +113,7 @@ def parse_url(url: str, protocol: str | None = None) -> Endpoint:
     base = parts.path.rstrip("/")
     if base and proto == "grpc":
         raise InvalidInput(f"gRPC URLs take no path; got {url!r}")
-    return Endpoint(proto, parts.hostname, port or DEFAULT_PORTS[proto], base, tls)
+    return Endpoint(proto, parts.hostname, port or TRITON_PORTS[proto], base, tls)
 
 
 @dataclass(frozen=True)
@@ -124,6 +137,42 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (0-based): exponential, capped."""
         return float(min(self.max_backoff_s, self.backoff_s * (2**attempt)))
+
+
+@dataclass(frozen=True)
+class SequenceFlags:
+    """Which sequence a request of a stateful model belongs to, and whether it starts or ends
+    it (Triton's ``sequence_id`` / ``sequence_start`` / ``sequence_end`` request parameters)."""
+
+    sequence_id: int | str
+    start: bool = False
+    end: bool = False
+
+    @classmethod
+    def of(cls, sequence_id: int | str, start: bool, end: bool) -> SequenceFlags | None:
+        """The flags of one ``infer`` call, or None for a request outside any sequence."""
+        if isinstance(sequence_id, bool) or not isinstance(sequence_id, (int, str)):
+            raise InvalidInput(
+                f"sequence_id must be a positive integer or a non-empty string; got {sequence_id!r}"
+            )
+        if not sequence_id:  # 0 or "": no sequence
+            if start or end:
+                raise InvalidInput(
+                    "sequence_start / sequence_end need a sequence_id (a positive integer or a "
+                    "non-empty string), or use client.sequence(model)"
+                )
+            return None
+        if isinstance(sequence_id, int) and not 0 < sequence_id < 2**64:
+            raise InvalidInput(f"sequence_id must be in 1..2^64-1; got {sequence_id}")
+        return cls(sequence_id, bool(start), bool(end))
+
+    def parameters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sequence_id": self.sequence_id}
+        if self.start:
+            out["sequence_start"] = True
+        if self.end:
+            out["sequence_end"] = True
+        return out
 
 
 class ServerInfo(NamedTuple):

@@ -12,6 +12,7 @@ DNS failure, other ``OSError``, ``ssl.SSLError``
 HTTP 404 / gRPC NOT_FOUND "... is not found"           :class:`ModelNotFound`
 HTTP 404 / gRPC NOT_FOUND "... no available versions"  :class:`ModelNotReady` (known, not loaded)
 HTTP 400 "... not ready", gRPC UNAVAILABLE from model  :class:`ModelNotReady`
+"... must specify the START flag" / "correlation ID"  :class:`SequenceNotStarted`
 HTTP 400 / gRPC INVALID_ARGUMENT                       :class:`InvalidInput`
 gRPC UNAVAILABLE (transport), CANCELLED by shutdown    :class:`ServerUnavailable`
 gRPC DEADLINE_EXCEEDED                                 :class:`InferenceTimeout`
@@ -41,6 +42,7 @@ from packager.errors import (
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
+    SequenceNotStarted,
     ServerUnavailable,
 )
 
@@ -88,6 +90,14 @@ def error_for_reply(status: int, message: str, where: str, code: str = "") -> Cl
         )
     if status == 404 or "is not found" in low or "failed to poll from model repository" in low:
         return ModelNotFound(_hint_not_found(text))
+    if "must specify the start flag" in low or "correlation id" in low:
+        # The sequence batcher: no START on the first request, a sequence already ended or
+        # freed after max_sequence_idle_microseconds, or no sequence id at all.
+        return SequenceNotStarted(
+            f"{text}; send sequence_start=True on the first request of a sequence (or use "
+            "client.sequence(model)), and keep each sequence busier than the model's idle "
+            "timeout"
+        )
     if status == 400:
         return InvalidInput(text)
     # Triton's own request timeout (the "timeout" parameter) answers "Request timeout expired".

@@ -56,13 +56,15 @@ def check_prompt(prompt: Any) -> str:
 def generate_body(
     prompt: str, sampling: Mapping[str, Any], *, stream: bool, include_prompt: bool
 ) -> bytes:
-    """The JSON body of ``generate`` / ``generate_stream``: tensors by name, sampling
-    parameters as request parameters (what the vLLM backend reads without the tensor)."""
+    """The JSON body of ``generate`` / ``generate_stream``: tensors by name. The sampling
+    parameters travel as the ``sampling_parameters`` tensor (one JSON string), as over gRPC:
+    Triton's generate endpoint takes only scalar request parameters, so ``stop`` and
+    ``stop_token_ids`` (lists) could not travel as ``parameters``."""
     body = {
         "text_input": check_prompt(prompt),
         "stream": stream,
         "exclude_input_in_output": not include_prompt,
-        "parameters": json.loads(sampling_json(sampling)),
+        "sampling_parameters": sampling_json(sampling),
     }
     return json.dumps(body).encode("utf-8")
 

@@ -6,7 +6,7 @@ import ssl
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from packager.client.core import (
     ModelFacts,
     ModelInfo,
     ModelMetadata,
+    SequenceFlags,
     ServerInfo,
     TLSOptions,
     concat_outputs,
@@ -29,6 +30,9 @@ from packager.client.core import (
 )
 from packager.client.transport import GrpcTransport, HttpTransport
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
+
+if TYPE_CHECKING:
+    from packager.client.sequence import SequenceSession
 
 __all__ = ["Client"]
 
@@ -43,7 +47,7 @@ class Client(ClientBase):
 
     def __init__(
         self,
-        url: str = "localhost:8000",
+        url: str | None = None,
         *,
         protocol: str | None = None,
         timeout_s: float = 60.0,
@@ -192,6 +196,9 @@ class Client(ClientBase):
         parameters: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         request_id: str = "",
+        sequence_id: int | str = 0,
+        sequence_start: bool = False,
+        sequence_end: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run one request; ``inputs`` is ``{name: array}`` (or one array for one-input models).
 
@@ -200,12 +207,26 @@ class Client(ClientBase):
         """
         v = version if version.__class__ is str and not version else version_text(version)
         facts = self._facts.get((model, v)) or self._model_facts(model, v)
-        call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters)
+        seq = SequenceFlags.of(sequence_id, sequence_start, sequence_end)
+        call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters, seq)
         try:
             return self._transport.send(call, timeout_s or self.timeout_s, headers)
         except (ModelNotReady, ModelNotFound):
             self.clear_cache(model)  # it may come back with another config
             raise
+
+    def sequence(
+        self, model: str, /, *, sequence_id: int | str | None = None, **kwargs: Any
+    ) -> SequenceSession:
+        """A sequence of a stateful model: ``with client.sequence("vad") as s: s.infer(chunk)``.
+
+        The first request starts it, ``s.infer(chunk, end=True)`` ends it (leaving the block
+        ends it too); ``sequence_id`` defaults to a fresh id; ``kwargs`` (``version``,
+        ``timeout_s``, ``priority``...) go with every request.
+        """
+        from packager.client.sequence import SequenceSession
+
+        return SequenceSession(self, model, sequence_id, **kwargs)
 
     def infer_sample(self, model: str, sample: Any, /, **kwargs: Any) -> dict[str, np.ndarray]:
         """:meth:`infer` on one sample: adds the batch dim to inputs, strips it from outputs."""

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from packager.releases import DEFAULT_HOST, TRITON_PORTS
+
 IntListCallback = Callable[[click.Context, click.Parameter, "str | None"], tuple[int, ...]]
 
 
@@ -54,15 +56,17 @@ def shapes(
 # The options of every command that calls a served model (infer, bench, explain, evaluate).
 URL = click.option(
     "--url",
-    default="localhost:8000",
-    show_default=True,
-    help="Server address: host:port (HTTP), http(s)://..., or grpc(s)://host:port.",
+    default=None,
+    help="Server address: host:port, http(s)://..., or grpc(s)://host:port "
+    f"[default: {DEFAULT_HOST}:{TRITON_PORTS['http']}, or {DEFAULT_HOST}:{TRITON_PORTS['grpc']} "
+    "with --protocol grpc]. "
+    "A scheme that disagrees with --protocol is refused.",
 )
 PROTOCOL = click.option(
     "--protocol",
     type=click.Choice(["http", "grpc"]),
     default=None,
-    help="Protocol for a URL without a scheme [default: http].",
+    help="http or grpc [default: the URL's scheme, else http].",
 )
 VERSION = click.option("--version", "version", default="", help="Model version [default: latest].")
 TIMEOUT = click.option(

@@ -10,6 +10,7 @@ import click
 
 from packager import sources
 from packager.commands._options import int_list
+from packager.commands._scheduling import pop_scheduling, priority_policies, scheduling_options
 from packager.sources.formats import FORMATS
 from packager.sources.huggingface import TASKS as HF_TASKS
 from packager.spec import QueuePolicy
@@ -284,6 +285,7 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     help="Hugging Face folder: build a text-in ensemble NAME (tokenizer step -> NAME_model -> "
     "labels step for classifiers) that takes sentences as BYTES.",
 )
+@scheduling_options
 @click.option("--force", is_flag=True, help="Replace an existing version.")
 @click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -322,6 +324,7 @@ def build(
     from packager.spec import DynamicBatching, GpuOptimization
 
     o = options
+    scheduling = pop_scheduling(o)
     queue_policy = None
     if queue_timeout_us is not None or max_queue_size:
         queue_policy = QueuePolicy(
@@ -344,6 +347,7 @@ def build(
             o["priority_levels"],
             o["default_priority_level"],
             queue_policy,
+            priority_policies(o["priority_queue_policies"]),
         ),
         version=o["version"],
         version_policy=o["version_policy"],
@@ -352,6 +356,7 @@ def build(
         gpu_optimization=GpuOptimization(
             o["tensorrt"], o["tensorrt_precision"], cuda_graphs=o["cuda_graphs"]
         ),
+        scheduling=scheduling,
         force=o["force"],
         dry_run=o["dry_run"],
         compress=CompressOptions(
@@ -429,6 +434,8 @@ def build(
             + ", ".join(unused[:5])
             + (" ..." if len(unused) > 5 else "")
         )
+    for line in result.record.get("sequence", {}).get("notes", []):
+        click.echo(f"stateful: {line}")
 
 
 def _axis_notes(record: dict[str, Any]) -> list[str]:

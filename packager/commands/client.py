@@ -59,7 +59,7 @@ def _jsonable(array: Any) -> Any:
 def infer(
     model: str,
     input_specs: tuple[str, ...],
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     outputs: tuple[str, ...],
@@ -142,7 +142,13 @@ def infer(
 @PROTOCOL
 @VERSION
 @TIMEOUT
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a PNG of throughput vs p99 over the levels (the plots extra).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 def bench(
     model: str,
     concurrency: tuple[int, ...],
@@ -151,17 +157,28 @@ def bench(
     batch_size: int,
     input_specs: tuple[str, ...],
     shapes: dict[str, tuple[int, ...]],
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     timeout_s: float,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
-    """Measure MODEL's throughput and latency percentiles at each concurrency level."""
-    from packager.client import run_sweep
+    """Measure MODEL's throughput and latency percentiles at each concurrency level.
+
+    Ctrl-C stops the sweep: the levels already finished are printed (and plotted), exit 130.
+    """
+    from packager.client import iter_sweep
+    from packager.client.bench import plot_levels, sweep_report
+    from packager.client.core import parse_url
 
     if duration <= 0 or warmup < 0:
         raise click.BadParameter("--duration must be positive and --warmup 0 or more")
+    if plot is not None:
+        if not plot.parent.is_dir():
+            raise click.BadParameter(f"folder {plot.parent} does not exist", param_hint="--plot")
+        import matplotlib  # noqa: F401  (before measuring: a missing plots extra fails fast)
+    endpoint = str(parse_url(url, protocol))
     inputs = load_inputs(input_specs) if input_specs else None
     if inputs is not None and not isinstance(inputs, dict):
         raise InvalidInput("bench needs named inputs: --input NAME=FILE.npy")
@@ -183,30 +200,48 @@ def bench(
             shown.add((level, phase))
             click.echo(f"concurrency {level}: {phase} {total:g} s", err=True)
 
-    results = run_sweep(
-        url,
-        model,
-        concurrency,
-        inputs,
-        duration_s=duration,
-        warmup_s=warmup,
-        protocol=protocol,
-        batch_size=batch_size,
-        version=version,
-        timeout_s=timeout_s,
-        progress=progress,
-        shapes=shapes,
-    )
-    click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        click.echo(table(model, url, results))
-    failed = [r for r in results if r.errors]
-    for r in failed:
-        click.echo(
-            f"concurrency {r.concurrency}: {r.errors} errors; first: {r.first_error}", err=True
+    results: list[Any] = []
+    interrupted = False
+    try:
+        for result in iter_sweep(
+            url,
+            model,
+            concurrency,
+            inputs,
+            duration_s=duration,
+            warmup_s=warmup,
+            protocol=protocol,
+            batch_size=batch_size,
+            version=version,
+            timeout_s=timeout_s,
+            progress=progress,
+            shapes=shapes,
+        ):
+            results.append(result)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.secho(
+            f"\ninterrupted: {len(results)} of {len(concurrency)} concurrency level(s) finished",
+            fg="yellow",
+            err=True,
         )
+    if results:
+        click.echo(f"each request: {', '.join(results[0].sent)}", err=True)
+    if as_json:
+        doc = sweep_report(model, endpoint, results, concurrency, interrupted)
+        click.echo(json.dumps(doc, indent=2))
+    elif results:
+        click.echo(table(model, endpoint, results))
+    if plot is not None and results:
+        plot_levels(results, plot, f"{model} at {endpoint}")
+        click.echo(f"wrote {plot}", err=True)
+    for r in results:
+        if r.errors:
+            click.echo(
+                f"concurrency {r.concurrency}: {r.errors} errors; first: {r.first_error}", err=True
+            )
+    if interrupted:
+        sys.exit(130)
     if any(r.requests == 0 for r in results):
         raise ClientError("no request succeeded at some level (see the errors above)")
 

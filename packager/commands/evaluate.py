@@ -6,7 +6,7 @@ import json
 
 import click
 
-from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
+from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress_bar
 
 
 @click.command()
@@ -34,6 +34,7 @@ from packager.commands._options import TIMEOUT, URL, VERSION, progress_bar
     help="Local ONNX model run on the same data by ONNX Runtime, for comparison.",
 )
 @URL
+@PROTOCOL
 @VERSION
 @click.option(
     "--batch-size",
@@ -50,7 +51,8 @@ def evaluate(
     labels_key: str,
     output: str | None,
     reference: str | None,
-    url: str,
+    url: str | None,
+    protocol: str | None,
     version: str,
     batch_size: int | None,
     timeout_s: float,
@@ -65,6 +67,7 @@ def evaluate(
             model,
             data,
             url=url,
+            protocol=protocol,
             metrics=list(metrics) or ["accuracy"],
             labels_key=labels_key,
             output=output,

@@ -125,7 +125,7 @@ def explain(
     top: int,
     plot: Path | None,
     html: Path | None,
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     timeout_s: float,

@@ -59,7 +59,7 @@ def generate(
     stop: tuple[str, ...],
     params: tuple[str, ...],
     include_prompt: bool,
-    url: str,
+    url: str | None,
     protocol: str | None,
     version: str,
     timeout_s: float,

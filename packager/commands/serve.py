@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from packager.releases import TRITON_PORTS
+
 
 class _Stop(Exception):
     """SIGTERM arrived: shut down like Ctrl-C."""
@@ -25,15 +27,23 @@ class _Stop(Exception):
     help="Address the server binds to; 0.0.0.0 exposes it to the network.",
 )
 @click.option(
-    "--http-port", type=int, default=8000, show_default=True, help="HTTP/REST port (0 = any free)."
+    "--http-port",
+    type=int,
+    default=TRITON_PORTS["http"],
+    show_default=True,
+    help="HTTP/REST port (0 = any free).",
 )
 @click.option(
-    "--grpc-port", type=int, default=8001, show_default=True, help="gRPC port (0 = any free)."
+    "--grpc-port",
+    type=int,
+    default=TRITON_PORTS["grpc"],
+    show_default=True,
+    help="gRPC port (0 = any free).",
 )
 @click.option(
     "--metrics-port",
     type=int,
-    default=8002,
+    default=TRITON_PORTS["metrics"],
     show_default=True,
     help="Prometheus metrics port (0 = any free).",
 )

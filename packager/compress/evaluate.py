@@ -284,7 +284,8 @@ def evaluate(
     model: str,
     data: LabeledData | Path | str,
     *,
-    url: str = "localhost:8000",
+    url: str | None = None,
+    protocol: str | None = None,
     metrics: Sequence[str] = ("accuracy",),
     labels_key: str = "labels",
     output: str | None = None,
@@ -307,7 +308,7 @@ def evaluate(
     if not isinstance(data, LabeledData) and not Path(data).is_file():
         # Before waiting for the server: a typo must not cost the whole --timeout.
         raise PackagerError(f"evaluation data file {data} does not exist")
-    with Client(url) as client:
+    with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
         _wait(client, model, version, timeout_s)
         names, max_batch, out_names = _model_facts(client, model, version)
         if output is not None and output not in out_names:
@@ -337,7 +338,7 @@ def evaluate(
     result = EvaluationResult(
         model=model,
         version=version or "latest",
-        url=url,
+        url=client.url,
         samples=data.samples,
         batch_size=size,
         output=out_name,

@@ -28,6 +28,7 @@ from packager.deploy.docker import MARKER, check_image, image_tag, path_from, wr
 from packager.deploy.k8s_resources import GPU, Plan, StorageUri
 from packager.errors import PackagerError
 from packager.generate import vllm
+from packager.repository import server_flags
 
 DEPLOYMENT, SERVICE, HPA = "deployment.yaml", "service.yaml", "hpa.yaml"
 SERVICE_MONITOR = "servicemonitor.yaml"
@@ -140,6 +141,7 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
         shm=footprint.k8s_quantity(shm),
         # Triton opens its ports only after loading every model: allow ~1 min per GiB to load.
         startup_failures=30 + 6 * math.ceil(total_gib),
+        server_args=tuple(server_flags(repo)),
     )
 
 

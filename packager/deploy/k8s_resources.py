@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager import releases as rel
-from packager.deploy.docker import PORTS, image_tag
+from packager.deploy.docker import image_tag
 from packager.errors import PackagerError
+from packager.releases import TRITON_PORTS
 
 GPU = "nvidia.com/gpu"
 PENDING_METRIC = "nv_inference_pending_request_count"  # Triton gauge: queued + executing requests
@@ -112,6 +113,7 @@ class Plan:
     shm: str  # Kubernetes quantity
     startup_failures: int
     track: str | None = None  # stable | canary: one of two Deployments behind a mesh route
+    server_args: tuple[str, ...] = ()  # what the models need: --cache-config, --rate-limit
 
     @property
     def resource_name(self) -> str:
@@ -213,12 +215,15 @@ def deployment(plan: Plan) -> dict[str, Any]:
         "args": [
             "tritonserver",
             f"--model-repository={plan.uri.for_triton()}",
-            f"--http-port={PORTS['http']}",
-            f"--grpc-port={PORTS['grpc']}",
-            f"--metrics-port={PORTS['metrics']}",
+            f"--http-port={TRITON_PORTS['http']}",
+            f"--grpc-port={TRITON_PORTS['grpc']}",
+            f"--metrics-port={TRITON_PORTS['metrics']}",
             "--exit-timeout-secs=30",
+            *plan.server_args,
         ],
-        "ports": [{"name": k, "containerPort": v, "protocol": "TCP"} for k, v in PORTS.items()],
+        "ports": [
+            {"name": k, "containerPort": v, "protocol": "TCP"} for k, v in TRITON_PORTS.items()
+        ],
     }
     if env:
         container["env"] = env
@@ -240,7 +245,7 @@ def deployment(plan: Plan) -> dict[str, Any]:
         pod["tolerations"] = _gpu_tolerations(plan)
     annotations = {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(PORTS["metrics"]),
+        "prometheus.io/port": str(TRITON_PORTS["metrics"]),
         "prometheus.io/path": "/metrics",
     }
     return {
@@ -260,7 +265,7 @@ def deployment(plan: Plan) -> dict[str, Any]:
 
 def service(plan: Plan) -> dict[str, Any]:
     ports = []
-    for key, port in PORTS.items():
+    for key, port in TRITON_PORTS.items():
         entry: dict[str, Any] = {"name": key, "port": port, "targetPort": key, "protocol": "TCP"}
         if key == "grpc":
             entry["appProtocol"] = "kubernetes.io/h2c"  # lets meshes/gateways balance per request
@@ -357,6 +362,8 @@ def inference_service(plan: Plan) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    if plan.server_args:  # KServe appends them to its Triton runtime's own arguments
+        model["args"] = list(plan.server_args)
     predictor: dict[str, Any] = {
         "minReplicas": plan.min_replicas,
         "maxReplicas": plan.max_replicas,

@@ -11,20 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from packager.deploy.docker import PORTS
 from packager.deploy.k8s_resources import TRACK_LABEL, Plan
+from packager.releases import TRITON_PORTS
 
 ISTIO_NETWORKING = "networking.istio.io/v1"
 ISTIO_SECURITY = "security.istio.io/v1"
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 TRACKS = ("stable", "canary")
-ROUTED = ("http", "grpc")  # the PORTS keys a route carries
+ROUTED = ("http", "grpc")  # the TRITON_PORTS keys a route carries
 # Pod annotations that mesh a pod with Linkerd and admit only mTLS (meshed, authenticated)
 # clients; the metrics port skips the proxy so a Prometheus outside the mesh can still scrape.
 LINKERD_POD_ANNOTATIONS = {
     "linkerd.io/inject": "enabled",
     "config.linkerd.io/default-inbound-policy": "all-authenticated",
-    "config.linkerd.io/skip-inbound-ports": str(PORTS["metrics"]),
+    "config.linkerd.io/skip-inbound-ports": str(TRITON_PORTS["metrics"]),
 }
 # Istio's per-pod injection switch (a label since 1.16; a namespace label works too).
 ISTIO_POD_LABELS = {"sidecar.istio.io/inject": "true"}
@@ -55,7 +55,7 @@ def virtual_service(plan: Plan, traffic: Traffic) -> dict[str, Any]:
 
     http: list[dict[str, Any]] = []
     for key in ROUTED:
-        port = PORTS[key]
+        port = TRITON_PORTS[key]
         if traffic.header:
             name, value = traffic.header
             http.append(
@@ -111,7 +111,7 @@ def peer_authentication(plan: Plan) -> dict[str, Any]:
             "mtls": {"mode": "STRICT"},
             # Metrics are read-only counters scraped by a Prometheus that may sit outside the
             # mesh; inference ports accept mTLS only. Keys are strings: JSON has no int keys.
-            "portLevelMtls": {str(PORTS["metrics"]): {"mode": "PERMISSIVE"}},
+            "portLevelMtls": {str(TRITON_PORTS["metrics"]): {"mode": "PERMISSIVE"}},
         },
     }
 
@@ -128,7 +128,7 @@ def grpc_route(plan: Plan, traffic: Traffic) -> dict[str, Any]:
 
 
 def _route(plan: Plan, traffic: Traffic, kind: str, key: str) -> dict[str, Any]:
-    port = PORTS[key]
+    port = TRITON_PORTS[key]
 
     def backend(track: str) -> dict[str, Any]:
         return {"group": "", "kind": "Service", "name": f"{plan.name}-{track}", "port": port}

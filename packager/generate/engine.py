@@ -11,6 +11,12 @@ running batch (left-padded, with an attention mask and explicit positions), then
 running sequence by one token in ONE forward pass. A request that arrives while others decode
 joins at the next step; a finished or cancelled one leaves at once.
 
+One request cannot harm the others: its parameters are checked before it is queued
+(:func:`parse_sampling`, then :meth:`Engine.submit` against this model's vocabulary and
+context); a failure while choosing or decoding its tokens ends that request alone with one
+error frame; a failed batched forward pass is retried without the sequences that fail alone,
+and the rest go on.
+
 Sampling parameters follow vLLM's ``SamplingParams`` (names, defaults, ``temperature 0`` =
 greedy), so clients written for Triton's vLLM backend send the same JSON.
 """
@@ -122,9 +128,15 @@ class Engine:
         self._stopping = False
         self.steps = 0  # batched decode steps run
         self.max_running = 0  # most sequences seen in one step
+        head = model.get_output_embeddings()
+        self.vocab = int(head.weight.shape[0] if head is not None else config.vocab_size)
         # Counters (model.py exports them as Prometheus metrics): generated tokens, requests
-        # finished, requests that stopped because the client cancelled them, batched steps.
-        self.counts = {"tokens": 0, "finished": 0, "cancelled": 0, "steps": 0}
+        # finished, requests that stopped because the client cancelled them, requests ended by
+        # an error while generating, batched steps, and rows (the sum of every step's batch
+        # width: rows / steps is the mean number of sequences one forward pass advanced).
+        self.counts = {
+            "tokens": 0, "finished": 0, "cancelled": 0, "failed": 0, "steps": 0, "rows": 0,
+        }  # fmt: skip
         self.on_count: Any = None  # called as on_count(name, n) after each change
 
     @classmethod
@@ -192,10 +204,27 @@ class Engine:
                 f"max_tokens {sampling.max_tokens} + the prompt's {len(ids)} tokens exceed the "
                 f"model's context of {self.max_model_len}; ask for at most {room} tokens"
             )
+        self._check_tokens(sampling)
         seq = _Sequence(prompt, ids, sampling, sink, stream, prepend)
         if sampling.seed is not None:
             seq.generator = self.torch.Generator().manual_seed(sampling.seed)
         self._waiting.put(seq)
+
+    def _check_tokens(self, s: Sampling) -> None:
+        """Token ids within the vocabulary, and a ``min_tokens`` that some token can meet."""
+        if s.stop_token_ids and s.stop_token_ids[-1] >= self.vocab:
+            raise GenerationError(
+                f"stop_token_ids holds {s.stop_token_ids[-1]}: this model's token ids are "
+                f"0..{self.vocab - 1}"
+            )
+        if s.min_tokens > 0:
+            banned = set(s.stop_token_ids) | (set() if s.ignore_eos else self.eos)
+            if len(banned) >= self.vocab:
+                raise GenerationError(
+                    f"min_tokens {s.min_tokens} cannot be met: stop_token_ids"
+                    f"{'' if s.ignore_eos else ' and EOS'} cover all {self.vocab} tokens "
+                    "of the vocabulary; leave some token free or set min_tokens 0"
+                )
 
     def start(self) -> Engine:
         self._thread = threading.Thread(target=self._loop, name="tp-generate", daemon=True)
@@ -218,7 +247,7 @@ class Engine:
                     self._turn()
                 except Exception as exc:  # a bug must not leave clients waiting forever
                     for seq in self._running:
-                        _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
+                        self._fail(seq, exc)
                     self._running, self._cache, self._mask = [], None, None
 
     def _turn(self) -> None:
@@ -231,7 +260,10 @@ class Engine:
             block = False
             if seq is None:
                 return
-            self._admit(seq)
+            try:
+                self._admit(seq)
+            except Exception as exc:  # its prefill ran alone: the failure is its own
+                self._fail(seq, exc)
         if self._running:
             self._step()
 
@@ -284,26 +316,58 @@ class Engine:
         self._running.append(seq)
 
     def _step(self) -> None:
-        torch = self.torch
         seqs = self._running
-        ids = torch.tensor([[s.generated[-1]] for s in seqs])
-        mask = torch.cat([self._mask, torch.ones(len(seqs), 1, dtype=torch.long)], dim=1)
-        positions = torch.tensor([[s.position] for s in seqs])
-        logits, self._cache = self._forward(ids, mask, positions, self._cache)
-        self._mask = mask
+        layers = _layers(self._cache)  # the cache before this step: a failed pass leaves
+        try:  # some layers grown by one position, so a retry starts from these tensors
+            logits, self._cache, self._mask = self._decode(seqs, self._cache, self._mask)
+        except Exception as exc:
+            self._cache = _make_cache(self.model.config, layers)
+            if not self._drop_culprits(exc):
+                return
+            seqs = self._running
+            logits, self._cache, self._mask = self._decode(seqs, self._cache, self._mask)
         self.steps += 1
         self._count("steps")  # one forward pass for every running sequence
+        self._count("rows", len(seqs))
         self.max_running = max(self.max_running, len(seqs))
         keep = self._advance(seqs, logits)
         if len(keep) < len(seqs):
             self._select([i for i, s in enumerate(seqs) if s in keep])
 
-    def _select(self, rows: list[int]) -> None:
-        """Keep only ``rows`` of the batch, dropping padding columns nobody needs any more."""
+    def _decode(self, seqs: list[_Sequence], cache: Any, mask: Any) -> tuple[Any, Any, Any]:
+        """One forward pass advancing ``seqs`` (whose cache and mask are given) by one token."""
         torch = self.torch
-        if not rows:
-            self._running, self._cache, self._mask = [], None, None
-            return
+        ids = torch.tensor([[s.generated[-1]] for s in seqs])
+        mask = torch.cat([mask, torch.ones(len(seqs), 1, dtype=torch.long)], dim=1)
+        positions = torch.tensor([[s.position] for s in seqs])
+        logits, cache = self._forward(ids, mask, positions, cache)
+        return logits, cache, mask
+
+    def _drop_culprits(self, exc: Exception) -> bool:
+        """After a failed batched pass: run each sequence alone (on a copy of its rows), end
+        those that fail with their own error, keep the rest. False when none is left, or when
+        every sequence passes alone (the batch itself failed: each stream gets ``exc``)."""
+        good, bad = [], []
+        for row, seq in enumerate(self._running):
+            cache, mask = self._rows([row])
+            try:
+                self._decode([seq], cache, mask)
+                good.append(row)
+            except Exception as own:
+                bad.append((seq, own))
+        for seq, error in bad:
+            self._fail(seq, error)
+        if not bad:
+            for seq in self._running:
+                self._fail(seq, exc)
+            good = []
+        self._select(good)
+        return bool(good)
+
+    def _rows(self, rows: list[int]) -> tuple[Any, Any]:
+        """A new cache and mask of only ``rows`` of the batch, without columns of padding
+        that none of them needs; the batch itself is left as it is."""
+        torch = self.torch
         index = torch.tensor(rows)
         mask = self._mask[index]
         start = int((mask.sum(0) > 0).nonzero()[0])
@@ -311,62 +375,66 @@ class Engine:
         layers = [
             tuple(t[on_device][:, :, start:] for t in layer) for layer in _layers(self._cache)
         ]
-        self._mask = mask[:, start:]
-        self._cache = _make_cache(self.model.config, layers)
+        return _make_cache(self.model.config, layers), mask[:, start:]
+
+    def _select(self, rows: list[int]) -> None:
+        """Keep only ``rows`` of the batch."""
+        if not rows:
+            self._running, self._cache, self._mask = [], None, None
+            return
+        self._cache, self._mask = self._rows(rows)
         self._running = [self._running[i] for i in rows]
 
     def _advance(self, seqs: list[_Sequence], logits: Any) -> list[_Sequence]:
-        """Pick each sequence's next token, send text, and return those still running."""
-        tokens = self._choose(seqs, logits)
+        """Pick each sequence's next token, send text, and return those still running.
+        A failure here (sampling, decoding, a broken sink) ends its own sequence only."""
         alive = []
-        for seq, token in zip(seqs, tokens, strict=True):
+        for row, seq in enumerate(seqs):
             try:
                 if seq.sink.cancelled():
                     self._count("cancelled")
                     continue
+                token = self._choose(seq, logits[row])
                 self._count("tokens")
                 if not self._emit(seq, token):
                     alive.append(seq)
                 else:
                     self._count("finished")
-            except Exception as exc:  # a broken sink ends its own request only
-                _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
+            except Exception as exc:
+                self._fail(seq, exc)
         return alive
+
+    def _fail(self, seq: _Sequence, exc: BaseException) -> None:
+        """End ``seq`` with one error frame naming what went wrong."""
+        self._count("failed")
+        _safe_fail(seq.sink, f"generation failed: {type(exc).__name__}: {exc}")
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
         if self.on_count is not None:
             self.on_count(name, n)
 
-    def _choose(self, seqs: list[_Sequence], logits: Any) -> list[int]:
+    def _choose(self, seq: _Sequence, logits: Any) -> int:
+        """The next token of ``seq`` from its row of logits (changed in place)."""
         torch = self.torch
-        for row, seq in enumerate(seqs):
-            if len(seq.generated) < seq.sampling.min_tokens:
-                banned = list(seq.sampling.stop_token_ids) + (
-                    [] if seq.sampling.ignore_eos else sorted(self.eos)
-                )
-                if banned:
-                    logits[row, banned] = float("-inf")
-        if all(s.sampling.greedy for s in seqs):
-            return [int(t) for t in logits.argmax(dim=-1)]
-        out = []
-        for row, seq in enumerate(seqs):
-            s = seq.sampling
-            if s.greedy:
-                out.append(int(logits[row].argmax()))
-                continue
-            scores = logits[row] / s.temperature
-            if s.top_k > 0 and s.top_k < scores.shape[-1]:
-                cut = torch.topk(scores, s.top_k).values[-1]
-                scores = scores.masked_fill(scores < cut, float("-inf"))
-            if s.top_p < 1.0:
-                ordered, order = torch.sort(scores, descending=True)
-                cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
-                drop = cumulative - torch.softmax(ordered, dim=-1) >= s.top_p
-                scores = scores.scatter(0, order, ordered.masked_fill(drop, float("-inf")))
-            probs = torch.softmax(scores, dim=-1)
-            out.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
-        return out
+        s = seq.sampling
+        if len(seq.generated) < s.min_tokens:
+            banned = list(s.stop_token_ids) + ([] if s.ignore_eos else sorted(self.eos))
+            if banned:
+                logits[banned] = float("-inf")
+        if s.greedy:
+            return int(logits.argmax())
+        scores = logits / s.temperature
+        if s.top_k > 0 and s.top_k < scores.shape[-1]:
+            cut = torch.topk(scores, s.top_k).values[-1]
+            scores = scores.masked_fill(scores < cut, float("-inf"))
+        if s.top_p < 1.0:
+            ordered, order = torch.sort(scores, descending=True)
+            cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+            drop = cumulative - torch.softmax(ordered, dim=-1) >= s.top_p
+            scores = scores.scatter(0, order, ordered.masked_fill(drop, float("-inf")))
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=seq.generator))
 
     def _emit(self, seq: _Sequence, token: int) -> bool:
         """Add ``token`` to ``seq``; send what text is settled. True when ``seq`` is done."""

@@ -146,7 +146,12 @@ METRICS = {
     "tokens": ("tp_generation_tokens_total", "Tokens generated"),
     "finished": ("tp_generation_requests_finished_total", "Generations that ran to their end"),
     "cancelled": ("tp_generation_requests_cancelled_total", "Generations cancelled by clients"),
+    "failed": ("tp_generation_requests_failed_total", "Generations ended by an error frame"),
     "steps": ("tp_generation_steps_total", "Decoding steps (one forward pass for the whole batch)"),
+    "rows": (
+        "tp_generation_step_rows_total",
+        "Sequences advanced by decoding steps (the sum of each step's batch width)",
+    ),
 }
 
 
@@ -225,6 +230,8 @@ class TritonPythonModel:
                 )
             except (tp_engine.GenerationError, UnicodeDecodeError) as exc:
                 _send_error(sender, str(exc))
+            except Exception as exc:  # one request's failure must not reach the others
+                _send_error(sender, f"generation failed: {type(exc).__name__}: {exc}")
         return None
 
     def finalize(self):

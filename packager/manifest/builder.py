@@ -20,6 +20,7 @@ manifest lives, so building twice gives byte-identical repositories.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ from packager.repository import (
     read_config,
     write_models,
 )
+from packager.scheduling import SchedulingOptions
 from packager.spec import DynamicBatching, ModelSpec, TensorSpec
 
 
@@ -197,6 +199,7 @@ def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
         version_policy=o["version_policy"],
         warmup=o["warmup"],
         parameters=o["parameters"],
+        scheduling=o["scheduling"],
         force=True,
         source=SourceOptions(
             input_specs=o["inputs"] or (),
@@ -249,10 +252,19 @@ def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
     found = step_problems(step)
     if found:
         raise SpecError(found)
-    spec = step_spec(step)
+    spec = _with_scheduling(step_spec(step), o["scheduling"])
     render_config(spec)  # SpecError with every config problem
     files, model_files, record = step_files(step)
     return ModelWrite(spec, files, e.version, record, model_files)
+
+
+def _with_scheduling(spec: ModelSpec, s: SchedulingOptions) -> ModelSpec:
+    """A Python step's response cache and rate limiter (the keys a step takes)."""
+    limiter = s.rate_limiter()
+    groups = spec.instance_groups
+    if limiter is not None:
+        groups = tuple(dataclasses.replace(g, rate_limiter=limiter) for g in groups)
+    return spec.replace(instance_groups=groups, response_cache=s.response_cache)
 
 
 def _batching(value: DynamicBatching | bool | None, max_batch_size: int) -> DynamicBatching | None:

@@ -8,13 +8,14 @@ the file at once, each as ``deploy.yaml:12: models[0].max_batch_size: expected .
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from packager.errors import SpecError
 from packager.manifest.ensemble import EnsembleStep
 from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
+from packager.scheduling import SchedulingOptions
 from packager.spec import (
     KIND_OPTIONS,
     DynamicBatching,
@@ -50,6 +51,17 @@ MODEL_KEYS = {
     "example_inputs": ".npz file of example inputs, batch dim first",
     "warmup": "batch size of a random-data warmup request (0 = none)",
     "export": "{opset, torchscript_mode, verify, atol, rtol} for PyTorch export",
+    # the build options of packager.scheduling, under the same names (docs/stateful.md)
+    "stateful": "true/false: implicit state through Triton's sequence batcher",
+    "states": "list of INPUT:OUTPUT state pairs",
+    "sequence_batching": "true/false: the sequence batcher without implicit state",
+    "sequence_strategy": "oldest | direct",
+    "max_candidate_sequences": "integer >= 1 (oldest strategy)",
+    "sequence_idle_us": "integer >= 1: idle time after which a sequence is freed",
+    "sequence_controls": "list of KIND=INPUT[:DTYPE] (start, end, ready, corrid)",
+    "response_cache": "true/false: Triton's response cache",
+    "rate_limit_resources": "list of NAME[:COUNT[:global]]",
+    "rate_limit_priority": "integer >= 0",
 }
 STEP_KEYS = {
     **_COMMON,
@@ -60,6 +72,9 @@ STEP_KEYS = {
     "outputs": "list of {name, dtype, dims}",
     "files": "list of extra files for the version folder",
     "requires": "list of pip requirements the step imports (added to Docker images)",
+    "response_cache": MODEL_KEYS["response_cache"],
+    "rate_limit_resources": MODEL_KEYS["rate_limit_resources"],
+    "rate_limit_priority": MODEL_KEYS["rate_limit_priority"],
 }
 ENSEMBLE_KEYS = {
     "name": "ensemble name",
@@ -222,7 +237,29 @@ def _model_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
         o["atol"] = r.number(export.get("atol"), (*xp, "atol"))
         o["rtol"] = r.number(export.get("rtol"), (*xp, "rtol"))
     _common(r, m, path, o)
+    o["scheduling"] = _scheduling(r, m, path)
     return e
+
+
+def _scheduling(r: Reader, m: dict[str, Any], path: KeyPath) -> SchedulingOptions:
+    """The keys named after SchedulingOptions fields, read with their field's type."""
+    values: dict[str, Any] = {}
+    for f in fields(SchedulingOptions):
+        value, where = m.get(f.name), (*path, f.name)
+        if value is None:
+            continue
+        if isinstance(f.default, bool):
+            values[f.name] = r.flag(value, where)
+        elif isinstance(f.default, int):
+            values[f.name] = r.integer(value, where, 0)
+        elif f.name == "sequence_strategy":
+            values[f.name] = r.text(value, where, ("oldest", "direct"))
+        else:  # lists of strings
+            values[f.name] = tuple(
+                t for i, v in enumerate(r.items(value, where, "strings"))
+                if (t := r.text(v, (*where, i)))
+            )  # fmt: skip
+    return SchedulingOptions(**{k: v for k, v in values.items() if v is not None})
 
 
 def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
@@ -245,6 +282,7 @@ def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
     o["requires"] = tuple(t for i, q in enumerate(reqs) if (t := r.text(q, (*path, "requires", i))))
     o["source_name"] = str(m.get("file"))
     _common(r, m, path, o)
+    o["scheduling"] = _scheduling(r, m, path)
     return e
 
 

@@ -68,13 +68,19 @@ def load(path: Path) -> tuple[Any, Problems]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError([f"cannot read {path}: {exc}"], str(path)) from exc
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)  # aliases share nodes: cheap
+        if node is not None:
+            _check_aliases(node, path)  # before anything walks the expanded tree
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark is not None else path.name
         reason = getattr(exc, "problem", None) or str(exc)
         raise ManifestError([f"{where}: not valid YAML: {reason}"], str(path)) from None
+    except RecursionError:
+        raise ManifestError(
+            [f"{path.name}: nested too deeply to read (thousands of levels); flatten it"], str(path)
+        ) from None
     lines: dict[KeyPath, int] = {}
     duplicates: list[str] = []
     if node is not None:
@@ -82,6 +88,57 @@ def load(path: Path) -> tuple[Any, Problems]:
     if duplicates:
         raise ManifestError(duplicates, str(path))
     return data, Problems(path, lines)
+
+
+# Aliases let a few bytes stand for a tree of any size (a "billion laughs" file: 400 bytes
+# that expand to 10^9 nodes) or for a tree that contains itself; the manifest's readers walk
+# the expanded tree, so its size is bounded first. A real manifest has a few thousand nodes.
+MAX_NODES = 50_000
+
+
+def _check_aliases(root: Any, path: Path) -> None:
+    """Raise ManifestError when aliases make the document cyclic or larger than MAX_NODES
+    nodes once expanded. Linear in the composed (shared) graph: each node is sized once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    file = path.name
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ManifestError(
+                [
+                    f"{file}:{node.start_mark.line + 1}: an alias refers to the node that "
+                    "contains it (a YAML cycle): the manifest would be infinite; copy the "
+                    "values instead"
+                ],
+                str(path),
+            )
+        open_nodes.add(key)
+        children: list[Any] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_NODES:
+                raise ManifestError(
+                    [
+                        f"{file}:{node.start_mark.line + 1}: aliases expand this node to more "
+                        f"than {MAX_NODES} YAML nodes (a 'billion laughs' document?); a "
+                        "manifest needs far fewer: use fewer nested aliases"
+                    ],
+                    str(path),
+                )
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _walk(node: Any, path: KeyPath, lines: dict[KeyPath, int], dups: list[str], file: str) -> None:

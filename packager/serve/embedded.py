@@ -47,6 +47,12 @@ def _pytriton_root() -> Path:
     return Path(str(dist.locate_file("pytriton/tritonserver")))
 
 
+def cache_directory() -> Path:
+    """The wheel's response cache implementations (``caches/local``), for ``--cache-directory``:
+    the server's default, /opt/tritonserver/caches, exists only in NVIDIA's image."""
+    return _pytriton_root() / "caches"
+
+
 def tritonserver_binary() -> Path:
     """Path of the ``tritonserver`` executable from the nvidia-pytriton wheel."""
     binary = _pytriton_root() / "bin" / "tritonserver"

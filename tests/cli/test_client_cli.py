@@ -115,7 +115,11 @@ def test_bench_json_and_table(served: tuple[Any, Path]) -> None:
     result = run("bench", "mlp", "--url", server.http_url, "--concurrency", "1,2",
                  "--duration", "0.5", "--warmup", "0.1", "--batch-size", "4", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
-    levels = json.loads(result.stdout)
+    doc = json.loads(result.stdout)
+    assert doc["model"] == "mlp" and doc["url"] == f"http://{server.http_url}"
+    assert doc["concurrency"] == [1, 2] and doc["interrupted"] is False
+    assert doc["batch_size"] == 4 and doc["sent"] == ["input FP32 [4, 16]"]
+    levels = doc["levels"]
     assert [r["concurrency"] for r in levels] == [1, 2]
     for r in levels:
         assert r["requests"] > 0 and r["errors"] == 0 and r["batch_size"] == 4
@@ -130,3 +134,76 @@ def test_bench_json_and_table(served: tuple[Any, Path]) -> None:
     assert header.split() == ["concurrency", "infer/s", "p50", "ms", "p90", "ms", "p95", "ms",
                               "p99", "ms", "requests", "errors"]  # fmt: skip
     assert row.split()[0] == "1" and row.split()[-1] == "0"
+
+
+@pytest.mark.integration
+def test_bench_ctrl_c_keeps_the_finished_levels(served: tuple[Any, Path], tmp_path: Path) -> None:
+    # A real SIGINT to a real process, sent once level 1 has finished (its "concurrency 2"
+    # progress line is on stderr): the finished level is printed and plotted, exit 130.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    server, _ = served
+    plot = tmp_path / "bench.png"
+    command = [sys.executable, "-m", "packager", "bench", "mlp", "--url", server.http_url,
+               "--concurrency", "1,2", "--duration", "0.3", "--warmup", "600", "--json",
+               "--plot", str(plot)]  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith("concurrency 1: warmup"):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen) + err
+    doc = json.loads(out)
+    assert doc["interrupted"] is True and doc["levels"] == [] and doc["concurrency"] == [1, 2]
+    assert "interrupted: 0 of 2 concurrency level(s) finished" in err
+    assert not plot.exists()  # nothing measured, nothing plotted
+
+
+@pytest.mark.integration
+def test_bench_interrupted_in_level_two_prints_level_one(
+    served: tuple[Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Level 1 is measured for real; Ctrl-C is raised on the main thread while level 2 measures
+    # (where the signal handler would raise it), so the workers of level 2 must be stopped.
+    from packager.client import bench as bench_module
+
+    real = bench_module._measure
+
+    def measure(*args: Any) -> Any:
+        *head, progress = args
+
+        def interrupting(phase: str, *rest: Any) -> None:
+            if args[4] == 2 and phase == "measure":
+                raise KeyboardInterrupt
+            if progress is not None:
+                progress(phase, *rest)
+
+        return real(*head, interrupting)
+
+    monkeypatch.setattr(bench_module, "_measure", measure)
+    server, _ = served
+    plot = tmp_path / "bench.png"
+    result = run("bench", "mlp", "--url", server.http_url, "--concurrency", "1,2",
+                 "--duration", "0.3", "--warmup", "0", "--plot", str(plot))  # fmt: skip
+    assert result.exit_code == 130, result.output
+    rows = result.stdout.strip().splitlines()
+    assert rows[-1].split()[0] == "1" and len(rows) == 3  # title, header, level 1
+    assert "interrupted: 1 of 2 concurrency level(s) finished" in result.stderr
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert not [t for t in __import__("threading").enumerate() if t.name.startswith("load-")]

@@ -91,7 +91,7 @@ def test_parse_url_round_trips_through_str() -> None:
     ("url", "protocol", "message"),
     [
         ("ftp://h", None, "unsupported URL scheme"),
-        ("grpc://h:1", "http", "is grpc but protocol='http'"),
+        ("grpc://h:1", "http", "is grpc but protocol 'http'"),
         ("h:1", "soap", "protocol must be"),
         ("http://h:99999", None, "bad port"),
         ("grpc://h:1/x", None, "gRPC URLs take no path"),

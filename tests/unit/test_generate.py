@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from packager.builder import build
 from packager.client.genwire import SseParser, grpc_request, grpc_text, json_text
 from packager.errors import InvalidInput, PackagerError, SpecError
 from packager.generate.engine import Engine, QueueSink
-from packager.generate.sampling import SUPPORTED, GenerationError, parse_sampling
+from packager.generate.sampling import SUPPORTED, GenerationError, Sampling, parse_sampling
 from packager.generate.vllm import check_args, known_args
 from packager.releases import NGC_VLLM_IMAGE
 from packager.render import parse_config, spec_from_config
@@ -50,6 +51,8 @@ def test_defaults_are_vllms() -> None:
     assert (s.temperature, s.top_p, s.top_k, s.max_tokens, s.min_tokens) == (1.0, 1.0, -1, 16, 0)
     assert parse_sampling('{"temperature": 0, "max_tokens": "8"}').greedy
     assert parse_sampling({"stop": "x", "triton_enable_empty_final_response": True}).stop == ("x",)
+    assert parse_sampling({"stop_token_ids": "[3, 1, 3]"}).stop_token_ids == (1, 3)
+    assert parse_sampling({"seed": str(2**64 - 1)}).seed == 2**64 - 1  # exact, not a float
 
 
 @pytest.mark.parametrize(
@@ -59,7 +62,23 @@ def test_defaults_are_vllms() -> None:
         ({"presence_penalty": 1}, "presence_penalty not supported by this engine"),
         ({"max_tokens": 0}, "max_tokens must be >= 1"),
         ({"max_tokens": 2.5}, "max_tokens must be an integer"),
-        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"temperature": -1}, "temperature must be 0 (greedy) or in [0.01, 100]"),
+        ({"temperature": 1e-300}, "temperature must be 0 (greedy) or in [0.01, 100]"),
+        ({"temperature": float("nan")}, "temperature must be a finite number"),
+        ({"temperature": "nan"}, "temperature must be a finite number"),
+        ('{"temperature": NaN}', "temperature must be a finite number"),
+        ({"top_p": float("nan")}, "top_p must be a finite number"),
+        ({"top_k": "inf"}, "top_k must be a finite number"),
+        ({"max_tokens": 1e400}, "max_tokens must be a finite number"),
+        ({"max_tokens": "²"}, "max_tokens must be a finite number"),
+        ({"seed": 2**70}, "seed must be in [-2**63, 2**64)"),
+        ({"seed": "9" * 5000}, "seed must be a finite number"),
+        ({"stop_token_ids": [-1]}, "stop_token_ids must be token ids (>= 0)"),
+        ({"stop_token_ids": "[1, 2.5]"}, "stop_token_ids must be an integer"),
+        ({"stop_token_ids": "x"}, "stop_token_ids must be a list of integers"),
+        ({"stop": ["ab"] * 17}, "stop takes at most 16 strings"),
+        ({"stop": "x" * 201}, "of at most 200 characters"),
+        ("[" * 100_000, "sampling_parameters is not valid JSON"),
         ({"top_k": 0}, "top_k must be -1"),
         ({"top_p": 1.5}, "top_p must be in (0, 1]"),
         ({"min_tokens": 9, "max_tokens": 4}, "min_tokens must be in 0..max_tokens"),
@@ -153,19 +172,96 @@ def test_bad_requests_are_refused_before_queueing(engines: dict[str, Engine]) ->
         engine.submit("hi", ok, QueueSink(), stream=True, prepend=True)
 
 
+class _CancelAfterFirst(QueueSink):
+    """A client that cancels once its first chunk is sent: the same point on every machine."""
+
+    def send(self, text: str, final: bool) -> None:
+        super().send(text, final)
+        self.stopped = True
+
+
 def test_a_cancelled_sequence_leaves_the_batch(engines: dict[str, Engine]) -> None:
     engine = engines["llama"]
     before = dict(engine.counts)
-    long = run(engine, PROMPTS[0], temperature=0, max_tokens=120, ignore_eos=True)
+    long = _CancelAfterFirst()
+    engine.submit(PROMPTS[0], parse_sampling({"temperature": 0, "max_tokens": 120,
+                  "ignore_eos": True}), long, stream=True)  # fmt: skip
     short = run(engine, PROMPTS[1], temperature=0, max_tokens=8)
-    first = next(iter(long))
-    long.stopped = True
-    assert first and len("".join(short)) > 0
-    deadline = time.monotonic() + 10
+    assert len("".join(short)) > 0
+    first = long.chunks.get()[0]
+    deadline = time.monotonic() + 120  # a bound on hanging, not a figure
     while engine.counts["cancelled"] == before["cancelled"] and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert engine.counts["cancelled"] == before["cancelled"] + 1
+    assert first and engine.counts["cancelled"] == before["cancelled"] + 1
+    assert long.chunks.empty()  # nothing was sent after the cancellation
     assert engine.counts["tokens"] - before["tokens"] < 120
+
+
+def test_impossible_token_requests_are_refused_before_queueing(engines: dict[str, Engine]) -> None:
+    engine = engines["gpt2"]
+    everything = list(range(engine.vocab))
+    for params, message in (
+        ({"stop_token_ids": [engine.vocab]}, f"token ids are 0..{engine.vocab - 1}"),
+        ({"min_tokens": 2, "stop_token_ids": everything}, "min_tokens 2 cannot be met"),
+        ({"min_tokens": 1, "stop_token_ids": everything[1:]}, "cover all"),  # EOS is token 0..
+    ):
+        if "cover all" in message and engine.eos != {0}:
+            params["stop_token_ids"] = [i for i in everything if i not in engine.eos]
+        with pytest.raises(GenerationError, match=message):
+            engine.submit("hi", parse_sampling(params), QueueSink())
+    ok = parse_sampling({"min_tokens": 1, "stop_token_ids": everything[1:], "ignore_eos": True})
+    engine.submit("hi", ok, QueueSink())  # token 0 stays free: this one can finish
+
+
+def _greedy_streams(engine: Engine) -> list[QueueSink]:
+    return [run(engine, PROMPTS[i % 3], temperature=0, max_tokens=24) for i in range(8)]
+
+
+def test_a_request_failing_while_sampling_ends_alone(
+    engines: dict[str, Engine], folders: dict[str, Path]
+) -> None:
+    """A temperature the door refuses (1e-300: NaN probabilities), submitted past the door:
+    its sampling fails inside the shared loop; the 8 greedy streams beside it are untouched."""
+    engine = engines["llama"]
+    before = engine.counts["failed"]
+    healthy = _greedy_streams(engine)
+    poison = QueueSink()
+    engine.submit(PROMPTS[0], Sampling(temperature=1e-300, max_tokens=24), poison, stream=True)
+    with pytest.raises(GenerationError, match="generation failed: RuntimeError"):
+        list(poison)
+    for i, sink in enumerate(healthy):
+        assert "".join(sink) == reference_generate(folders["llama"], PROMPTS[i % 3], 24)[1]
+    assert engine.counts["failed"] == before + 1
+
+
+def test_a_failed_batched_forward_pass_is_retried_without_its_culprit_injected(
+    folders: dict[str, Path],
+) -> None:
+    """An injected fault: the forward pass fails whenever a batch holds position >= 60 (only
+    the long prompt reaches it). The batch is retried without that sequence."""
+    engine = Engine.load(str(folders["gpt2"]))
+    real = engine._forward
+
+    def forward(ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        if ids.shape[1] == 1 and int(positions.max()) >= 60:
+            raise RuntimeError("injected: position 60")
+        return real(ids, mask, positions, cache)
+
+    engine._forward = forward  # type: ignore[method-assign]
+    engine.start()
+    try:
+        healthy = _greedy_streams(engine)
+        long = "The quick brown fox"
+        while len(engine.tokenizer(long)["input_ids"]) < 61:
+            long += " jumps"
+        poison = run(engine, long, temperature=0, max_tokens=8)
+        with pytest.raises(GenerationError, match="injected: position 60"):
+            list(poison)
+        for i, sink in enumerate(healthy):
+            assert "".join(sink) == reference_generate(folders["gpt2"], PROMPTS[i % 3], 24)[1]
+        assert engine.counts["failed"] == 1
+    finally:
+        engine.stop()
 
 
 # -- the wire -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "packager"
 TOP_LEVEL = {
     "__init__", "__main__", "builder", "cli", "dtypes", "errors", "extras", "releases",
-    "render", "repository", "spec", "textable", "validation",
+    "render", "repository", "scheduling", "spec", "textable", "validation",
 }  # fmt: skip
 AREAS = {
     "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "serve",

@@ -288,6 +288,7 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
     loaded = load_source(model, o.format, **source_options)
     try:
         compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
+        target = check_target(loaded, o.name)  # raises what the container would refuse
         sig = loaded.signature
         mbs = _max_batch_size(sig, o.max_batch_size)
         groups = (
@@ -368,6 +369,7 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
             "format": loaded.format,
             "runtime": spec.runtime,
             **loaded.record,
+            **({"target": target} if target else {}),
         }
         if seq is not None:
             record["sequence"] = {
@@ -389,6 +391,33 @@ def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> 
         loaded.close()
 
 
+def check_target(loaded: LoadedModel, name: str) -> dict[str, Any]:
+    """Check the artifact against the target container (``releases.TARGET``): ONNX with
+    :mod:`packager.sources.onnx_target`, TorchScript with :mod:`packager.sources.torchscript_target`.
+    Raises :class:`SpecError` naming every problem; returns what was checked, for build.json."""
+    if loaded.format not in ("onnx", "torchscript"):
+        return {}
+    artifact = FORMATS[loaded.format].artifact
+    if artifact not in loaded.files:
+        return {}
+    from packager.releases import TARGET
+    from packager.sources import onnx_target, torchscript_target
+
+    path = Path(loaded.files[artifact])
+    if loaded.format == "onnx":
+        beside = all(Path(p) == path.parent / rel for rel, p in loaded.files.items())
+        found = onnx_target.check(path, artifact, session=beside)
+        runtime = {"onnxruntime": TARGET.onnxruntime}
+    else:
+        found = torchscript_target.check(path, artifact)
+        runtime = {"libtorch": TARGET.libtorch}
+    if found.problems:
+        raise SpecError(found.problems, subject=f"build of {name!r} for {TARGET.describe()}")
+    # Only what the build was checked for: build.json stays the same on every machine (what
+    # could not be checked on this one, `validate` says).
+    return {"triton": TARGET.release, **runtime}
+
+
 _INDEXED_NAME = re.compile(r".+__\d+$")
 
 
@@ -397,7 +426,9 @@ def _implicit_state_refusal(backend: str, platform: str, sig: Signature) -> str 
     if backend != "native":
         return "the Python runtime takes every tensor from the request (use --backend native)"
     names = [t.name for t in (*sig.inputs, *sig.outputs)]
-    if platform == FORMATS["torchscript"].platform and not all(_INDEXED_NAME.match(n) for n in names):
+    if platform == FORMATS["torchscript"].platform and not all(
+        _INDEXED_NAME.match(n) for n in names
+    ):
         # Triton's PyTorch backend refuses the model at load otherwise ("not all inputs and
         # outputs follow the <name>__<index> naming convention").
         return (

@@ -255,6 +255,8 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     others = [v for v in existing if v != version]
     if others:
         _check_same_runtime(staged, w.spec, others)
+        if signature_differences(read_spec(staged), w.spec):
+            _refuse_or_replace(staged, w.spec, others, force)
     vdir = staged / str(version)
     if vdir.is_symlink():
         raise RepositoryError(f"{live / str(version)} is a symlink; refusing to write through it")
@@ -307,6 +309,57 @@ def _check_same_runtime(staged: Path, spec: ModelSpec, others: list[int]) -> Non
             f"or --output, or remove those versions first (triton-packager versions REPO "
             f"{spec.name} --remove N)"
         )
+
+
+def read_spec(model_dir: Path) -> ModelSpec:
+    """The model's config as a :class:`ModelSpec`."""
+    from packager.render import spec_from_config
+
+    return spec_from_config(read_config(model_dir))
+
+
+def signature_differences(old: ModelSpec, new: ModelSpec) -> list[str]:
+    """How ``new``'s tensors and batching differ from ``old``'s (empty when every version of one
+    could be served by the other's config)."""
+    out = []
+    if old.max_batch_size != new.max_batch_size:
+        out.append(f"max_batch_size {old.max_batch_size} -> {new.max_batch_size}")
+    for role, before, after in (
+        ("input", old.inputs, new.inputs),
+        ("output", old.outputs, new.outputs),
+    ):
+        was = {t.name: t for t in before}
+        now = {t.name: t for t in after}
+        for name in [n for n in was if n not in now]:
+            out.append(f"{role} {name!r} is gone")
+        for name, t in now.items():
+            o = was.get(name)
+            if o is None:
+                out.append(f"{role} {name!r} is new")
+                continue
+            if o.dtype != t.dtype:
+                out.append(f"{role} {name!r} {o.dtype.config} -> {t.dtype.config}")
+            if (o.dims, o.reshape) != (t.dims, t.reshape):
+                out.append(f"{role} {name!r} dims {list(o.dims)} -> {list(t.dims)}")
+    return out
+
+
+def _refuse_or_replace(staged: Path, spec: ModelSpec, others: list[int], force: bool) -> None:
+    """A new signature: refused (nothing written), or with ``force`` every other version goes.
+
+    The config is per model: with the new tensors the older versions would stop loading (and
+    ``validate`` would fail on them), so they cannot stay beside it.
+    """
+    differences = signature_differences(read_spec(staged), spec)
+    if not force:
+        raise RepositoryError(
+            f"{spec.name} already holds version(s) {', '.join(map(str, others))} with another "
+            f"signature ({'; '.join(differences)}), and one config.pbtxt serves every version, "
+            "so they would stop loading. Nothing was written. Build it under a new --name, or "
+            f"pass --force to replace every version of {spec.name} with this one"
+        )
+    for v in others:
+        shutil.rmtree(staged / str(v))
 
 
 def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:

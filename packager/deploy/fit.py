@@ -201,13 +201,13 @@ def estimate(
     if max_batch_size is not None and max_batch_size < 1:
         raise PackagerError(f"--max-batch-size {max_batch_size} must be 1 or more")
     if gpus is not None and gpus < 0:
-        raise PackagerError(f"--gpus {gpus} must be 0 (CPU only) or more")
+        raise PackagerError(f"--gpu-count {gpus} must be 0 (CPU only) or more")
     scanned = footprint.scan(repo, 1 if gpus is None else gpus)
     if gpus is None:
         gpus = max((g + 1 for m in scanned for g in m.pinned_gpus), default=1)
         if gpus != 1:
             scanned = footprint.scan(repo, gpus)
-    footprint.check_gpus(scanned, gpus, "--gpus")
+    footprint.check_gpus(scanned, gpus, "--gpu-count")
     used: set[str] = set()
     shapes = shapes or {}
     models = tuple(_model(m, max_batch_size, shapes, used) for m in scanned)

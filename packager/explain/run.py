@@ -319,7 +319,7 @@ def _features(
         if x.ndim not in (2, 3):
             raise PackagerError(
                 f"input {name!r} of shape {list(x.shape)} is not an image (H x W, with at most "
-                "one channel axis); use --kind tabular to attribute each element"
+                "one channel axis); use --feature-kind tabular to attribute each element"
             )
         layout = feat.image_layout(x.shape, channels)
         spatial = x.shape[1:] if layout == "first" else x.shape[:2]

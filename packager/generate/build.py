@@ -34,7 +34,9 @@ FOLDER = "hf"  # the Hugging Face folder inside the version folder
 RUNTIME_FILES = {"engine.py": "tp_engine.py", "sampling.py": "tp_sampling.py"}
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Files of a Hugging Face folder the engine (or vLLM) reads; others (optimizer state...) stay out.
-KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken")
+# chat_template.jinja: the chat template newer transformers save beside tokenizer_config.json
+# (which holds it otherwise); the OpenAI service renders it (packager/openai_api/chat.py).
+KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".jinja")
 
 INPUTS = (
     TensorSpec("text_input", dtype("BYTES"), (1,)),
@@ -43,6 +45,22 @@ INPUTS = (
     TensorSpec("exclude_input_in_output", dtype("BOOL"), (1,), optional=True),
 )
 OUTPUTS = (TensorSpec("text_output", dtype("BYTES"), (-1,)),)
+# The python engine's additions: outputs on request, as Triton's vLLM backend (r24.12+) names
+# them (what the OpenAI service reads usage and finish reasons from), and add_special_tokens.
+ENGINE_INPUTS = (
+    *INPUTS,
+    TensorSpec("return_finish_reason", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_input_tokens", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_output_tokens", dtype("BOOL"), (1,), optional=True),
+    # False: the prompt is tokenized without BOS (a rendered chat template holds it already).
+    TensorSpec("add_special_tokens", dtype("BOOL"), (1,), optional=True),
+)
+ENGINE_OUTPUTS = (
+    *OUTPUTS,
+    TensorSpec("finish_reason", dtype("BYTES"), (-1,)),
+    TensorSpec("num_input_tokens", dtype("UINT32"), (-1,)),
+    TensorSpec("num_output_tokens", dtype("UINT32"), (-1,)),
+)
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -179,8 +197,8 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
         record["requires"] = list(requirements())
     spec = ModelSpec(
         name=o.name,
-        inputs=INPUTS,
-        outputs=OUTPUTS,
+        inputs=INPUTS if backend == "vllm" else ENGINE_INPUTS,
+        outputs=OUTPUTS if backend == "vllm" else ENGINE_OUTPUTS,
         backend=backend,
         max_batch_size=0,
         instance_groups=groups,
@@ -197,7 +215,7 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
         written = write_model(
             o.output, spec, files, version=o.version, force=o.force, record=record
         )
-    return BuildResult(spec, text, Signature(INPUTS, OUTPUTS), record, written)
+    return BuildResult(spec, text, Signature(spec.inputs, spec.outputs), record, written)
 
 
 def requirements() -> tuple[str, ...]:

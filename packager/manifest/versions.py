@@ -36,11 +36,13 @@ DEFAULT_POLICY = VersionPolicy("latest", 1)  # Triton's default when the config 
 @dataclass(frozen=True)
 class VersionInfo:
     version: int
-    served: bool  # selected by the version policy
+    served: bool  # selected by the version policy, and it would load
     checksums_ok: bool
     problems: tuple[str, ...]  # checksum problems, if any
     files: tuple[tuple[str, str], ...]  # (path in the version folder, sha256) from SHA256SUMS
     record: dict[str, Any]
+    selected: bool = False  # the version policy names it (served unless it would not load)
+    load_problems: tuple[str, ...] = ()  # why it would not load under the model's config
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class VersionsReport:
                 {
                     "version": v.version,
                     "served": v.served,
+                    "selected": v.selected,
+                    "load_problems": list(v.load_problems),
                     "checksums_ok": v.checksums_ok,
                     "problems": list(v.problems),
                     "files": {name: digest for name, digest in v.files},
@@ -95,7 +99,13 @@ def _model_dir(repo: Path | str, name: str) -> Path:
 
 
 def list_versions(repo: Path | str, name: str) -> VersionsReport:
-    """Versions of model ``name`` with what Triton serves and the state of their checksums."""
+    """Versions of model ``name`` with what Triton serves and the state of their checksums.
+
+    A version the policy selects but that would not load under the model's config (its artifact
+    contradicts the config, or the target container's runtime refuses it) is not served.
+    """
+    from packager.validation import version_problems
+
     model_dir = _model_dir(repo, name)
     spec = spec_from_config(read_config(model_dir))
     available = versions(model_dir)
@@ -109,7 +119,14 @@ def list_versions(repo: Path | str, name: str) -> VersionsReport:
         if sums.is_file():
             pairs = [line.partition("  ") for line in sums.read_text(encoding="utf-8").splitlines()]
             files = tuple((rel, digest) for digest, _, rel in pairs if rel)
-        infos.append(VersionInfo(v, v in served, not problems, problems, files, read_record(vdir)))
+        loads = tuple(version_problems(spec, vdir)[0])
+        selected = v in served
+        infos.append(
+            VersionInfo(
+                v, selected and not loads, not problems, problems, files, read_record(vdir),
+                selected, loads,
+            )
+        )  # fmt: skip
     return VersionsReport(
         name,
         model_dir,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from packager.errors import ServerError
-from packager.releases import TRITON_VERSION
+from packager.releases import PYTRITON_VERSION, TRITON_VERSION
 from packager.serve import stub_env
 
 PYTRITON_DIST = "nvidia-pytriton"
@@ -38,10 +38,12 @@ def _pytriton_root() -> Path:
     try:
         dist = importlib.metadata.distribution(PYTRITON_DIST)
     except importlib.metadata.PackageNotFoundError:
+        from packager.extras import install_target
+
         raise ServerError(
             "the embedded Triton server is not installed; install the server extra and the "
-            "binary: pip install 'triton-packager[server]' && pip install --no-deps "
-            f"nvidia-pytriton==0.7.0 (it carries tritonserver {TRITON_VERSION}), or deploy "
+            f"binary: pip install {install_target('server')} && pip install --no-deps "
+            f"nvidia-pytriton=={PYTRITON_VERSION} (it carries tritonserver {TRITON_VERSION}), or deploy "
             "with Docker (`triton-packager docker`)"
         ) from None
     return Path(str(dist.locate_file("pytriton/tritonserver")))

@@ -54,8 +54,8 @@ def test_json_and_exit_status_2_when_it_does_not_fit(repo: Path) -> None:
 
 
 def test_cpu_only_and_shape_option(repo: Path, tmp_path: Path) -> None:
-    code, _, err = run(str(repo), "--gpus", "0")
-    assert code == 1 and "KIND_GPU instances but --gpus gives no GPU" in err
+    code, _, err = run(str(repo), "--gpu-count", "0")
+    assert code == 1 and "KIND_GPU instances but --gpu-count gives no GPU" in err
     code, _, err = run(str(repo), "--shape", "x:4,4")
     assert code == 1 and "has 2 dims but input 'x'" in err
     code, _, err = run(str(repo), "--shape", "x")
@@ -83,6 +83,6 @@ def test_no_models(tmp_path: Path) -> None:
 def test_help() -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for option in ("--gpus", "--gpu-memory", "--host-memory", "--max-batch-size", "--shape",
+    for option in ("--gpu-count", "--gpu-memory", "--host-memory", "--max-batch-size", "--shape",
                    "--margin", "--json", "Exit status"):  # fmt: skip
         assert option in out

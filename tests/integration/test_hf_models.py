@@ -151,7 +151,7 @@ def test_bench_sends_the_shapes_it_is_told_and_refuses_to_guess(server: LocalSer
     from packager.cli import main
 
     base = ["bench", "minilm_model", "--url", server.http_url, "--concurrency", "1"]
-    quick = ["--duration", "0.5", "--warmup", "0.1"]
+    quick = ["--duration-s", "0.5", "--warmup-s", "0.1"]
     refused = CliRunner().invoke(main, [*base, *quick])
     assert refused.exit_code == 1
     assert "input 'input_ids' of model 'minilm_model' has dynamic dims [-1]" in refused.output

@@ -248,9 +248,9 @@ def test_clear_errors(tmp_path: Path, repo: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(PackagerError, match="no models in"):
         estimate(tmp_path / "empty")
-    with pytest.raises(PackagerError, match="pins GPU 1 but --gpus gives 1 GPU"):
+    with pytest.raises(PackagerError, match="pins GPU 1 but --gpu-count gives 1 GPU"):
         estimate(repo, gpus=1)
-    with pytest.raises(PackagerError, match="KIND_GPU instances but --gpus gives no GPU"):
+    with pytest.raises(PackagerError, match="KIND_GPU instances but --gpu-count gives no GPU"):
         estimate(repo, gpus=0)
     with pytest.raises(PackagerError, match="--gpu-memory '16 GB' is not a size"):
         parse_size("16 GB", "--gpu-memory")

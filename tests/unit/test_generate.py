@@ -6,6 +6,7 @@ sampling parameters, the wire helpers, and the repositories ``--task text-genera
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -298,12 +299,21 @@ def test_grpc_request_carries_the_vllm_tensors() -> None:
 
 
 def test_text_generation_repository(folders: dict[str, Path], tmp_path: Path) -> None:
-    result = build(folders["gpt2"], name="gpt2", output=tmp_path)  # detected from architectures
+    folder = tmp_path / "src"
+    shutil.copytree(folders["gpt2"], folder)
+    (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    tmp_path = tmp_path / "repo"
+    result = build(folder, name="gpt2", output=tmp_path)  # detected from architectures
     config = parse_config((tmp_path / "gpt2" / "config.pbtxt").read_text())
     assert config.model_transaction_policy.decoupled and config.backend == "python"
     assert config.max_batch_size == 0
     assert [i.name for i in config.input] == [
         "text_input", "stream", "sampling_parameters", "exclude_input_in_output",
+        "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens",
+        "add_special_tokens",
+    ]  # fmt: skip
+    assert [o.name for o in config.output] == [
+        "text_output", "finish_reason", "num_input_tokens", "num_output_tokens",
     ]  # fmt: skip
     assert spec_from_config(config).decoupled
     files = set(result.written.files)  # type: ignore[union-attr]
@@ -313,6 +323,8 @@ def test_text_generation_repository(folders: dict[str, Path], tmp_path: Path) ->
         "tp_sampling.py",
         "hf/config.json",
         "hf/tokenizer.json",
+        "hf/tokenizer_config.json",
+        "hf/chat_template.jinja",  # the chat template is kept (the OpenAI service renders it)
     ):
         assert f"gpt2/1/{name}" in files
     record = json.loads((tmp_path / "gpt2" / "1" / "build.json").read_text())

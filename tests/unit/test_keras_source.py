@@ -150,7 +150,7 @@ def test_only_onnx_is_a_target_and_the_extra_is_named(made: dict[str, Path]) -> 
         inspect(made["mlp"], format="torchscript")
     for module in ("tensorflow", "tf2onnx", "keras"):
         err = missing_extra(ModuleNotFoundError(name=module))
-        assert err is not None and "triton-packager[tensorflow]" in str(err)
+        assert err is not None and "[tensorflow]' (extras: [tensorflow]" in str(err)
 
 
 def test_a_keras2_hdf5_model_builds_through_the_legacy_loader(tmp_path: Path) -> None:

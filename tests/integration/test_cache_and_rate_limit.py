@@ -1,0 +1,120 @@
+"""Triton's response cache and rate limiter on the real embedded tritonserver.
+
+- a model built with ``response_cache=True``: repeated requests are answered from the cache
+  (hit counters in the statistics and on the metrics port), byte-identical to the first answer;
+  LocalServer passed ``--cache-config`` by itself;
+- two Python-step models sharing one unit of a rate limiter resource: the models record when
+  each execution starts and ends, and no two executions ever overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from packager.builder import build
+from packager.client import Client
+from packager.manifest.builder import build_manifest
+from packager.serve.server import LocalServer
+from tests.conftest import StartServer
+
+torch = pytest.importorskip("torch")
+
+STEP = """
+import time
+
+
+def run(x, context):
+    start = time.monotonic_ns()  # one clock for every process on the machine
+    time.sleep(0.05)
+    end = time.monotonic_ns()
+    with open(context.parameters["log"], "a") as f:
+        f.write(f"{start} {end}\\n")
+    return {"y": x}
+"""
+
+
+def cmdline(server: LocalServer) -> list[str]:
+    assert server.pid is not None
+    return Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+
+
+@pytest.fixture(scope="module")
+def server(start_server: StartServer, tmp_path_factory: pytest.TempPathFactory) -> LocalServer:
+    root = tmp_path_factory.mktemp("cache")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(2, 16)
+    torch.onnx.export(
+        net, (x,), str(root / "mlp.onnx"), input_names=["x"], output_names=["y"],
+        dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, dynamo=False,
+    )  # fmt: skip
+    repo = root / "repo"
+    build(root / "mlp.onnx", name="cached", output=repo, response_cache=True, kind="cpu")
+    (root / "step.py").write_text(STEP)
+    steps = [
+        {
+            "name": f"worker_{k}",
+            "file": "step.py",
+            "function": "run",
+            "max_batch_size": 0,
+            "inputs": [{"name": "x", "dtype": "FP32", "dims": [1]}],
+            "outputs": [{"name": "y", "dtype": "FP32", "dims": [1]}],
+            # Two instances each: without the limiter four executions could run at once.
+            "instance_groups": [{"kind": "cpu", "count": 2}],
+            "parameters": {"log": str(root / f"{k}.log")},
+            "rate_limit_resources": ["gate:1"],
+        }
+        for k in ("a", "b")
+    ]
+    (root / "deploy.yaml").write_text(yaml.safe_dump({"python_steps": steps}))
+    build_manifest(root / "deploy.yaml", repo)
+    return start_server(repo)
+
+
+def test_repeated_requests_are_answered_from_the_cache_byte_identical(server: LocalServer) -> None:
+    assert any(a.startswith("--cache-config=local,size=") for a in cmdline(server))
+    x = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    with Client(server.http_url) as client:
+        before = client.statistics("cached").model_stats[0].inference_stats
+        first = client.infer("cached", {"x": x})["y"]
+        again = [client.infer("cached", {"x": x})["y"] for _ in range(3)]
+        after = client.statistics("cached").model_stats[0].inference_stats
+    assert all(a.tobytes() == first.tobytes() for a in again)
+    assert after.cache_hit.count - before.cache_hit.count == 3
+    assert after.cache_miss.count - before.cache_miss.count == 1
+    metrics = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=10).read()
+    hits = re.search(rb'nv_cache_num_hits_per_model\{model="cached",version="1"\} (\d+)', metrics)
+    assert hits is not None and int(hits.group(1)) >= 3
+
+
+def test_models_sharing_one_resource_unit_never_execute_at_once(
+    server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    assert "--rate-limit=execution_count" in cmdline(server)
+    with Client(server.http_url) as client:
+        config = client.config("worker_a")
+    assert [r.name for r in config.instance_group[0].rate_limiter.resources] == ["gate"]
+
+    def call(model: str) -> None:
+        with Client(server.http_url) as c:
+            c.infer(model, {"x": np.ones(1, np.float32)})
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(call, ["worker_a", "worker_b"] * 6))
+    logs = {p.stem: p for p in Path(config.parameters["log"].string_value).parent.glob("*.log")}
+    spans = []
+    for name, path in logs.items():
+        rows = [tuple(map(int, line.split())) for line in path.read_text().splitlines()]
+        assert len(rows) == 6, f"worker_{name} ran {len(rows)} times"
+        spans += rows
+    spans.sort()
+    overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert overlaps == [], f"{len(overlaps)} executions overlapped"

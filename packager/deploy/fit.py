@@ -80,6 +80,8 @@ class ModelEstimate:
     host_overhead: int  # per CPU instance (or per Python-backend stub on a GPU)
     gpu_overhead: int  # per GPU instance
     unresolved: tuple[str, ...] = ()  # inputs with dynamic dims that need --shape
+    # One --shape value per unresolved input, full rank (MODEL.INPUT:DIMS, 128 for each -1).
+    shape_hints: tuple[str, ...] = ()
     # vLLM: the fraction of each of these GPUs' memory it takes (gpu_memory_utilization)
     gpu_share: float = 0.0
     share_gpus: tuple[int, ...] = ()
@@ -198,7 +200,8 @@ def estimate(
     ``gpus`` None: as many as the instance groups name (at least one). ``gpu_memory``: sizes
     (bytes) to judge every GPU against (one verdict per size); ``host_memory`` likewise for the
     host. ``max_batch_size`` replaces each batching model's own; ``shapes`` gives inputs with
-    dynamic dims their dims by input name, batch excluded (``{"input_ids": (128,)}``).
+    dynamic dims their dims, batch excluded, by ``MODEL.INPUT`` (that model only) or by input
+    name (every model with that input): ``{"bert.input_ids": (128,), "x": (3, 64, 64)}``.
     """
     if not 0 <= margin < 1:
         raise PackagerError(f"--margin {margin:g} must be a fraction from 0 to below 1, e.g. 0.1")
@@ -230,7 +233,7 @@ def estimate(
     if unused:
         raise PackagerError(
             f"--shape {', '.join(unused)}: no model of {repo} has an input of that name "
-            "(names are case-sensitive; each config.pbtxt lists its inputs)"
+            "(MODEL.INPUT or INPUT; names are case-sensitive; each config.pbtxt lists its inputs)"
         )
     devices = _devices(models, gpus, gpu_memory, host_memory, margin)
     return FitReport(gpus, margin, models, devices, _notes(models, gpus))
@@ -248,17 +251,22 @@ def _model(
     if batch > 0 and max_batch is not None:
         batch = max_batch
     shapes = {}
+    hints = {}
     for t in config.input:
         dims = list(t.dims)
-        if t.name in given:
-            used.add(t.name)
-            if len(given[t.name]) != len(dims):
+        hints[t.name] = f"{m.name}.{t.name}:" + ",".join("128" if d < 0 else str(d) for d in dims)
+        # MODEL.INPUT first: models that share an input name at different ranks are sized apart.
+        key = next((k for k in (f"{m.name}.{t.name}", t.name) if k in given), None)
+        if key is not None:
+            used.add(key)
+            if len(given[key]) != len(dims):
                 raise PackagerError(
-                    f"--shape {t.name}:{','.join(map(str, given[t.name]))} has "
-                    f"{len(given[t.name])} dims but input {t.name!r} of model {m.name!r} has "
-                    f"{len(dims)} ({list(dims)}, batch excluded)"
+                    f"--shape {key}:{','.join(map(str, given[key]))} has "
+                    f"{len(given[key])} dims but input {t.name!r} of model {m.name!r} has "
+                    f"{len(dims)} ({list(dims)}, batch excluded); give all of them, e.g. "
+                    f"--shape {hints[t.name]}"
                 )
-            dims = [g if d < 0 else d for d, g in zip(dims, given[t.name], strict=True)]
+            dims = [g if d < 0 else d for d, g in zip(dims, given[key], strict=True)]
         shapes[t.name] = ([batch] if batch > 0 else []) + dims
     weights = activations = 0
     note: str | None = None
@@ -293,6 +301,7 @@ def _model(
         # A Python-backend instance is its own process: its own CUDA context on its GPU.
         gpu_overhead=GPU_INSTANCE_BYTES + (CUDA_CONTEXT_BYTES if m.python else 0),
         unresolved=tuple(unresolved),
+        shape_hints=tuple(hints[n] for n in unresolved if n in hints),
     )
 
 
@@ -399,7 +408,8 @@ def _notes(models: Sequence[ModelEstimate], gpus: int) -> tuple[str, ...]:
         if m.unresolved:
             notes.append(
                 f"{m.name}: inputs {', '.join(m.unresolved)} have dynamic dims, so tensors that "
-                f"depend on them are left out; give e.g. --shape {m.unresolved[0]}:128"
+                f"depend on them are left out; give e.g. --shape "
+                f"{m.shape_hints[0] if m.shape_hints else m.unresolved[0] + ':128'}"
             )
     if gpus:
         notes.append(

@@ -192,7 +192,10 @@ def _entry_problems(step: PythonStep) -> list[str]:
     required = positional[: len(positional) - n_defaults] + [
         a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None
     ]
-    extra = [n for n in required if n not in {t.name for t in step.inputs} | {"context"}]
+    # context and sequence are passed by the generated model (templates/python_step.py.j2).
+    extra = [
+        n for n in required if n not in {t.name for t in step.inputs} | {"context", "sequence"}
+    ]
     if extra:
         out.append(f"{where} requires argument(s) {', '.join(extra)}, which are not step inputs")
     return out

@@ -459,9 +459,11 @@ def _axis_notes(record: dict[str, Any]) -> list[str]:
     fixed = record.get("axes_fixed") or {}
     if fixed:
         axes = ", ".join(f"{n}:{a}={size}" for n, ax in fixed.items() for a, size in ax.items())
+        # Every ordinary model has some (a Linear layer's width): say what they are, not that
+        # something failed.
         lines.append(
-            f"fixed axes: {axes} (the module failed with another size there; "
-            "--dynamic-axis NAME:AXIS makes one dynamic anyway)"
+            f"fixed axes: {axes} (sizes the module requires there, like a layer's input width; "
+            "--dynamic-axis NAME:AXIS frees one that should vary)"
         )
     return lines
 

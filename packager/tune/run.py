@@ -289,6 +289,15 @@ def tune(
             "a generative model see `triton-packager generate --stream` and "
             "benchmarks/generation.py"
         )
+    if config.HasField("sequence_batching"):
+        # Every request of a sequence model needs a sequence id, and its batches are the
+        # sequence batcher's: tune's batch-1 requests and dynamic batching candidates fit neither.
+        raise TuneError(
+            f"model '{config.name}' uses the sequence batcher (a stateful model); tune measures "
+            "independent requests with dynamic batching and cannot measure it. Nothing was "
+            "measured; set --instances and --max-candidate-sequences with `build` "
+            "(docs/stateful.md)"
+        )
     if search not in SEARCHES:
         raise TuneError(f"--search {search!r} is not one of: {', '.join(SEARCHES)}")
     concurrency = tuple(sorted(set(concurrency)))

@@ -171,6 +171,22 @@ def test_a_decoupled_model_is_refused_before_any_server_starts(
     assert started_pids() == pids and not out.exists() and snapshot(fake_repo) == before
 
 
+def test_a_sequence_model_is_refused_before_any_server_starts(
+    fake_repo: Path, tmp_path: Path
+) -> None:
+    from packager.scheduling import SequenceBatching
+
+    spec = SPEC.replace(
+        name="stateful", dynamic_batching=None, sequence_batching=SequenceBatching()
+    )
+    write_model(fake_repo, spec, {"model.onnx": b"not served"})
+    before, pids = snapshot(fake_repo), list(started_pids())
+    r = run("tune", fake_repo / "stateful", "--output-dir", tmp_path / "r", "--budget-s", "60")
+    assert r.exit_code == 1 and "uses the sequence batcher" in r.output
+    assert "--max-candidate-sequences" in r.output
+    assert started_pids() == pids and snapshot(fake_repo) == before
+
+
 @pytest.mark.integration
 def test_gpu_config_measured_on_cpu_is_said_and_not_applied_unless_asked(
     tmp_path: Path, model_files: dict[str, Path]

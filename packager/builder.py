@@ -53,6 +53,8 @@ class SourceOptions:
     # Hugging Face folders: feature-extraction | sequence-classification | text-generation
     task: str | None = None
     more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
+    # Input axes kept at the example's size without probing (PyTorch modules): name -> axes.
+    fixed_axes: Mapping[str, Sequence[int]] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))

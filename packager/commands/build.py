@@ -17,12 +17,12 @@ from packager.spec import QueuePolicy
 from packager.textable import format_table
 
 
-def _dynamic_axes(values: tuple[str, ...]) -> dict[str, list[int]]:
+def _dynamic_axes(values: tuple[str, ...], hint: str = "--dynamic-axis") -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for v in values:
         name, _, axis = v.rpartition(":")
         if not name or not axis.isdigit():
-            raise click.BadParameter(f"{v!r} is not NAME:AXIS", param_hint="--dynamic-axis")
+            raise click.BadParameter(f"{v!r} is not NAME:AXIS", param_hint=hint)
         out.setdefault(name, []).append(int(axis))
     return out
 
@@ -204,7 +204,14 @@ def _parameters(values: tuple[str, ...]) -> dict[str, str]:
     "--dynamic-axis",
     "dynamic_axes",
     multiple=True,
-    help="PyTorch->ONNX: another dynamic axis NAME:AXIS (repeatable).",
+    help="PyTorch: make input axis NAME:AXIS dynamic without probing it (repeatable). Axes "
+    "nobody names are decided by running the model at other sizes (docs/pytorch.md).",
+)
+@click.option(
+    "--fixed-axis",
+    "fixed_axes",
+    multiple=True,
+    help="PyTorch: keep input axis NAME:AXIS at the example's size (repeatable), e.g. x:2.",
 )
 @click.option(
     "--opset",
@@ -294,6 +301,7 @@ def build(
     fmt: str,
     input_specs: tuple[str, ...],
     dynamic_axes: tuple[str, ...],
+    fixed_axes: tuple[str, ...],
     parameters: tuple[str, ...],
     output_names: tuple[str, ...],
     as_json: bool,
@@ -381,6 +389,7 @@ def build(
             rtol,
             o["task"],
             o["example_input"][1:],
+            _dynamic_axes(fixed_axes, "--fixed-axis") if fixed_axes else None,
         ),
     )
     if o["text"]:
@@ -424,12 +433,24 @@ def build(
         click.echo(CompressionReport.from_dict(result.record["compression"]).table())
     for line in _axis_notes(result.record):
         click.echo(line)
+    unused = (result.record.get("source") or {}).get("weights_unused")
+    if unused:
+        click.echo(
+            f"weights: {len(unused)} checkpoint key(s) the model does not use, left out: "
+            + ", ".join(unused[:5])
+            + (" ..." if len(unused) > 5 else "")
+        )
     for line in result.record.get("sequence", {}).get("notes", []):
         click.echo(f"stateful: {line}")
 
 
 def _axis_notes(record: dict[str, Any]) -> list[str]:
-    """What the export decided about non-batch axes nobody named (PyTorch modules)."""
+    """What the export decided about non-batch axes nobody named (PyTorch modules), and why."""
+    decisions = record.get("axis_decisions") or {}
+    if decisions:
+        lines = ["axes (--fixed-axis NAME:AXIS pins one, --dynamic-axis NAME:AXIS frees one):"]
+        lines += [f"  {axis}: {why}" for axis, why in decisions.items()]
+        return lines
     lines = []
     found = record.get("axes_found_dynamic") or {}
     if found:
@@ -438,9 +459,11 @@ def _axis_notes(record: dict[str, Any]) -> list[str]:
     fixed = record.get("axes_fixed") or {}
     if fixed:
         axes = ", ".join(f"{n}:{a}={size}" for n, ax in fixed.items() for a, size in ax.items())
+        # Every ordinary model has some (a Linear layer's width): say what they are, not that
+        # something failed.
         lines.append(
-            f"fixed axes: {axes} (the module failed with another size there; "
-            "--dynamic-axis NAME:AXIS makes one dynamic anyway)"
+            f"fixed axes: {axes} (sizes the module requires there, like a layer's input width; "
+            "--dynamic-axis NAME:AXIS frees one that should vary)"
         )
     return lines
 

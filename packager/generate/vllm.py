@@ -77,11 +77,18 @@ SHM_BYTES = 1 << 30  # /dev/shm for tensor parallelism (NCCL), as NVIDIA's vLLM 
 def vllm_models(repo: Path | str) -> dict[str, int]:
     """Model name -> GPUs its newest version asks for (tensor x pipeline parallel), for every
     model of ``repo`` that Triton's vLLM backend runs."""
+    return {name: gpus for name, (gpus, _) in vllm_claims(repo).items()}
+
+
+def vllm_claims(repo: Path | str) -> dict[str, tuple[int, float]]:
+    """Model name -> (GPUs, fraction of each GPU's memory) for every vLLM model of ``repo``:
+    vLLM takes ``gpu_memory_utilization`` of every GPU it shards over (weights, activations and
+    the KV cache all live inside it), whatever the model's size."""
     import json
 
     from packager.repository import list_models, read_config, versions
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, float]] = {}
     for model_dir in list_models(repo):
         try:
             config = read_config(model_dir)
@@ -98,7 +105,8 @@ def vllm_models(repo: Path | str) -> dict[str, int]:
                 args = {}
         tp = int(args.get("tensor_parallel_size", 1) or 1)
         pp = int(args.get("pipeline_parallel_size", 1) or 1)
-        out[model_dir.name] = tp * pp
+        share = float(args.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
+        out[model_dir.name] = (tp * pp, share)
     return out
 
 

@@ -48,7 +48,7 @@ from packager.repository import (
     read_config,
     write_models,
 )
-from packager.scheduling import SchedulingOptions
+from packager.scheduling import DEFAULT_CANDIDATE_SEQUENCES, SchedulingOptions, SequenceBatching
 from packager.spec import DynamicBatching, ModelSpec, TensorSpec
 
 
@@ -259,12 +259,23 @@ def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
 
 
 def _with_scheduling(spec: ModelSpec, s: SchedulingOptions) -> ModelSpec:
-    """A Python step's response cache and rate limiter (the keys a step takes)."""
+    """A Python step's response cache, rate limiter and sequence batcher (the keys a step
+    takes; a step keeps its state itself, so its sequence batcher has no implicit state)."""
     limiter = s.rate_limiter()
     groups = spec.instance_groups
     if limiter is not None:
         groups = tuple(dataclasses.replace(g, rate_limiter=limiter) for g in groups)
-    return spec.replace(instance_groups=groups, response_cache=s.response_cache)
+    spec = spec.replace(instance_groups=groups, response_cache=s.response_cache)
+    if s.sequence_batching:
+        oldest = s.sequence_strategy == "oldest"
+        batcher = SequenceBatching(
+            s.sequence_strategy,  # type: ignore[arg-type]  # checked by the spec
+            s.sequence_idle_us,
+            max_candidate_sequences=s.max_candidate_sequences
+            or (DEFAULT_CANDIDATE_SEQUENCES if oldest else 0),
+        )
+        spec = spec.replace(sequence_batching=batcher, dynamic_batching=None)
+    return spec
 
 
 def _batching(value: DynamicBatching | bool | None, max_batch_size: int) -> DynamicBatching | None:

@@ -73,6 +73,10 @@ STEP_KEYS = {
     "files": "list of extra files for the version folder",
     "requires": "list of pip requirements the step imports (added to Docker images)",
     "response_cache": MODEL_KEYS["response_cache"],
+    "sequence_batching": MODEL_KEYS["sequence_batching"] + " (the step gets `sequence`)",
+    "sequence_strategy": MODEL_KEYS["sequence_strategy"],
+    "max_candidate_sequences": MODEL_KEYS["max_candidate_sequences"],
+    "sequence_idle_us": MODEL_KEYS["sequence_idle_us"],
     "rate_limit_resources": MODEL_KEYS["rate_limit_resources"],
     "rate_limit_priority": MODEL_KEYS["rate_limit_priority"],
 }

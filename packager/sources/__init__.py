@@ -119,6 +119,15 @@ def _unreadable(path: Path) -> str:
             load_proto(path, external=False)
         except SourceError as exc:
             return str(exc)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":  # the TensorFlow Lite flatbuffer identifier
+        return (
+            f"{path} is a TensorFlow Lite model (.tflite flatbuffer), which triton-packager does not "
+            "build: build the model it was converted from (a SavedModel folder or a Keras file), "
+            "or convert it to ONNX first (python -m tf2onnx.convert --tflite FILE --output "
+            "model.onnx) and build that"
+        )
     if zipfile.is_zipfile(path):
         return (
             f"{path} is a zip archive without TorchScript code (a torch.save() checkpoint?); "

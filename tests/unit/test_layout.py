@@ -12,7 +12,7 @@ TOP_LEVEL = {
     "render", "repository", "scheduling", "spec", "textable", "validation",
 }  # fmt: skip
 AREAS = {
-    "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "serve",
+    "client", "commands", "compress", "deploy", "explain", "generate", "manifest", "openai_api", "serve",
     "sources", "tune",
 }  # fmt: skip
 

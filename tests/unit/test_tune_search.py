@@ -275,6 +275,12 @@ def test_override_changes_only_the_tuned_knobs() -> None:
     off = override_config(served, user, Candidate(1, 32, False))
     assert "dynamic_batching" not in off
     json.dumps(off)  # what the load request sends
+    # tune repeats one request: a cached model is measured without the cache, or every
+    # candidate would time cache hits
+    cached = override_config(
+        {**served, "response_cache": {"enable": True}}, user, Candidate(1, 32, False)
+    )
+    assert "response_cache" not in cached
 
 
 def test_request_inputs_are_one_sample_of_each_input() -> None:

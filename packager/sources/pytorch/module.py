@@ -24,7 +24,7 @@ from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL
 
 # Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
 OPTIONS = (
-    "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes",
+    "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes", "fixed_axes",
     "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size", "prune", "more_examples",
 )  # fmt: skip
 
@@ -56,8 +56,10 @@ class PyTorchModuleSource:
             )
         weights = options.get("weights")
         if weights:
-            load_weights(module, weights)
+            unused = load_weights(module, weights)
             source["weights"] = Path(weights).name
+            if unused:  # in the checkpoint but not in the model (e.g. training-only tensors)
+                source["weights_unused"] = unused
             source["weights_sha256"] = sha256_file(Path(weights))
         # build --prune: a pruned copy of the module is exported (packager.compress.prune)
         from packager.compress.prune import prune_for_export
@@ -71,6 +73,7 @@ class PyTorchModuleSource:
             input_specs=options.get("input_specs"),
             output_names=options.get("output_names"),
             dynamic_axes=options.get("dynamic_axes"),
+            fixed_axes=options.get("fixed_axes"),
             opset=options.get("opset"),
             torchscript_mode=options.get("torchscript_mode") or "trace",
             verify=options.get("verify", True) is not False,

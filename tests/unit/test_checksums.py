@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from packager.cli import main
 from packager.errors import RepositoryError
-from packager.manifest.versions import set_policy
+from packager.manifest.versions import list_versions, set_policy
 from packager.repository import CHECKSUMS, verify_repository, write_model
 from packager.validation import validate
 from tests.support.tree import snapshot
@@ -144,3 +144,16 @@ def test_a_new_version_keeps_no_changed_model_file(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match=r"notes\.txt: not listed"):
         write_model(out, spec, {"model.pt": b"v3"})
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("change", ["valid config edit", "changed label file"])
+def test_versions_reports_a_changed_model_file(repo: Path, change: str) -> None:
+    make, expected = CHANGES[change]
+    model = expected.split("/")[0]
+    assert list_versions(repo, model).model_problems == ()
+    make(repo)
+    assert any(expected.split("/", 1)[1] in p for p in list_versions(repo, model).model_problems)
+    result = CliRunner().invoke(main, ["versions", str(repo), model])
+    assert result.exit_code == 1
+    assert "config.pbtxt and model files: checksums FAIL" in result.output
+    assert expected.split("/", 1)[1] in result.output

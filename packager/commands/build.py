@@ -99,12 +99,24 @@ def build(model: str | None, manifest: str | None, as_json: bool, **params: Any)
         click.echo(CompressionReport.from_dict(result.record["compression"]).table())
     for line in _axis_notes(result.record):
         click.echo(line)
+    unused = (result.record.get("source") or {}).get("weights_unused")
+    if unused:
+        click.echo(
+            f"weights: {len(unused)} checkpoint key(s) the model does not use, left out: "
+            + ", ".join(unused[:5])
+            + (" ..." if len(unused) > 5 else "")
+        )
     for line in result.record.get("sequence", {}).get("notes", []):
         click.echo(f"stateful: {line}")
 
 
 def _axis_notes(record: dict[str, Any]) -> list[str]:
-    """What the export decided about non-batch axes nobody named (PyTorch modules)."""
+    """What the export decided about non-batch axes nobody named (PyTorch modules), and why."""
+    decisions = record.get("axis_decisions") or {}
+    if decisions:
+        lines = ["axes (--fixed-axis NAME:AXIS pins one, --dynamic-axis NAME:AXIS frees one):"]
+        lines += [f"  {axis}: {why}" for axis, why in decisions.items()]
+        return lines
     lines = []
     found = record.get("axes_found_dynamic") or {}
     if found:
@@ -113,9 +125,11 @@ def _axis_notes(record: dict[str, Any]) -> list[str]:
     fixed = record.get("axes_fixed") or {}
     if fixed:
         axes = ", ".join(f"{n}:{a}={size}" for n, ax in fixed.items() for a, size in ax.items())
+        # Every ordinary model has some (a Linear layer's width): say what they are, not that
+        # something failed.
         lines.append(
-            f"fixed axes: {axes} (the module failed with another size there; "
-            "--dynamic-axis NAME:AXIS makes one dynamic anyway)"
+            f"fixed axes: {axes} (sizes the module requires there, like a layer's input width; "
+            "--dynamic-axis NAME:AXIS frees one that should vary)"
         )
     return lines
 

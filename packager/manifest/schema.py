@@ -58,6 +58,10 @@ STEP_KEYS = {
     "files": "list of extra files for the version folder",
     "requires": "list of pip requirements the step imports (added to Docker images)",
     "response_cache": MODEL_KEYS["response_cache"],
+    "sequence_batching": MODEL_KEYS["sequence_batching"] + " (the step gets `sequence`)",
+    "sequence_strategy": MODEL_KEYS["sequence_strategy"],
+    "max_candidate_sequences": MODEL_KEYS["max_candidate_sequences"],
+    "sequence_idle_us": MODEL_KEYS["sequence_idle_us"],
     "rate_limit_resources": MODEL_KEYS["rate_limit_resources"],
     "rate_limit_priority": MODEL_KEYS["rate_limit_priority"],
 }
@@ -225,10 +229,13 @@ def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
 
 
 def _scheduling(r: Reader, m: dict[str, Any], path: KeyPath) -> SchedulingOptions:
-    """A step's response cache and rate limiter, read by the declaration of those options."""
+    """A step's scheduling keys (response cache, sequence batcher, rate limiter), read by the
+    declaration of those options."""
     values = {}
-    for name in ("response_cache", "rate_limit_resources", "rate_limit_priority"):
-        opt = BY_NAME[name]
+    for name in STEP_KEYS:
+        opt = BY_NAME.get(name)
+        if opt is None or not opt.field.startswith("scheduling."):
+            continue
         value = opt.value.manifest(r, m.get(name), (*path, name))
         if value is not None:
             values[opt.field.rpartition(".")[2]] = value

@@ -240,8 +240,12 @@ OPTIONS: tuple[Option, ...] = (
            ".safetensors.", File(), None, "source.weights", "weights", frozenset({"pytorch"})),
     Option("output_names", "--output-name", "Name an output (repeatable, in order).", Names(),
            (), "source.output_names", "output_names", frozenset({"torchscript", "pytorch"})),
-    Option("dynamic_axes", "--dynamic-axis", "PyTorch->ONNX: another dynamic axis NAME:AXIS "
-           "(repeatable).", Axes(), None, "source.dynamic_axes", "dynamic_axes",
+    Option("dynamic_axes", "--dynamic-axis", "PyTorch: make input axis NAME:AXIS dynamic without "
+           "probing it (repeatable). Axes nobody names are decided by running the model at other "
+           "sizes (docs/pytorch.md).", Axes(), None, "source.dynamic_axes", "dynamic_axes",
+           frozenset({"pytorch"})),
+    Option("fixed_axes", "--fixed-axis", "PyTorch: keep input axis NAME:AXIS at the example's "
+           "size (repeatable), e.g. x:2.", Axes(), None, "source.fixed_axes", "fixed_axes",
            frozenset({"pytorch"})),
     Option("opset", "--opset", "ONNX opset of an export (PyTorch) or conversion (Keras, "
            "SavedModel: 17); for an ONNX file, convert it with ONNX's version converter (checked "

@@ -12,7 +12,6 @@ are ``packager/sources/hf_steps.py``; the server's Python needs the ``tokenizers
 
 from __future__ import annotations
 
-import importlib.metadata
 import tempfile
 from pathlib import Path
 
@@ -38,10 +37,12 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> Ensemb
     return EnsembleStep(model, -1, tuple(inputs.items()), tuple(outputs.items()))
 
 
-def _installed(dist: str) -> str:
-    """``dist==version`` of the installed distribution (pinned, so an image rebuilt later
-    tokenizes exactly as here)."""
-    return f"{dist}=={importlib.metadata.version(dist)}"
+def _target_pin(dist: str) -> str:
+    """``dist==version`` as the target image installs it (packager.releases): pinned, so an image
+    rebuilt later tokenizes the same, and chosen for the image's Python, not ours."""
+    from packager.releases import GENERATION_PACKAGES
+
+    return next(r for r in GENERATION_PACKAGES if r.partition("==")[0] == dist)
 
 
 def plan_text(folder: str | Path, o: BuildOptions) -> Plan:
@@ -76,7 +77,7 @@ def plan_text(folder: str | Path, o: BuildOptions) -> Plan:
             parameters={"max_length": str(info.max_length)},
             files={info.tokenizer.name: info.tokenizer},
             source_name=STEPS_FILE.name,
-            requires=(_installed("tokenizers"),),  # NVIDIA's image gets the same release
+            requires=(_target_pin("tokenizers"),),
         )
         plan.models.append(plan_step(tokenizer, o.version))
         model = o.replace(name=f"{name}_model", text=False, max_batch_size=mbs)

@@ -139,6 +139,18 @@ def served_copy(
             extra = "; KIND_GPU instance groups run as KIND_CPU" if moved else ""
             served_natively.append(f"{entry.name}: {was} served by {native[fmt]}{extra}")
             continue
+        if config.sequence_batching.state:
+            # The Python runtime takes its inputs from the request: an implicit state the
+            # server keeps would never reach the model ("Required inputs ... are missing").
+            from packager.errors import ServerError
+
+            raise ServerError(
+                f"model '{entry.name}' keeps implicit state ({was}, built with --stateful), "
+                "which only Triton's own backend can serve, and that backend is not available "
+                "here or turned off (native=False, TRITON_PACKAGER_NATIVE=0; `triton-packager "
+                "backends` says why, `--build` compiles it); or rebuild "
+                "the model without --stateful (the client then sends the state)"
+            )
         artifact = config.default_model_filename or FORMATS[fmt].artifact
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)

@@ -81,6 +81,8 @@ class SourceOptions:
     weights: str | Path | None = None  # state_dict file for a module reference
     output_names: tuple[str, ...] = ()
     dynamic_axes: Mapping[str, Sequence[int]] | None = None  # beyond the batch axis
+    # Input axes kept at the example's size without probing (PyTorch modules): name -> axes.
+    fixed_axes: Mapping[str, Sequence[int]] | None = None
     opset: int | None = None
     torchscript_mode: str = "trace"  # "trace" | "script"
     verify: bool = True  # compare the export/conversion with the original
@@ -175,6 +177,15 @@ def _unreadable(path: Path) -> str:
             load_proto(path, external=False)
         except SourceError as exc:
             return str(exc)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":  # the TensorFlow Lite flatbuffer identifier
+        return (
+            f"{path} is a TensorFlow Lite model (.tflite flatbuffer), which triton-packager does not "
+            "build: build the model it was converted from (a SavedModel folder or a Keras file), "
+            "or convert it to ONNX first (python -m tf2onnx.convert --tflite FILE --output "
+            "model.onnx) and build that"
+        )
     if zipfile.is_zipfile(path):
         return (
             f"{path} is a zip archive without TorchScript code (a torch.save() checkpoint?); "

@@ -125,6 +125,7 @@ SAMPLES: dict[str, tuple[list[str], object, object]] = {
     "weights": (["--weights", "FILE"], "FILE", "FILE"),
     "output_names": (["--output-name", "y"], ["y"], ["y"]),
     "dynamic_axes": (["--dynamic-axis", "x:2"], {"x": [2]}, {"x": [2]}),
+    "fixed_axes": (["--fixed-axis", "x:1"], {"x": [1]}, {"x": [1]}),
     "opset": (["--opset", "17"], 17, 17),
     "torchscript_mode": (["--torchscript-mode", "script"], "script", "script"),
     "verify": (["--no-verify"], False, False),

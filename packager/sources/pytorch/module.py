@@ -49,8 +49,10 @@ class PyTorchModuleSource:
             )
         weights = options.weights
         if weights:
-            load_weights(module, weights)
+            unused = load_weights(module, weights)
             source["weights"] = Path(weights).name
+            if unused:  # in the checkpoint but not in the model (e.g. training-only tensors)
+                source["weights_unused"] = unused
             source["weights_sha256"] = sha256_file(Path(weights))
         # build --prune: a pruned copy of the module is exported (packager.compress.prune)
         from packager.compress.prune import prune_for_export
@@ -64,6 +66,7 @@ class PyTorchModuleSource:
             input_specs=options.input_specs,
             output_names=options.output_names,
             dynamic_axes=options.dynamic_axes,
+            fixed_axes=options.fixed_axes,
             opset=options.opset,
             torchscript_mode=options.torchscript_mode,
             verify=options.verify,

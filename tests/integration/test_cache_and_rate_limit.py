@@ -136,3 +136,36 @@ def test_a_priority_queue_policy_is_loaded_and_both_levels_answer(server: LocalS
     assert (policy.default_timeout_microseconds, policy.max_queue_size) == (5_000_000, 4)
     assert policy.allow_timeout_override
     np.testing.assert_array_equal(high, low)
+
+
+@pytest.mark.parametrize(
+    ("block", "ours"),
+    [
+        ("sequence_batching { }", "does not support sequence batching"),
+        ("model_transaction_policy { decoupled: true }", "does not support decoupled"),
+    ],
+)
+def test_what_build_refuses_the_real_server_refuses_too(
+    start_server: StartServer, tmp_path: Path, block: str, ours: str
+) -> None:
+    """The rules of packager.spec mirror Triton's: the same config, written past our check,
+    is refused by the server at load."""
+    from packager.errors import ServerError
+    from packager.render import parse_config, render_config, spec_from_config
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    torch.onnx.export(net, (torch.randn(1, 4),), str(tmp_path / "m.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                      dynamo=False)  # fmt: skip
+    repo = tmp_path / "repo"
+    result = build(tmp_path / "m.onnx", name="bad", output=repo, kind="cpu",
+                   dynamic_batching=False, response_cache=True)  # fmt: skip
+    text = render_config(result.spec) + block + "\n"
+    with pytest.raises(Exception, match=ours):
+        spec_from_config(parse_config(text)).check()
+    (repo / "bad" / "config.pbtxt").write_text(text)
+    server = start_server(repo, model_control_mode="explicit")
+    with pytest.raises(ServerError, match="failed to load 'bad'"):
+        server.load_model("bad")
+    assert "Response Cache does not currently support model bad" in server.log_text()

@@ -219,9 +219,22 @@ def cpu_millicores(models: Iterable[ModelFootprint]) -> int:
     return _round_up(total, 100)
 
 
+def target_pins() -> dict[str, str]:
+    """Normalized name -> requirement of every package the target profile pins for its image."""
+    pins = [*rel.PYTHON_BACKEND_BASE, *rel.GENERATION_PACKAGES]
+    pins += [r for runtime in rel.PYTHON_BACKEND_RUNTIMES.values() for r in runtime]
+    return {requirement_name(r): r for r in pins}
+
+
 def pip_packages(models: Iterable[ModelFootprint], extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """Packages Python-backend models import, then ``extra``; an extra replaces a default pin."""
+    """Packages Python-backend models import, then ``extra``; an extra replaces a default pin.
+
+    A package the target profile pins is installed at the profile's version even where a build
+    recorded another (an older build recorded the versions installed on the build machine, e.g.
+    a transformers that needs a newer Python than the image has).
+    """
     auto: list[str] = []
+    pinned = target_pins()
     python_models = [m for m in models if m.python]
     if python_models:
         auto.extend(rel.PYTHON_BACKEND_BASE)
@@ -231,6 +244,7 @@ def pip_packages(models: Iterable[ModelFootprint], extra: Sequence[str] = ()) ->
         for m in python_models:
             for req in m.requires:  # recorded by the build: checked like --pip before use
                 check_requirement(req)
+                req = pinned.get(requirement_name(req), req)
                 if req not in auto:
                     auto.append(req)
     for req in extra:

@@ -219,16 +219,9 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
 
 
 def requirements() -> tuple[str, ...]:
-    """What ``model.py`` imports on a GPU host (NVIDIA's image installs them): torch of the
-    image's pin, and the transformers/tokenizers releases installed here (same decoding)."""
-    import importlib.metadata
+    """What ``model.py`` imports on a GPU host (the image built by ``docker`` installs them):
+    the target's torch, transformers and tokenizers, pinned for the image's Python (3.10), not
+    the versions installed here (transformers 5.21+ needs Python 3.11)."""
+    from packager.releases import GENERATION_PACKAGES, PYTHON_BACKEND_RUNTIMES
 
-    from packager.releases import PYTHON_BACKEND_RUNTIMES
-
-    out = list(PYTHON_BACKEND_RUNTIMES["torch"])
-    for dist in ("transformers", "tokenizers"):
-        try:
-            out.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(dist)
-    return tuple(out)
+    return (*PYTHON_BACKEND_RUNTIMES["torch"], *GENERATION_PACKAGES)

@@ -118,7 +118,87 @@ def step_problems(step: PythonStep) -> list[str]:
         out.append(f"kind must be 'function' or 'class', got {step.kind!r}")
         return out
     out.extend(_entry_problems(step))
+    out.extend(import_problems(step))
     return out
+
+
+# Modules a step may import without ``requires:``: the standard library, numpy (every image
+# gets it, releases.PYTHON_BACKEND_BASE) and the module Triton's Python backend provides.
+PROVIDED_MODULES = frozenset({"numpy", "triton_python_backend_utils"})
+# pip names whose import name differs from the normalized pip name.
+IMPORT_NAMES: Mapping[str, str] = {
+    "scikit_learn": "sklearn",
+    "pillow": "PIL",
+    "opencv_python": "cv2",
+    "opencv_python_headless": "cv2",
+    "pyyaml": "yaml",
+    "beautifulsoup4": "bs4",
+    "python_dateutil": "dateutil",
+    "onnxruntime_gpu": "onnxruntime",
+    "protobuf": "google",
+    "sentencepiece": "sentencepiece",
+}
+
+
+def requirement_module(requirement: str) -> str:
+    """The module a pip requirement most likely installs: ``scikit-learn>=1`` -> ``sklearn``."""
+    name = re.split(r"[<>=!~;\[ @]", requirement.strip(), maxsplit=1)[0]
+    norm = re.sub(r"[-_.]+", "_", name).lower()
+    return IMPORT_NAMES.get(norm, norm)
+
+
+def imported_modules(tree: ast.Module, entry: str | None = None) -> dict[str, int]:
+    """Top-level modules ``tree`` imports (absolute imports) -> first line: at module level and,
+    with ``entry``, inside that function or class only (one file may hold several steps, each
+    importing what it needs inside its own code). Imports guarded by ``try: ... except
+    ImportError`` (optional ones) are left out."""
+    found: dict[str, int] = {}
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+    def visit(node: ast.AST, guarded: bool) -> None:
+        if isinstance(node, ast.Try):
+            catches = {ast.unparse(h.type) if h.type is not None else "" for h in node.handlers}
+            optional = bool(catches & {"ImportError", "ModuleNotFoundError", "Exception", ""})
+            for stmt in node.body:
+                visit(stmt, guarded or optional)
+            rest: list[ast.AST] = [*node.handlers, *node.orelse, *node.finalbody]
+            for other in rest:
+                visit(other, guarded)
+            return
+        if not guarded and isinstance(node, ast.Import):
+            for alias in node.names:
+                found.setdefault(alias.name.split(".")[0], node.lineno)
+        elif not guarded and isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.setdefault(node.module.split(".")[0], node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    for top in tree.body:
+        if entry is not None and isinstance(top, defs) and top.name != entry:
+            continue  # another step's code
+        visit(top, False)
+    return found
+
+
+def import_problems(step: PythonStep) -> list[str]:
+    """Imports of ``step``'s file that neither the image nor its ``requires:`` provide: the
+    server would fail to load the step, and ``docker``/``k8s`` images would not install them."""
+    path = Path(step.file)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []  # reported by _entry_problems
+    declared = {requirement_module(r) for r in step.requires}
+    shipped = {Path(name).stem for name in step.files if name.endswith(".py")}
+    allowed = set(sys.stdlib_module_names) | PROVIDED_MODULES | declared | shipped
+    imported = imported_modules(tree, step.entry)
+    missing = {m: line for m, line in imported.items() if m not in allowed}
+    return [
+        f"{path}:{line}: imports {module!r}, which the step's requires: does not list (the "
+        "Triton image has only the standard library and numpy); add the pip package, e.g. "
+        f"requires: [{module}], so that the server and the docker/k8s images get it"
+        for module, line in sorted(missing.items(), key=lambda kv: kv[1])
+    ]
 
 
 def _entry_problems(step: PythonStep) -> list[str]:

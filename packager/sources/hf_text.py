@@ -31,12 +31,12 @@ if TYPE_CHECKING:
 STEPS_FILE = Path(__file__).with_name("hf_steps.py")
 
 
-def _installed(dist: str) -> str:
-    """``dist==version`` of the installed distribution (pinned, so an image rebuilt later
-    tokenizes exactly as here)."""
-    import importlib.metadata
+def _target_pin(dist: str) -> str:
+    """``dist==version`` as the target image installs it (packager.releases): pinned, so an image
+    rebuilt later tokenizes the same, and chosen for the image's Python, not ours."""
+    from packager.releases import GENERATION_PACKAGES
 
-    return f"{dist}=={importlib.metadata.version(dist)}"
+    return next(r for r in GENERATION_PACKAGES if r.partition("==")[0] == dist)
 
 
 def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def text_manifest(folder: Path, options: BuildOptions, work: Path) -> dict[str, 
             "dynamic_batching": batching,
             "parameters": {"max_length": str(info.max_length)},
             "files": [str(info.tokenizer)],
-            "requires": [_installed("tokenizers")],  # NVIDIA's image gets the same release
+            "requires": [_target_pin("tokenizers")],
             "inputs": [{"name": "TEXT", "dtype": "BYTES", "dims": [1]}],
             "outputs": ids + mask,
         }

@@ -405,7 +405,7 @@ def test_vllm_docker_and_k8s_assets(folders: dict[str, Path], tmp_path: Path) ->
     assert '"device=0,1"' in " ".join(assets.run_command) and assets.notes == ()
     with pytest.raises(PackagerError, match="chat needs 2"):
         render_docker(repo, tmp_path / "docker", gpus="0")
-    manifests = render_k8s(repo, K8sOptions("s3://bucket/models", gpus_per_replica=2))
+    manifests = render_k8s(repo, K8sOptions("pvc://models/repo", gpus_per_replica=2))
     deployment = yaml.safe_load(manifests.files["deployment.yaml"])
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == NGC_VLLM_IMAGE

@@ -8,6 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from packager.errors import PackagerError
+from packager.scheduling import (
+    RateLimiter,
+    RateLimitResource,
+    SchedulingOptions,
+    SequenceBatching,
+    SequenceControl,
+    SequenceState,
+)
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -29,6 +37,12 @@ __all__ = [
     "ModelSpec",
     "PackagerError",
     "QueuePolicy",
+    "RateLimitResource",
+    "RateLimiter",
+    "SchedulingOptions",
+    "SequenceBatching",
+    "SequenceControl",
+    "SequenceState",
     "SourceOptions",
     "TensorSpec",
     "VersionPolicy",

@@ -62,31 +62,37 @@ def build(model: str | None, manifest: str | None, as_json: bool, **params: Any)
 
     options = BuildOptions.from_kwargs(**cli_values(params, bad))
     result = build_model(model, options)
+    if options.text and as_json:  # the shape of `build -f --json` (docs/cli.md)
+        models = [
+            {"name": m.name, "kind": m.kind, "version": m.version, "runtime": m.spec.runtime}
+            for m in result.models
+        ]
+        doc = {"model": options.name, "dry_run": options.dry_run, "models": models}
+        click.echo(json.dumps(doc, indent=2))
+        return
     if options.text:
         for m in result.models:
             where = f"version {m.version}" if m.written is not None else "(dry run)"
             click.echo(f"built {m.name} {where} ({m.kind}, {m.spec.runtime})")
         click.echo(f"send text: Client(URL).infer({options.name!r}, ['a sentence', ...])")
         return
+    if as_json:  # one object, dry run or not (docs/cli.md)
+        written = result.written
+        doc = {
+            "model": result.spec.name,
+            "dry_run": written is None,
+            "version": None if written is None else written.version,
+            "model_dir": None if written is None else str(written.model_dir),
+            "files": [] if written is None else list(written.files),
+            "config": result.config,
+            "record": result.record,
+        }
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
     if options.dry_run:
         click.echo(result.config, nl=False)
         return
     assert result.written is not None
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "model": result.spec.name,
-                    "version": result.written.version,
-                    "model_dir": str(result.written.model_dir),
-                    "files": list(result.written.files),
-                    "record": result.record,
-                },
-                indent=2,
-                default=str,
-            )
-        )
-        return
     click.echo(
         f"built {result.spec.name} version {result.written.version} "
         f"({result.spec.runtime}, max_batch_size {result.spec.max_batch_size}) in {result.written.model_dir}"

@@ -199,6 +199,11 @@ def test_text_pipeline_words_served_equal_in_process(
     assert served.features == ["The", "weather", "is", "lovely", "today", "."]
     assert served.kind == "text" and served.exact and served.evaluations == 2**6
     assert served.target == local.target
+    from tests.support.hf_models import LABELS
+
+    # Issue 32: the class's name (the pipeline's LABEL output), not only PROBS[index].
+    assert served.target_label == LABELS[served.target] and local.target_label is None
+    assert f"sentiment: PROBS[{served.target_label}] explained by 6 text" in served.summary()
     print(f"text, baseline {baseline}: {np.round(served.attributions, 5)}")
     np.testing.assert_allclose(served.attributions, local.attributions, atol=1e-4)
     assert abs(served.additivity_gap) < 1e-6

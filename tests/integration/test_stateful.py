@@ -280,3 +280,21 @@ def test_a_python_step_gets_the_sequence_id_and_flags(server: LocalServer) -> No
         (2.0, [0, 0]), (20.0, [0, 0]),
         (3.0, [0, 1]), (30.0, [0, 1]),
     ]  # fmt: skip
+
+
+def test_the_infer_command_sends_sequence_flags(server: LocalServer, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from packager.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((1, SAMPLES), np.float32))
+    np.save(tmp_path / "sr.npy", np.array([16000], np.int64))
+    base = ["infer", "vad", "--url", server.http_url, "--input-file", f"input={tmp_path / 'x.npy'}",
+            "--input-file", f"sr={tmp_path / 'sr.npy'}"]  # fmt: skip
+    runner = CliRunner()
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1", "--sequence-start"])
+    assert r.exit_code == 0 and "output: float32 [1, 1]" in r.output, r.output
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1", "--sequence-end"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1"])  # ended: the server says so
+    assert r.exit_code == 1 and "sequence_start=True" in r.output, r.output

@@ -398,7 +398,7 @@ def plan_sequences(
         o.sequence_idle_us,
         controls,
         tuple(states),
-        (o.max_candidate_sequences or DEFAULT_CANDIDATE_SEQUENCES) if oldest else 0,
+        o.max_candidate_sequences or (DEFAULT_CANDIDATE_SEQUENCES if oldest else 0),
     )
     return SequencePlan(batching, frozenset(hidden_in), frozenset(hidden_out), tuple(notes))
 

@@ -40,10 +40,11 @@ from packager.commands._options import shapes as parse_shapes
     "--shape",
     "shapes",
     multiple=True,
-    metavar="NAME:DIMS",
+    metavar="[MODEL.]INPUT:DIMS",
     callback=parse_shapes,
-    help="Dims of input NAME without the batch dim, e.g. input_ids:128: sizes the activations "
-    "of inputs with dynamic dims (repeatable).",
+    help="Dims of an input without the batch dim, all of them (e.g. input_ids:128, or "
+    "detector.image:3,480,640 for one model only): sizes the activations of inputs with "
+    "dynamic dims (repeatable).",
 )
 @click.option(
     "--margin",

@@ -73,6 +73,7 @@ class OpenAIService:
 
         self.host = host
         self.port = port or free_port(host)
+        self.api_keys = api_keys
         app = create_app(url, repository=repository, api_keys=api_keys)
         # asyncio's own loop (grpc.aio's supported one); httptools parses HTTP when installed
         # (the openai extra brings it), else h11.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -684,8 +685,15 @@ def _make_wrapper(job: _Job) -> Any:
         outputs = f"({', '.join(access)})"
     source = _WRAPPER_SOURCE.format(params=params, returns=returns, call=call, outputs=outputs)
     name = f"packager_export_wrapper_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-    path = job.workdir / f"{name}.py"
-    path.write_text(source)
+    # A path that depends only on the source: TorchScript's debug records name the file, and
+    # a fresh temporary folder per export would make two exports of one model differ.
+    folder = Path(tempfile.gettempdir()) / "triton-packager-wrappers"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        part = path.with_name(f"{name}.{os.getpid()}.part")
+        part.write_text(source)
+        os.replace(part, path)  # atomic: a concurrent export reads a whole file
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a file we just wrote
         raise ExportError(f"cannot load the generated wrapper {path}")

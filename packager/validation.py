@@ -1,7 +1,9 @@
 """``packager.validate``: check an existing model repository, model by model.
 
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
-folder; there is at least one version folder and each holds the model file; checksums match;
+folder; there is at least one version folder and each holds the model file; checksums match
+(the model-level SHA256SUMS covers config.pbtxt and label files, each version's covers every file
+of the version); no compiled Python (``__pycache__``, ``.pyc``) is anywhere in a model folder;
 the config's tensors agree with the model file (ONNX) and its external data files are there
 and complete; every version's artifact loads in the target container (``releases.TARGET``:
 ONNX checker, opset, IR, operators through a session of the container's ONNX Runtime); ensembles
@@ -18,16 +20,18 @@ from typing import Any
 
 from packager import spec as specs
 from packager.errors import PackagerError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE, of_config
 from packager.render import spec_from_config
 from packager.repository import (
     CONFIG,
     STAGING_PREFIX,
+    bytecode_problems,
     list_models,
     read_config,
     verify_checksums,
+    verify_model_checksums,
     versions,
 )
-from packager.sources.formats import FORMATS, PYTHON_FILE, of_config
 
 
 @dataclass
@@ -103,6 +107,9 @@ def validate(repository: str | Path, *, checksums: bool = True) -> ValidationRep
 def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report = ModelReport(model_dir.name)
     report.problems.extend(_symlink_problems(model_dir))
+    report.problems.extend(bytecode_problems(model_dir))
+    if checksums:
+        report.problems.extend(verify_model_checksums(model_dir))
     try:
         config = read_config(model_dir)
     except PackagerError as exc:
@@ -124,7 +131,7 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
         report.problems.append("no version folder (a positive integer such as 1/)")
     for v in report.versions:
         vdir = model_dir / str(v)
-        if checksums and spec.runtime != "ensemble":
+        if checksums:  # every version, ensembles too: every file Triton or Python reads
             report.problems.extend(verify_checksums(vdir))
         problems, notes = version_problems(spec, vdir)
         report.problems.extend(problems)

@@ -62,6 +62,13 @@ def _jsonable(array: Any) -> Any:
     default=None,
     help="Write each output to DIR/NAME.npy instead of printing it.",
 )
+@click.option(
+    "--sequence-id",
+    default=None,
+    help="Stateful models: the sequence this request belongs to (an integer or a string).",
+)
+@click.option("--sequence-start", is_flag=True, help="This request starts the sequence.")
+@click.option("--sequence-end", is_flag=True, help="This request ends the sequence.")
 @INPUT_RENAMED
 @renamed("--output", "--select-output", "outputs", multiple=True)
 def infer(
@@ -76,6 +83,9 @@ def infer(
     timeout_s: float,
     as_json: bool,
     output_dir: Path | None,
+    sequence_id: str | None,
+    sequence_start: bool,
+    sequence_end: bool,
 ) -> None:
     """Send inputs from .npy files to MODEL on a running server and show its outputs.
 
@@ -95,6 +105,16 @@ def infer(
         raise click.UsageError("--json and --output-dir exclude each other")
     inputs = load_inputs(input_specs)
     kwargs: dict[str, Any] = {"version": version, "outputs": list(outputs) or None}
+    if sequence_id is not None or sequence_start or sequence_end:
+        if split:
+            raise click.UsageError("--split sends several requests; a sequence takes one per call")
+        # Triton's sequence ids are integers or strings: digits mean an integer.
+        sid = sequence_id or ""
+        kwargs.update(
+            sequence_id=int(sid) if sid.isdigit() else sid,
+            sequence_start=sequence_start,
+            sequence_end=sequence_end,
+        )
     with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
         if sample:
             result = client.infer_sample(model, inputs, **kwargs)

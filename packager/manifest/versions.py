@@ -21,11 +21,13 @@ from packager.render import parse_config, render_config, spec_from_config
 from packager.repository import (
     CHECKSUMS,
     CONFIG,
+    bytecode_problems,
     list_models,
     read_config,
     read_record,
     rewrite_model,
     verify_checksums,
+    verify_model_checksums,
     versions,
 )
 from packager.spec import VersionPolicy
@@ -53,6 +55,9 @@ class VersionsReport:
     policy: VersionPolicy
     policy_is_default: bool
     versions: tuple[VersionInfo, ...]
+    # The model-level SHA256SUMS (config.pbtxt, label files) and compiled Python anywhere in the
+    # model: the config serves every version, so a change there concerns them all.
+    model_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +67,8 @@ class VersionsReport:
             "version_policy": str(self.policy),
             "policy_is_default": self.policy_is_default,
             "served": [v.version for v in self.versions if v.served],
+            "model_checksums_ok": not self.model_problems,
+            "model_problems": list(self.model_problems),
             "versions": [
                 {
                     "version": v.version,
@@ -80,13 +87,7 @@ class VersionsReport:
 
 def served_versions(policy: VersionPolicy | None, available: Sequence[int]) -> list[int]:
     """The versions Triton loads under ``policy`` (None = Triton's default, latest:1)."""
-    policy = policy or DEFAULT_POLICY
-    have = sorted(available)
-    if policy.kind == "all":
-        return have
-    if policy.kind == "specific":
-        return [v for v in have if v in policy.versions]
-    return have[-policy.num_versions :] if policy.num_versions > 0 else []
+    return (policy or DEFAULT_POLICY).served(available)
 
 
 def _model_dir(repo: Path | str, name: str) -> Path:
@@ -134,6 +135,7 @@ def list_versions(repo: Path | str, name: str) -> VersionsReport:
         spec.version_policy or DEFAULT_POLICY,
         spec.version_policy is None,
         tuple(infos),
+        tuple(bytecode_problems(model_dir) + verify_model_checksums(model_dir)),
     )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from packager.errors import ServerError
-from packager.releases import PYTRITON_VERSION, TRITON_VERSION
+from packager.releases import PYTRITON_VERSION, TRITON_VERSION, cache_root
 from packager.serve import stub_env
 
 PYTRITON_DIST = "nvidia-pytriton"
@@ -64,15 +64,6 @@ def tritonserver_binary() -> Path:
             "`pip install --force-reinstall --no-deps nvidia-pytriton==0.7.0`"
         )
     return binary
-
-
-def cache_root() -> Path:
-    """The cache folder: ``$TRITON_PACKAGER_CACHE``, else ``$XDG_CACHE_HOME/triton-packager``."""
-    env = os.environ.get("TRITON_PACKAGER_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "triton-packager"
 
 
 def pytriton_libs() -> Path:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import ServerError
+from packager.formats import FORMATS
 from packager.releases import NGC_RELEASE, TRITON_SOURCE_BRANCH, TRITON_VERSION
 
 DISABLE_ENV = "TRITON_PACKAGER_NATIVE"  # "0" / "off": every native model via the Python runtime
@@ -63,30 +64,22 @@ class NativeBackend:
     """One of Triton's own backends that can be compiled for the embedded server."""
 
     name: str  # folder under --backend-directory (= the config's backend)
-    format: str  # packager.sources.formats name of the models it runs
+    format: str  # packager.formats name of the models it runs
     runtime: str  # the Python distribution whose shared library it links
     source: str  # its folder inside the archive
     target: str  # its CMake target
     library: str  # the file that target builds
 
 
+# How each format's backend is compiled from third_party/: (source folder, CMake target, library).
+# Its name and runtime come from the one format table (packager.formats.FORMATS).
+_COMPILED = {
+    "onnx": ("onnxruntime_backend", "triton-onnxruntime-backend", "libtriton_onnxruntime.so"),
+    "torchscript": ("pytorch_backend", "triton-pytorch-backend", "libtriton_pytorch.so"),
+}
 BACKENDS: dict[str, NativeBackend] = {
-    "onnx": NativeBackend(
-        "onnxruntime",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime_backend",
-        "triton-onnxruntime-backend",
-        "libtriton_onnxruntime.so",
-    ),
-    "torchscript": NativeBackend(
-        "pytorch",
-        "torchscript",
-        "torch",
-        "pytorch_backend",
-        "triton-pytorch-backend",
-        "libtriton_pytorch.so",
-    ),
+    fmt: NativeBackend(FORMATS[fmt].backend, fmt, FORMATS[fmt].runtime, *compiled)
+    for fmt, compiled in _COMPILED.items()
 }
 
 
@@ -264,7 +257,7 @@ def _python_include() -> Path:
 
 def cache_folder(backend: NativeBackend) -> Path:
     """Where ``backend`` is (or will be) built for this environment."""
-    from packager.serve.embedded import cache_root
+    from packager.releases import cache_root
 
     runtime = _runtime(backend)
     key = hashlib.sha256(

@@ -293,7 +293,14 @@ class LocalServer:
 
     def _launch(self, repository: Path, backends: Path, attempt: int) -> None:
         assert self._workdir is not None
-        ports = [p or free_port(self.host) for p in self._wanted_ports]
+        ports: list[int] = []
+        for wanted in self._wanted_ports:
+            port = wanted or free_port(self.host)
+            # The OS may hand out the same free port twice in a row: three distinct ones,
+            # or the server fails to bind its second endpoint.
+            while not wanted and port in ports:
+                port = free_port(self.host)
+            ports.append(port)
         self.http_port, self.grpc_port, self.metrics_port = ports
         args = [
             str(tritonserver_binary()),

@@ -24,7 +24,7 @@ import numpy as np
 
 from packager.errors import SourceError
 from packager.repository import sha256_file
-from packager.sources import LoadedModel, register
+from packager.sources import LoadedModel, SourceOptions, register
 from packager.sources.tf_graph import (
     DEFAULT_SIGNATURE,
     convert_and_verify,
@@ -234,8 +234,8 @@ class KerasSource:
     def sniff(self, ref: Any) -> bool:
         return is_keras_file(ref)
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
-        check_format(options.get("format"), self.name)
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
+        check_format(options.format, self.name)
         path = Path(ref)
         model = load_keras(path)
         workdir = new_workdir()

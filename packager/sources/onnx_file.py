@@ -16,10 +16,10 @@ from typing import Any
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE
 from packager.repository import CHECKSUMS, CONFIG, RECORD, sha256_file
-from packager.sources import LoadedModel, Signature, register
+from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources import onnx_external as ext
-from packager.sources.formats import FORMATS, PYTHON_FILE
 from packager.sources.onnx_edits import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 
@@ -51,7 +51,7 @@ class OnnxSource:
             return False
         return True
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         path = Path(ref)
         model = load_proto(path, external=False)
         workdir = tempfile.TemporaryDirectory(prefix="tp-onnx-")
@@ -65,7 +65,7 @@ class OnnxSource:
                 files[FMT.artifact] = Path(workdir.name) / FMT.artifact
                 _save(model, files[FMT.artifact])  # external tensors keep their references
             converted = None
-            if options.get("opset") is not None:
+            if options.opset is not None:
                 model, converted = _convert(model, files, path, options, Path(workdir.name))
         except BaseException:
             workdir.cleanup()
@@ -91,7 +91,7 @@ class OnnxSource:
 
 
 def _convert(
-    model: Any, files: dict[str, Path], path: Path, options: Mapping[str, Any], workdir: Path
+    model: Any, files: dict[str, Path], path: Path, options: SourceOptions, workdir: Path
 ) -> tuple[Any, dict[str, Any] | None]:
     """``--opset N``: convert with ONNX's version converter, then compare with the source model.
 
@@ -99,7 +99,7 @@ def _convert(
     """
     from packager.sources import onnx_target
 
-    opset = int(options["opset"])
+    opset = int(options.opset or 0)
     before = next((d.version for d in model.opset_import if d.domain in ("", "ai.onnx")), None)
     if before == opset and model.ir_version <= onnx_target.TARGET.onnx_ir:
         return model, None
@@ -116,7 +116,7 @@ def _convert(
     _save(converted, target)
     files[FMT.artifact] = target
     record: dict[str, Any] = {"from_opset": before, "to_opset": opset}
-    if options.get("verify", True):
+    if options.verify:
         record["verification"] = _verify_conversion(source, target, model, options)
     else:
         record["verification"] = {"skipped": True}
@@ -124,14 +124,14 @@ def _convert(
 
 
 def _verify_conversion(
-    source: Path, converted: Path, model: Any, options: Mapping[str, Any]
+    source: Path, converted: Path, model: Any, options: SourceOptions
 ) -> dict[str, Any]:
     """Run the source and the converted model (in-process ONNX Runtime) on the same inputs."""
     from packager.sources.inputs import load_npz, random_inputs
     from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, onnx_runner, verify
 
     sig = signature_of(model, source)
-    example = options.get("example_inputs")
+    example = options.example
     inputs = load_npz(example) if isinstance(example, (str, Path)) else (
         dict(example) if isinstance(example, Mapping) else random_inputs(sig.inputs, None)
     )  # fmt: skip
@@ -142,11 +142,11 @@ def _verify_conversion(
             f"--opset: cannot run {source.name} with this environment's ONNX Runtime to compare "
             f"the conversion ({str(exc).strip().splitlines()[0]}); pass --no-verify to skip"
         ) from exc
-    atol = options.get("atol") or DEFAULT_ATOL
-    rtol = options.get("rtol") or DEFAULT_RTOL
+    atol = options.atol or DEFAULT_ATOL
+    rtol = options.rtol or DEFAULT_RTOL
     report = verify(
         reference, onnx_runner(converted), [("random" if example is None else "example", inputs)],
-        atol=atol, rtol=rtol, what=f"model converted to opset {options['opset']}",
+        atol=atol, rtol=rtol, what=f"model converted to opset {options.opset}",
     )  # fmt: skip
     worst = max((c.max_abs_err for c in report.checks), default=0.0)
     return {"atol": atol, "rtol": rtol, "max_abs_err": worst, "passed": report.passed}

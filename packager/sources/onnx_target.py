@@ -86,7 +86,7 @@ class TargetCheck:
 
 def runtime_folder() -> Path:
     """``<cache>/runtimes/onnxruntime-1.19.2-cp311``: the target's wheel for this Python."""
-    from packager.serve.embedded import cache_root
+    from packager.releases import cache_root
 
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     return cache_root() / "runtimes" / f"onnxruntime-{TARGET.onnxruntime}-{tag}"
@@ -181,6 +181,9 @@ def check(path: Path, label: str | None = None, *, session: bool = True) -> Targ
         result.unchecked = f"no session was created with the container's ONNX Runtime: {why}"
         return _with_checker(result, label)
     version, error = _session(path, site)
+    if version is None:  # the check itself could not run: say so, refuse nothing
+        result.unchecked = f"no session was created with the container's ONNX Runtime: {error}"
+        return _with_checker(result, label)
     result.runtime = f"onnxruntime {version}"
     if version != TARGET.onnxruntime:
         result.unchecked = f"the cached runtime is onnxruntime {version}, not {TARGET.onnxruntime}"
@@ -295,10 +298,11 @@ def _nodes(graph: Any) -> Iterator[Any]:
                 yield from _nodes(g)
 
 
-def _session(path: Path, site: Path) -> tuple[str, str | None]:
-    """(runtime version, error or None) of a session created by the target's runtime; cached."""
+def _session(path: Path, site: Path) -> tuple[str | None, str | None]:
+    """(runtime version, error or None) of a session created by the target's runtime; cached.
+    The version is None when the subprocess itself failed (then the error says why)."""
+    from packager.releases import cache_root
     from packager.repository import sha256_file
-    from packager.serve.embedded import cache_root
 
     digest = hashlib.sha256(sha256_file(path).encode())
     for data in sorted(p for p in path.parent.iterdir() if p.is_file() and p != path):
@@ -318,12 +322,14 @@ def _session(path: Path, site: Path) -> tuple[str, str | None]:
             capture_output=True, text=True, env=env, timeout=_SESSION_TIMEOUT_S, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return TARGET.onnxruntime, f"creating a session took over {_SESSION_TIMEOUT_S} s"
+        return None, f"creating a session took over {_SESSION_TIMEOUT_S} s"
     try:
         got = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
+        if done.returncode < 0:  # killed by a signal while loading: the container's would be too
+            return TARGET.onnxruntime, f"the runtime crashed loading it (signal {-done.returncode})"
         tail = " ".join(done.stderr.strip().splitlines()[-2:])
-        return TARGET.onnxruntime, f"the session process failed (exit {done.returncode}): {tail}"
+        return None, f"the session process failed (exit {done.returncode}): {tail}"
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(got), encoding="utf-8")

@@ -31,8 +31,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
-from packager.sources import LoadedModel, Signature
-from packager.sources.formats import FORMATS
+from packager.formats import FORMATS
+from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.sources.inputs import random_inputs, resolve_examples
 from packager.sources.progress import slow_step
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, Runner, onnx_runner, verify
@@ -310,7 +310,7 @@ def _per_sample(specs: Sequence[TensorSpec], batched: bool) -> list[TensorSpec]:
 def convert_and_verify(
     model: GraphModel,
     reference: Runner,
-    options: Mapping[str, Any],
+    options: SourceOptions,
     record: dict[str, Any],
     workdir: tempfile.TemporaryDirectory[str],
 ) -> LoadedModel:
@@ -319,16 +319,16 @@ def convert_and_verify(
 
     artifact = Path(workdir.name) / FMT.artifact
     with slow_step("converting to ONNX (tf2onnx)"):
-        facts = to_onnx(model, artifact, options.get("opset"))
+        facts = to_onnx(model, artifact, options.opset)
     signature = signature_of(load_proto(artifact, external=False), artifact)
     _check_names(model, signature)
     record = {**record, "tensorflow": facts}
-    if options.get("verify", True) is False:
+    if not options.verify:
         record["verification"] = {"skipped": True}
     else:
-        atol = DEFAULT_ATOL if options.get("atol") is None else float(options["atol"])
-        rtol = DEFAULT_RTOL if options.get("rtol") is None else float(options["rtol"])
-        cases = verification_cases(model.specs, options.get("example_inputs"))
+        atol = DEFAULT_ATOL if options.atol is None else float(options.atol)
+        rtol = DEFAULT_RTOL if options.rtol is None else float(options.rtol)
+        cases = verification_cases(model.specs, options.example)
         candidate = onnx_runner(artifact, list(model.outputs))
         with slow_step("verifying the conversion against TensorFlow"):
             report = verify(

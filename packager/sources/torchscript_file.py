@@ -27,9 +27,9 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import PackagerError, SourceError
+from packager.formats import FORMATS
 from packager.repository import sha256_file
-from packager.sources import LoadedModel, Signature, register
-from packager.sources.formats import FORMATS
+from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources.inputs import parse_tensor_arg, resolve_examples
 from packager.spec import TensorSpec
 
@@ -57,7 +57,7 @@ class TorchScriptSource:
             isinstance(ref, (str, Path)) and Path(ref).is_file() and is_torchscript_zip(Path(ref))
         )
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         import torch
 
         path = Path(ref)
@@ -68,10 +68,9 @@ class TorchScriptSource:
         except Exception as exc:
             raise SourceError(f"{path} cannot be loaded by torch.jit.load: {exc}") from exc
         specs = [
-            s if isinstance(s, TensorSpec) else parse_tensor_arg(s)
-            for s in options.get("input_specs") or ()
+            s if isinstance(s, TensorSpec) else parse_tensor_arg(s) for s in options.input_specs
         ]
-        examples = options.get("example_inputs")
+        examples = options.example
         if not specs and examples is None:
             raise SourceError(
                 "a TorchScript file does not record its inputs: give --input NAME:DTYPE:DIMS "
@@ -80,7 +79,7 @@ class TorchScriptSource:
         _check_tensor_args(module, path)
         arg_names = _forward_args(module)
         arrays = None if examples is None else resolve_examples(examples)
-        batching = options.get("max_batch_size", None) != 0
+        batching = options.max_batch_size != 0
         inputs = specs or _specs_from_examples(arrays or {}, arg_names)
         _check_input_names(inputs, arg_names)
         probe_order = _positional(inputs, arg_names)
@@ -93,7 +92,7 @@ class TorchScriptSource:
             probe_order = run.find_free_axes(example)
             run = _Runner(module, probe_order, batching)
             inputs = [next(t for t in probe_order if t.name == s.name) for s in inputs]
-        outputs = _output_specs(run, example, options.get("output_names"))
+        outputs = _output_specs(run, example, options.output_names)
         full_inputs = tuple(
             TensorSpec(t.name, t.dtype, ((-1,) if batching else ()) + t.dims) for t in inputs
         )

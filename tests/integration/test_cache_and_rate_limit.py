@@ -1,5 +1,6 @@
 """Triton's response cache and rate limiter on the real embedded tritonserver.
 
+- a model with a priority queue policy loads on the server and answers at both levels;
 - a model built with ``response_cache=True``: repeated requests are answered from the cache
   (hit counters in the statistics and on the metrics port), byte-identical to the first answer;
   LocalServer passed ``--cache-config`` by itself;
@@ -23,6 +24,7 @@ from packager.builder import build
 from packager.client import Client
 from packager.manifest.builder import build_manifest
 from packager.serve.server import LocalServer
+from packager.spec import QueuePolicy
 from tests.conftest import StartServer
 
 torch = pytest.importorskip("torch")
@@ -58,6 +60,9 @@ def server(start_server: StartServer, tmp_path_factory: pytest.TempPathFactory) 
     )  # fmt: skip
     repo = root / "repo"
     build(root / "mlp.onnx", name="cached", output=repo, response_cache=True, kind="cpu")
+    build(root / "mlp.onnx", name="prioritized", output=repo, kind="cpu", priority_levels=2,
+          default_priority_level=2,
+          priority_queue_policies=[(1, QueuePolicy("REJECT", 5_000_000, True, 4))])  # fmt: skip
     (root / "step.py").write_text(STEP)
     steps = [
         {
@@ -118,3 +123,49 @@ def test_models_sharing_one_resource_unit_never_execute_at_once(
     spans.sort()
     overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
     assert overlaps == [], f"{len(overlaps)} executions overlapped"
+
+
+def test_a_priority_queue_policy_is_loaded_and_both_levels_answer(server: LocalServer) -> None:
+    x = np.ones((2, 16), np.float32)
+    with Client(server.http_url) as client:
+        db = client.config("prioritized").dynamic_batching  # as the server loaded it
+        high = client.infer("prioritized", {"x": x}, priority=1)["y"]
+        low = client.infer("prioritized", {"x": x}, priority=2)["y"]
+    policy = db.priority_queue_policy[1]
+    assert (db.priority_levels, db.default_priority_level) == (2, 2)
+    assert (policy.default_timeout_microseconds, policy.max_queue_size) == (5_000_000, 4)
+    assert policy.allow_timeout_override
+    np.testing.assert_array_equal(high, low)
+
+
+@pytest.mark.parametrize(
+    ("block", "ours"),
+    [
+        ("sequence_batching { }", "does not support sequence batching"),
+        ("model_transaction_policy { decoupled: true }", "does not support decoupled"),
+    ],
+)
+def test_what_build_refuses_the_real_server_refuses_too(
+    start_server: StartServer, tmp_path: Path, block: str, ours: str
+) -> None:
+    """The rules of packager.spec mirror Triton's: the same config, written past our check,
+    is refused by the server at load."""
+    from packager.errors import ServerError
+    from packager.render import parse_config, render_config, spec_from_config
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 2)
+    torch.onnx.export(net, (torch.randn(1, 4),), str(tmp_path / "m.onnx"), input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "b"}, "y": {0: "b"}},
+                      dynamo=False)  # fmt: skip
+    repo = tmp_path / "repo"
+    result = build(tmp_path / "m.onnx", name="bad", output=repo, kind="cpu",
+                   dynamic_batching=False, response_cache=True)  # fmt: skip
+    text = render_config(result.spec) + block + "\n"
+    with pytest.raises(Exception, match=ours):
+        spec_from_config(parse_config(text)).check()
+    (repo / "bad" / "config.pbtxt").write_text(text)
+    server = start_server(repo, model_control_mode="explicit")
+    with pytest.raises(ServerError, match="failed to load 'bad'"):
+        server.load_model("bad")
+    assert "Response Cache does not currently support model bad" in server.log_text()

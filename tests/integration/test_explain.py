@@ -100,13 +100,11 @@ def classifier_folder(target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(start_server: StartServer, files: dict[str, Path]) -> LocalServer:
-    from packager.sources.hf_text import build_text_pipeline
-
     repo = files["root"] / "repo"
     for name in ("affine", "mlp", "image"):
         build(files[name], name=name, output=repo)
-    build_text_pipeline(
-        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo)
+    build(
+        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo, text=True)
     )
     return start_server(repo)
 
@@ -201,6 +199,11 @@ def test_text_pipeline_words_served_equal_in_process(
     assert served.features == ["The", "weather", "is", "lovely", "today", "."]
     assert served.kind == "text" and served.exact and served.evaluations == 2**6
     assert served.target == local.target
+    from tests.support.hf_models import LABELS
+
+    # Issue 32: the class's name (the pipeline's LABEL output), not only PROBS[index].
+    assert served.target_label == LABELS[served.target] and local.target_label is None
+    assert f"sentiment: PROBS[{served.target_label}] explained by 6 text" in served.summary()
     print(f"text, baseline {baseline}: {np.round(served.attributions, 5)}")
     np.testing.assert_allclose(served.attributions, local.attributions, atol=1e-4)
     assert abs(served.additivity_gap) < 1e-6

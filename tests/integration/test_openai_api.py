@@ -17,7 +17,6 @@ import pytest
 from packager.builder import build
 from packager.openai_api import OpenAIService
 from packager.serve.server import LocalServer
-from packager.sources.hf_text import build_text_pipeline
 from tests.conftest import StartServer
 from tests.integration.test_generate import metric
 from tests.support import hf_models
@@ -55,12 +54,11 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def served(
     folders: dict[str, Path], tmp_path_factory: pytest.TempPathFactory, start_server: StartServer
 ) -> Iterator[tuple[LocalServer, OpenAIService]]:
-    from packager.builder import BuildOptions
 
     repo = tmp_path_factory.mktemp("openai-repo")
     for name, folder in folders.items():
         build(folder, name=name, output=repo)
-    build_text_pipeline(hf_models.minilm_folder(), BuildOptions("minilm", output=repo))
+    build(hf_models.minilm_folder(), name="minilm", output=repo, text=True)
     server = start_server(repo)
     service = OpenAIService(
         f"grpc://{server.grpc_url}", port=0, repository=repo, api_keys=(KEY,)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yaml
 
 from packager.builder import build
 from packager.client import AsyncClient, Client, SequenceNotStarted
+from packager.manifest.builder import build_manifest
 from packager.serve.server import LocalServer
 from tests.conftest import StartServer
 
@@ -92,7 +94,37 @@ def server(start_server: StartServer, tmp_path_factory: pytest.TempPathFactory) 
     # Triton's PyTorch backend reads implicit state only with NAME__INDEX names.
     build(root / "gru.pt", name="gru_ts", output=repo,
           input_specs=["x__0:FP32:4", "hidden__1:FP32:8"], **batching)  # fmt: skip
+    # A Python step with the sequence batcher keeps a running sum per sequence itself.
+    (root / "acc.py").write_text(ACCUMULATOR)
+    step = {
+        "name": "acc", "file": "acc.py", "class": "Accumulate", "max_batch_size": 4,
+        "inputs": [{"name": "x", "dtype": "FP32", "dims": [1]}],
+        "outputs": [{"name": "total", "dtype": "FP32", "dims": [1]},
+                    {"name": "flags", "dtype": "INT32", "dims": [2]}],
+        "sequence_batching": True,
+    }  # fmt: skip
+    (root / "acc.yaml").write_text(yaml.safe_dump({"python_steps": [step]}))
+    build_manifest(root / "acc.yaml", repo)
     return start_server(repo)
+
+
+ACCUMULATOR = """
+import numpy as np
+
+
+class Accumulate:
+    def __init__(self):
+        self.totals = {}
+
+    def __call__(self, x, sequence):
+        if sequence.start:
+            self.totals[sequence.id] = 0.0
+        total = self.totals[sequence.id] = self.totals[sequence.id] + float(x.sum())
+        if sequence.end:
+            del self.totals[sequence.id]
+        flags = np.array([[sequence.start, sequence.end]], np.int32)
+        return {"total": np.full((1, 1), total, np.float32), "flags": flags}
+"""
 
 
 def vad_reference(chunks: np.ndarray) -> np.ndarray:
@@ -233,3 +265,36 @@ def test_a_state_the_runtime_cannot_hold_stays_explicit_and_says_why(tmp_path: P
                dry_run=True)  # fmt: skip
     assert any("Python runtime" in n for n in py.record["sequence"]["notes"])
     assert "state" in {t.name for t in py.spec.inputs}
+
+
+def test_a_python_step_gets_the_sequence_id_and_flags(server: LocalServer) -> None:
+    with Client(f"grpc://{server.grpc_url}") as client:
+        a, b = client.sequence("acc"), client.sequence("acc", sequence_id="utterance-b")
+        rows = []
+        for t in range(3):  # interleaved: a, b, a, b, ...
+            for s, x in ((a, 1.0), (b, 10.0)):
+                out = s.infer({"x": np.array([[x]], np.float32)}, end=t == 2)
+                rows.append((float(out["total"][0, 0]), out["flags"][0].tolist()))
+    assert rows == [
+        (1.0, [1, 0]), (10.0, [1, 0]),
+        (2.0, [0, 0]), (20.0, [0, 0]),
+        (3.0, [0, 1]), (30.0, [0, 1]),
+    ]  # fmt: skip
+
+
+def test_the_infer_command_sends_sequence_flags(server: LocalServer, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from packager.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((1, SAMPLES), np.float32))
+    np.save(tmp_path / "sr.npy", np.array([16000], np.int64))
+    base = ["infer", "vad", "--url", server.http_url, "--input-file", f"input={tmp_path / 'x.npy'}",
+            "--input-file", f"sr={tmp_path / 'sr.npy'}"]  # fmt: skip
+    runner = CliRunner()
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1", "--sequence-start"])
+    assert r.exit_code == 0 and "output: float32 [1, 1]" in r.output, r.output
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1", "--sequence-end"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, [*base, "--sequence-id", "cli-1"])  # ended: the server says so
+    assert r.exit_code == 1 and "sequence_start=True" in r.output, r.output

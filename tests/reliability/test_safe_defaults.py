@@ -87,7 +87,7 @@ def test_verification_covers_only_what_will_be_loaded(built: Path, tmp_path: Pat
     hand_made = tmp_path / "hand" / "m" / "1"
     hand_made.mkdir(parents=True)
     (hand_made.parent / "config.pbtxt").write_text('name: "m"\nbackend: "python"\n')
-    assert verify_repository(tmp_path / "hand") == ([], ["m/1/"])
+    assert verify_repository(tmp_path / "hand") == ([], ["m/", "m/1/"])
 
 
 @pytest.mark.integration

@@ -364,6 +364,36 @@ def test_vllm_repository(folders: dict[str, Path], tmp_path: Path) -> None:
     assert NGC_VLLM_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-vllm-python-py3"
 
 
+def test_a_causal_lm_sharded_as_bin_files_builds(folders: dict[str, Path], tmp_path: Path) -> None:
+    """Shards + pytorch_model.bin.index.json (what save_pretrained wrote before safetensors):
+    the same folder list as the Hugging Face source, so it builds, and the engine loads it."""
+    import torch
+    from safetensors.torch import load_file
+
+    src, folder = folders["gpt2"], tmp_path / "sharded"
+    folder.mkdir()
+    weights = load_file(str(src / "model.safetensors"))
+    names = sorted(weights)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), 1):
+        shard = f"pytorch_model-0000{i}-of-00002.bin"
+        torch.save({n: weights[n] for n in part}, folder / shard)
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    for f in src.glob("*.json"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    result = build(folder, name="sharded", output=tmp_path / "repo")
+    files = set(result.written.files)  # type: ignore[union-attr]
+    assert "sharded/1/hf/pytorch_model.bin.index.json" in files
+    assert {f"sharded/1/hf/pytorch_model-0000{i}-of-00002.bin" for i in (1, 2)} <= files
+    engine = Engine.load(str(tmp_path / "repo" / "sharded" / "1" / "hf")).start()
+    try:
+        assert "".join(run(engine, PROMPTS[0], max_tokens=4, ignore_eos=True))
+    finally:
+        engine.stop()
+
+
 def test_engine_argument_names_come_from_the_kept_list() -> None:
     names = known_args()
     assert {"model", "tensor_parallel_size", "gpu_memory_utilization", "max_model_len"} <= names
@@ -405,7 +435,7 @@ def test_vllm_docker_and_k8s_assets(folders: dict[str, Path], tmp_path: Path) ->
     assert '"device=0,1"' in " ".join(assets.run_command) and assets.notes == ()
     with pytest.raises(PackagerError, match="chat needs 2"):
         render_docker(repo, tmp_path / "docker", gpus="0")
-    manifests = render_k8s(repo, K8sOptions("s3://bucket/models", gpus_per_replica=2))
+    manifests = render_k8s(repo, K8sOptions("pvc://models/repo", gpus_per_replica=2))
     deployment = yaml.safe_load(manifests.files["deployment.yaml"])
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == NGC_VLLM_IMAGE

@@ -65,3 +65,16 @@ def test_convert_refuses_opsets_no_runtime_reads() -> None:
     model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
     with pytest.raises(Exception, match="opset 7 and later"):
         onnx_target.convert(model, 5, "m.onnx")
+
+
+def test_a_session_process_that_cannot_run_refuses_nothing_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "site" / "onnxruntime"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('broken wheel')\n")
+    monkeypatch.setattr(onnx_target, "runtime_site", lambda **_: (tmp_path / "site", ""))
+    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path / "cache"))
+    found = onnx_target.check(opset_onnx(tmp_path / "m.onnx", 21), "m.onnx")
+    assert found.problems == []
+    assert "the session process failed" in found.unchecked and "broken wheel" in found.unchecked

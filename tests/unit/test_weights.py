@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from packager import sources
 from packager.errors import SourceError
 from packager.repository import sha256_file
+from packager.sources import SourceOptions
 from packager.sources.pytorch.module import PyTorchModuleSource
 from packager.sources.pytorch.weights import (
     import_reference,
@@ -191,12 +192,12 @@ def test_source_load_with_weights_records_sha(user_project: Path) -> None:
     save_file(net.state_dict(), str(weights))
     loaded = PyTorchModuleSource().load(
         "userpkg_weights_test.models:make_model",
-        {
-            "weights": str(weights),
-            "input_specs": ["x:FP32:3"],
-            "format": "torchscript",
-            "max_batch_size": 8,
-        },
+        SourceOptions(
+            weights=str(weights),
+            input_specs=("x:FP32:3",),
+            format="torchscript",
+            max_batch_size=8,
+        ),
     )
     try:
         source = loaded.record["source"]
@@ -217,7 +218,7 @@ def test_source_load_with_weights_records_sha(user_project: Path) -> None:
 
 def test_source_load_live_module_defaults_to_onnx() -> None:
     loaded = PyTorchModuleSource().load(
-        _net(), {"example_inputs": np.ones((2, 3), np.float32), "format": "auto"}
+        _net(), SourceOptions(example_inputs=np.ones((2, 3), np.float32), format="auto")
     )
     try:
         assert loaded.format == "onnx" and list(loaded.files) == ["model.onnx"]

@@ -32,8 +32,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import ExportError, PackagerError, VerificationError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel
-from packager.sources.formats import FORMATS
 from packager.sources.progress import slow_step
 from packager.sources.pytorch.export_inputs import (
     Examples,
@@ -375,9 +375,12 @@ def _probe_axes(
                 _run_module(module, examples, case, f"axis size {other}")
             except ExportError as exc:
                 cause = exc.__cause__ or exc
+                # Most models have such axes (a layer's input width): worded as the fact it
+                # is, with the evidence, not as a failure of the build.
                 reason = (
-                    f"fixed at {size}: the module fails at size {other} "
-                    f"({type(cause).__name__}: {first_line(cause)[:160]})"
+                    f"fixed at {size}: the size the module requires there, like a layer's "
+                    f"input width (at {other}: {type(cause).__name__}: "
+                    f"{first_line(cause)[:160]})"
                 )
                 break
         reason = reason or f"dynamic: the module runs at sizes {', '.join(map(str, tried))} too"

@@ -20,8 +20,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import ExportError
+from packager.formats import FORMATS
 from packager.sources import Signature
-from packager.sources.formats import FORMATS
 from packager.sources.onnx_edits import set_output_names
 from packager.sources.onnx_external import ONNX_SINGLE_FILE_LIMIT, external_locations
 from packager.spec import TensorSpec

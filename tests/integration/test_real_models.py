@@ -242,7 +242,8 @@ def test_ceil_mode_onet_keeps_48x48_and_the_client_refuses_another_size(
     server, records = shaped
     why = records["onet"]["axis_decisions"]
     # 47 and 49 run too (ceil-mode pooling gives them the same 3x3 map): 50 is the first that fails.
-    assert why["x:2"].startswith("fixed at 48: the module fails at size 50"), why
+    assert why["x:2"].startswith("fixed at 48: the size the module requires there"), why
+    assert "(at 50: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in why["x:2"], why
     with Client(server.http_url) as client:
         meta = client.metadata("onet")
         assert meta.inputs[0].shape == (-1, 3, 48, 48)

@@ -136,7 +136,23 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
         problems, notes = version_problems(spec, vdir)
         report.problems.extend(problems)
         report.notes.extend(notes)
+        report.problems.extend(_torchscript_dims_problems(spec, vdir))
     return report
+
+
+def _torchscript_dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
+    """A TorchScript file records no shapes: run it at the config's dims and compare."""
+    artifact = vdir / FORMATS["torchscript"].artifact
+    if not artifact.is_file() or not spec.inputs:
+        return []
+    from packager.sources.torchscript_file import dims_problems
+
+    inputs = [
+        specs.TensorSpec(t.name, t.dtype, t.reshape if t.reshape is not None else t.dims)
+        for t in spec.inputs
+    ]
+    found = dims_problems(artifact, inputs, spec.outputs, spec.max_batch_size > 0)
+    return [f"{vdir.name}: {p}" for p in found]
 
 
 def version_problems(spec: specs.ModelSpec, vdir: Path) -> tuple[list[str], list[str]]:

@@ -169,7 +169,8 @@ def triton_target(client: Any, model: str) -> Target:
 
 
 def openai_target(base_url: str, model: str, api_key: str | None, timeout_s: float) -> Target:
-    """``POST {base_url}/completions`` with streaming and continuous usage."""
+    """``POST {base_url}/completions`` with streaming and continuous usage; one keep-alive
+    connection per load thread, as an OpenAI client's pool keeps them."""
     import http.client
 
     parts = urlsplit(base_url if "://" in base_url else f"http://{base_url}")
@@ -177,14 +178,17 @@ def openai_target(base_url: str, model: str, api_key: str | None, timeout_s: flo
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    local = threading.local()
 
     def run(prompt: str, sampling: dict[str, Any], record: Request) -> None:
         body = {"model": model, "prompt": prompt, "stream": True, **sampling,
                 "stream_options": {"include_usage": True, "continuous_usage_stats": True}}  # fmt: skip
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname or "localhost", parts.port, timeout=timeout_s)
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = cls(parts.hostname or "localhost", parts.port, timeout=timeout_s)
         try:
-            conn.request("POST", path, json.dumps(body), headers)
+            conn.request("POST", path, json.dumps(body).encode("utf-8"), headers)
             answer = conn.getresponse()
             if answer.status != 200:
                 raise ClientError(f"HTTP {answer.status}: {answer.read()[:300].decode()}")
@@ -200,8 +204,11 @@ def openai_target(base_url: str, model: str, api_key: str | None, timeout_s: flo
                 total = usage.get("completion_tokens", seen)
                 record.add(time.perf_counter(), total - seen)
                 seen = total
-        finally:
+            answer.read()  # the end of the chunked body: the connection is reusable
+        except BaseException:
             conn.close()
+            local.conn = None
+            raise
 
     return run
 

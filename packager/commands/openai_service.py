@@ -79,5 +79,4 @@ def start_beside(server: Any, port: int, key_file: Path | None, no_key: bool) ->
         repository=Path(server.repository),
         api_keys=keys,
     ).start()
-    click.echo(f"  OpenAI   {service.url}" + _keys_note(keys))
     return service

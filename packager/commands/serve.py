@@ -155,11 +155,11 @@ def serve(
     try:
         click.echo(f"starting tritonserver on {repository} ...", err=True)
         server.start()
-        _print_banner(server)
         if openai_port is not None:
             from packager.commands.openai_service import start_beside
 
             service = start_beside(server, openai_port, api_key_file, no_api_key)
+        _print_banner(server, service)
         offset = 0
         while server.is_running:
             if show_log:
@@ -205,13 +205,16 @@ def _raise_stop(signum: int, frame: FrameType | None) -> Any:
     raise _Stop()
 
 
-def _print_banner(server: Any) -> None:
+def _print_banner(server: Any, service: Any = None) -> None:
     from packager.releases import TRITON_VERSION
 
     click.echo(f"tritonserver {TRITON_VERSION} is ready (pid {server.pid})")
     click.echo(f"  HTTP     http://{server.http_url}")
     click.echo(f"  gRPC     {server.grpc_url}")
     click.echo(f"  metrics  http://{server.metrics_url}/metrics")
+    if service is not None:
+        keys = f"{len(service.api_keys)} API key(s)" if service.api_keys else "no API key"
+        click.echo(f"  OpenAI   {service.url} ({keys})")
     if server.host in ("0.0.0.0", "::", ""):
         click.echo(f"  (bound to {server.host}: reachable from other machines)")
     for line in server.native:

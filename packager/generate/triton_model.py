@@ -21,6 +21,7 @@ import os
 import queue
 import sys
 import threading
+import time
 
 import triton_python_backend_utils as pb_utils
 
@@ -35,13 +36,16 @@ class _Sender:
     responder refreshes. ``extras``: the additional outputs the request asked for
     (``finish_reason``, ``num_input_tokens``, ``num_output_tokens``, as the vLLM backend)."""
 
-    __slots__ = ("counts", "extras", "reported", "responder", "sender", "stopped", "watched")
+    __slots__ = (
+        "checked", "counts", "extras", "reported", "responder", "sender", "stopped", "watched",
+    )  # fmt: skip
 
     def __init__(self, sender, responder, extras=()):
         self.sender = sender
         self.responder = responder
         self.stopped = False
         self.watched = False  # in the responder's live set (from the engine's first question)
+        self.checked = 0.0  # time.monotonic() of the last is_cancelled() question
         self.extras = extras
         self.counts = (0, 0, None)  # prompt tokens, completion tokens, finish reason
         self.reported = 0  # completion tokens already counted in sent responses
@@ -81,9 +85,12 @@ class _Sender:
 class _Responder:
     """One thread that sends every response: chunks of a sequence that queue up while Triton
     takes a response are merged into one (same text, fewer messages), and each live request's
-    cancellation is checked after a send, or every ``POLL_S`` when it has nothing to send."""
+    cancellation is checked after a send (at most every ``CHECK_S`` per request: each
+    ``is_cancelled()`` is a round trip to the server process, as costly as a send), or every
+    ``POLL_S`` when it has nothing to send."""
 
     POLL_S = 0.1
+    CHECK_S = 0.02
 
     def __init__(self):
         self.chunks: queue.Queue = queue.Queue()  # (sink, text, final, error, counts) or None
@@ -134,10 +141,11 @@ class _Responder:
             sink.stopped = True
         if final or error is not None:
             self.live.discard(sink)
-        else:
+        elif time.monotonic() - sink.checked >= self.CHECK_S:
             self._check(sink)
 
     def _check(self, sink):
+        sink.checked = time.monotonic()
         if not sink.stopped and sink.sender.is_cancelled():
             sink.stopped = True
             self.live.discard(sink)

@@ -73,10 +73,14 @@ class OpenAIService:
 
         self.host = host
         self.port = port or free_port(host)
+        self.api_keys = api_keys
         app = create_app(url, repository=repository, api_keys=api_keys)
+        # asyncio's own loop (grpc.aio's supported one); httptools parses HTTP when installed
+        # (the openai extra brings it), else h11.
         config = uvicorn.Config(
-            app, host=host, port=self.port, log_level="warning", lifespan="on", access_log=False
-        )
+            app, host=host, port=self.port, log_level="warning", lifespan="on",
+            access_log=False, loop="asyncio",
+        )  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

@@ -34,6 +34,7 @@ from packager.errors import DTypeError, SourceError
 from packager.formats import FORMATS
 from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.sources.inputs import random_inputs, resolve_examples
+from packager.sources.progress import slow_step
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, Runner, onnx_runner, verify
 from packager.spec import TensorSpec
 
@@ -262,8 +263,12 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
             f"{model.path}; rewrite those layers with supported ops (tf2onnx's support_status.md "
             "lists them) or serve the model with Triton's TensorFlow backend. Nothing was written"
         )
+    from packager.sources.onnx_edits import canonical_names
+
+    canonical = canonical_names(proto)  # the same graph gives the same bytes at every build
     onnx.save(proto, str(target))
     return {
+        "canonical_names": canonical,
         "converter": f"tf2onnx {tf2onnx.__version__}",
         "tensorflow": tf.__version__,
         "onnx_opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
@@ -313,7 +318,8 @@ def convert_and_verify(
     from packager.sources.onnx_file import load_proto, signature_of
 
     artifact = Path(workdir.name) / FMT.artifact
-    facts = to_onnx(model, artifact, options.opset)
+    with slow_step("converting to ONNX (tf2onnx)"):
+        facts = to_onnx(model, artifact, options.opset)
     signature = signature_of(load_proto(artifact, external=False), artifact)
     _check_names(model, signature)
     record = {**record, "tensorflow": facts}
@@ -324,14 +330,15 @@ def convert_and_verify(
         rtol = DEFAULT_RTOL if options.rtol is None else float(options.rtol)
         cases = verification_cases(model.specs, options.example)
         candidate = onnx_runner(artifact, list(model.outputs))
-        report = verify(
-            _guarded(reference, "TensorFlow"),
-            _guarded(candidate, "ONNX Runtime"),
-            cases,
-            atol=atol,
-            rtol=rtol,
-            what="converted ONNX model",
-        )
+        with slow_step("verifying the conversion against TensorFlow"):
+            report = verify(
+                _guarded(reference, "TensorFlow"),
+                _guarded(candidate, "ONNX Runtime"),
+                cases,
+                atol=atol,
+                rtol=rtol,
+                what="converted ONNX model",
+            )
         record["verification"] = report.to_record()
         record["max_abs_err"] = max((c.max_abs_err for c in report.checks), default=0.0)
     return LoadedModel(

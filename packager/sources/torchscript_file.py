@@ -348,4 +348,39 @@ def _output_specs(
     return tuple(specs)
 
 
+def dims_problems(
+    path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], batching: bool
+) -> list[str]:
+    """Where a config's dims (batch excluded) contradict what the TorchScript file does.
+
+    The file records no shapes, so it is run as a build runs it (random inputs at the declared
+    dims, -1 dims at sizes it accepts, then smaller, larger and twice as large): a declared
+    dynamic input dim it fails at, or a declared fixed output dim that changes, is a problem.
+    """
+    import torch
+
+    try:
+        module = torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as exc:
+        return [f"{path.name} cannot be loaded by torch.jit.load: {_reason(exc)}"]
+    order = _positional(inputs, _forward_args(module))
+    run = _Runner(module, order, batching)
+    try:
+        observed = _output_specs(run, run.base_case(), [t.name for t in outputs])
+    except PackagerError as exc:  # SourceError too: a declared dim the model does not take
+        return [f"{path.name} does not run at the config's input dims: {exc}"]
+    out = []
+    for declared, seen in zip(outputs, observed, strict=True):
+        dims = declared.reshape if declared.reshape is not None else declared.dims
+        got = seen.dims[1:] if batching else seen.dims
+        if len(dims) != len(got) or any(
+            d != -1 and g != d for d, g in zip(dims, got, strict=False)
+        ):
+            out.append(
+                f"output {declared.name!r} dims {list(dims)} contradict {path.name}, which returns "
+                f"{list(got)} (-1: changes with the input sizes; batch dim excluded)"
+            )
+    return out
+
+
 register("torchscript", TorchScriptSource)

@@ -243,3 +243,42 @@ def test_bench_generate_counts_exact_tokens_and_gaps(
         assert lv["output_tokens"] == 15 and lv["goodput_requests_per_s"] > 0
     if through == "triton":
         client.close()
+
+
+def test_serve_command_starts_the_service_beside_triton(tmp_path: Path) -> None:
+    """``triton-packager serve REPO --openai-port 0``: the banner names the service, which
+    answers with the repository's models and stops with the server."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    build(make_causal_lm(tmp_path / "tiny", "gpt2"), name="tiny", output=repo)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env.pop("TRITON_PACKAGER_API_KEY", None)
+    cmd = [
+        sys.executable, "-m", "packager.cli", "serve", str(repo), "--http-port", "0",
+        "--grpc-port", "0", "--metrics-port", "0", "--openai-port", "0",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "press Ctrl-C" in line:
+                break
+        banner = "".join(lines)
+        match = re.search(r"OpenAI +(http://\S+/v1) \(no API key\)", banner)
+        assert match, banner
+        local = openai.OpenAI(base_url=match.group(1), api_key="unused", max_retries=0)
+        assert [m.id for m in local.models.list()] == ["tiny"]
+        assert local.completions.create(model="tiny", prompt="Once", max_tokens=3).choices
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import click
@@ -244,3 +245,10 @@ def test_an_option_the_kind_of_build_ignores_is_refused_by_name(tmp_path: Path) 
     assert "--weights does not apply to an ONNX file" in text
     assert "--prune does not apply to an ONNX file" in text
     assert not (tmp_path / "r").exists()
+
+
+def test_every_manifest_key_is_documented() -> None:
+    """docs/manifest.md names every key a model entry takes (generated from the declaration)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "manifest.md").read_text()
+    keys = {o.manifest.split(".")[-1] for o in OPTIONS if o.manifest}
+    assert sorted(k for k in keys if not re.search(rf"\b{k}\b", text)) == []

@@ -80,3 +80,31 @@ def test_a_model_that_fails_at_every_size_names_them(tmp_path: Path) -> None:
     torch.jit.script(Head().eval()).save(str(head))
     with pytest.raises(SourceError, match=r"every size tried for the -1 dims.*--example-input"):
         inspect(head, input_specs=["x:FP32:-1,-1"])
+
+
+def test_validate_runs_a_torchscript_file_against_its_config(
+    detector: Path, tmp_path: Path
+) -> None:
+    """The configs issue 29 found wrong would not pass validate: outputs frozen at one size,
+    and a dim declared dynamic that the model does not take."""
+    from packager.builder import build
+    from packager.validation import validate
+
+    repo = tmp_path / "repo"
+    build(detector, name="det", output=repo, input_specs=["x:FP32:3,-1,-1"])
+    assert validate(repo, checksums=False).ok
+    config = repo / "det" / "config.pbtxt"
+    text = config.read_text()
+    assert "dims: [ 4, -1, -1 ]" in text, text
+    config.write_text(text.replace("dims: [ 4, -1, -1 ]", "dims: [ 4, 10, 13 ]"))
+    report = validate(repo, checksums=False)
+    assert not report.ok
+    problems = " ".join(p for m in report.models for p in m.problems)
+    assert "output 'OUTPUT__0' dims [4, 10, 13] contradict model.pt" in problems, problems
+    head = tmp_path / "head.pt"
+    torch.jit.script(Head().eval()).save(str(head))
+    build(head, name="head", output=repo, input_specs=["x:FP32:4,6"])
+    hconfig = repo / "head" / "config.pbtxt"
+    hconfig.write_text(hconfig.read_text().replace("dims: [ 4, 6 ]", "dims: [ -1, -1 ]"))
+    problems = " ".join(p for m in validate(repo, checksums=False).models for p in m.problems)
+    assert "model.pt does not run at the config's input dims" in problems, problems

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from packager import dtypes
 from packager.errors import ExportError, PackagerError, VerificationError
 from packager.formats import FORMATS
 from packager.sources import LoadedModel
+from packager.sources.progress import slow_step
 from packager.sources.pytorch.export_inputs import (
     Examples,
     grow_small_dynamic,
@@ -219,7 +221,8 @@ def _plan(
 ) -> _Job:
     dynamic = _input_dynamic(examples, axes)
     first = _run_module(module, examples, examples.arrays, "the example inputs")
-    free, fixed, why = _probe_axes(module, examples, dynamic, pinned) if probe else ({}, {}, {})
+    with slow_step("running the module at other input sizes to decide its axes"):
+        free, fixed, why = _probe_axes(module, examples, dynamic, pinned) if probe else ({}, {}, {})
     for name, axs in pinned.items():
         for ax in axs:
             fixed.setdefault(name, {})[ax] = int(examples.arrays[name].shape[ax])
@@ -435,9 +438,10 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         candidate: Runner
         if job.fmt == "onnx":
             declared = {n: a - job.free_axes.get(n, frozenset()) for n, a in job.dynamic.items()}
-            files, real_opset, specialised = export_onnx(
-                wrapper, args, job.names, declared, job.opset, job.workdir, auto=job.free_axes
-            )
+            with slow_step("exporting to ONNX (torch.export, then the ONNX translation)"):
+                files, real_opset, specialised = export_onnx(
+                    wrapper, args, job.names, declared, job.opset, job.workdir, auto=job.free_axes
+                )
             if specialised:
                 _fix_specialised(job, specialised)
             artifact = files[FORMATS["onnx"].artifact]
@@ -447,7 +451,8 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         else:
             artifact = job.workdir / FORMATS["torchscript"].artifact
             files = {artifact.name: artifact}
-            notes = export_torchscript(wrapper, args, job.mode, artifact)
+            with slow_step(f"exporting to TorchScript (torch.jit.{job.mode})"):
+                notes = export_torchscript(wrapper, args, job.mode, artifact)
             signature = observed_signature(
                 job.examples.arrays, job.dynamic, [job.ref1, job.ref2, job.ref3], job.out_dynamic
             )
@@ -472,9 +477,10 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         for n, a in job.examples.arrays.items()
     }
     record["outputs"] = list(job.names)
-    record["verification"] = (
-        _verify(job, candidate, notes, atol, rtol) if check else {"skipped": True}
-    )
+    with slow_step("verifying the export against the module"):
+        record["verification"] = (
+            _verify(job, candidate, notes, atol, rtol) if check else {"skipped": True}
+        )
     return LoadedModel(
         format=job.fmt,
         platform=FORMATS[job.fmt].platform,
@@ -682,8 +688,15 @@ def _make_wrapper(job: _Job) -> Any:
         outputs = f"({', '.join(access)})"
     source = _WRAPPER_SOURCE.format(params=params, returns=returns, call=call, outputs=outputs)
     name = f"packager_export_wrapper_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-    path = job.workdir / f"{name}.py"
-    path.write_text(source)
+    # A path that depends only on the source: TorchScript's debug records name the file, and
+    # a fresh temporary folder per export would make two exports of one model differ.
+    folder = Path(tempfile.gettempdir()) / "triton-packager-wrappers"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        part = path.with_name(f"{name}.{os.getpid()}.part")
+        part.write_text(source)
+        os.replace(part, path)  # atomic: a concurrent export reads a whole file
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a file we just wrote
         raise ExportError(f"cannot load the generated wrapper {path}")

@@ -131,6 +131,7 @@ def export_onnx(
     program.save(str(dst), external_data=size >= ONNX_SINGLE_FILE_LIMIT)
     model = onnx.load(str(dst), load_external_data=False)
     set_output_names(model, dict(zip(placeholders, output_names, strict=True)))
+    _drop_stack_traces(model.graph)
     # The ONNX translation still names a specialised dim with a symbol: the graph says its size.
     for value in model.graph.input:
         for ax, size in specialised.get(value.name, {}).items():
@@ -151,6 +152,25 @@ def export_onnx(
             f"use --opset {real} or leave --opset out"
         )
     return files, int(real), specialised
+
+
+def _drop_stack_traces(graph: Any) -> None:
+    """Remove the exporter's per-node Python stack traces: they name this machine's paths (the
+    export's temporary folder, the user's source files), so two builds of one model would
+    differ in their bytes and the artifact would carry local paths into a deployment."""
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        if len(kept) != len(node.metadata_props):
+            copies = [type(p)() for p in kept]
+            for c, p in zip(copies, kept, strict=True):
+                c.CopyFrom(p)
+            del node.metadata_props[:]
+            node.metadata_props.extend(copies)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _drop_stack_traces(attr.g)
+            for sub in attr.graphs:
+                _drop_stack_traces(sub)
 
 
 def _specialised(
@@ -236,6 +256,7 @@ def export_torchscript(wrapper: Any, args: tuple[Any, ...], mode: str, dst: Path
                 # check_trace off: verification compares the saved file on two batch sizes instead.
                 compiled = torch.jit.trace(wrapper, args, check_trace=False)
             compiled.save(str(dst))
+        stable_serialization_id(dst)
     except Exception as exc:
         root = root_cause(exc)
         advice = (
@@ -254,6 +275,50 @@ def export_torchscript(wrapper: Any, args: tuple[Any, ...], mode: str, dst: Path
         if issubclass(w.category, torch.jit.TracerWarning)
     )
     return list(dict.fromkeys(notes))
+
+
+def stable_serialization_id(path: Path) -> None:
+    """Replace the random ``.data/serialization_id`` torch.jit.save writes into every archive
+    with one derived from the archive's other contents, so that two exports of one model are
+    byte-identical. The member is stored uncompressed: its bytes and CRC are patched in place
+    (local header or data descriptor, and the central directory), the layout is untouched."""
+    import hashlib
+    import struct
+    import zipfile
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        target = next((i for i in infos if i.filename.endswith(".data/serialization_id")), None)
+        if target is None or target.compress_type != zipfile.ZIP_STORED:
+            return
+        digest = hashlib.sha256()
+        for info in infos:
+            if info is not target:
+                digest.update(info.filename.encode())
+                digest.update(zf.read(info))
+    size = target.file_size
+    new = str(int(digest.hexdigest(), 16))[:size].rjust(size, "0").encode()
+    old_crc, crc = struct.pack("<I", target.CRC), struct.pack("<I", zlib.crc32(new))
+    head = target.header_offset
+    name_len, extra_len = struct.unpack("<HH", data[head + 26 : head + 30])
+    start = head + 30 + name_len + extra_len
+    data[start : start + size] = new
+    if data[head + 14 : head + 18] == old_crc:
+        data[head + 14 : head + 18] = crc
+    if target.flag_bits & 0x08:  # a data descriptor after the bytes holds the CRC
+        at = start + size + (4 if data[start + size : start + size + 4] == b"PK\x07\x08" else 0)
+        if data[at : at + 4] == old_crc:
+            data[at : at + 4] = crc
+    name = target.filename.encode()
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        n = struct.unpack("<H", data[at + 28 : at + 30])[0]
+        if data[at + 46 : at + 46 + n] == name and data[at + 16 : at + 20] == old_crc:
+            data[at + 16 : at + 20] = crc
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
 
 
 def observed_signature(

@@ -95,7 +95,6 @@ def measure(server: LocalServer, path: Path, samples: int, repeats: int) -> None
 def pictures(server: LocalServer, root: Path, out: Path) -> None:
     """The docs' pictures: bars (the MLP), a heatmap (a window detector), words (text)."""
     from packager.explain.plot import save_plot
-    from packager.sources.hf_text import build_text_pipeline
     from tests.integration.test_explain import classifier_folder
 
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +109,7 @@ def pictures(server: LocalServer, root: Path, out: Path) -> None:
     repo = root / "text_repo"
     from packager.builder import BuildOptions
 
-    build_text_pipeline(classifier_folder(root / "clf"), BuildOptions("sentiment", output=repo))
+    build(classifier_folder(root / "clf"), BuildOptions("sentiment", output=repo, text=True))
     with LocalServer(repo) as text_server, Client(text_server.http_url) as client:
         e = explain(
             client, "sentiment", "The match was a thrilling, wonderful game.", output="PROBS"

@@ -1,6 +1,6 @@
 """Time export + verification of the test models, ONNX vs TorchScript, in one run.
 
-    PYTHONPATH=. python benchmarks/export_pytorch.py [--repeat 2]
+    PYTHONPATH=. python benchmarks/export_pytorch.py [--repeat 2] [--models mlp,lstm_speaker]
 
 Prints seconds per export (best of ``--repeat``), the ONNX/TorchScript time ratio, and the
 largest verification error seen. The first ONNX export of a process also pays for importing
@@ -18,6 +18,7 @@ import torch
 
 from packager.sources.pytorch.export import export_module
 from tests.support.torch_models import MLP, SmallCNN, TextClassifier, TwoInTwoOut, text_inputs
+from tests.support.wheel_models import VoiceEncoder
 
 RNG = np.random.default_rng(0)
 MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -28,6 +29,8 @@ MODELS: dict[str, tuple[Any, dict[str, Any]]] = {
         "features": RNG.standard_normal((2, 6)).astype(np.float32),
         "category": RNG.integers(0, 10, size=(2, 2)),
     }}),
+    # resemblyzer's speaker encoder (3-layer LSTM, 160 frames of 40 mels); random weights.
+    "lstm_speaker": (VoiceEncoder, {"example_inputs": {"mels": RNG.random((2, 160, 40), dtype=np.float32)}}),
 }  # fmt: skip
 
 
@@ -45,11 +48,13 @@ def timed(factory: Any, fmt: str, options: dict[str, Any]) -> tuple[float, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
     args = parser.parse_args()
     warm, _ = timed(MLP, "onnx", MODELS["mlp"][1])
     print(f"warm-up (first ONNX export in the process): {warm:.2f} s")
     print(f"{'model':<18}{'onnx s':>9}{'torchscript s':>15}{'ratio':>8}{'max abs err':>14}")
-    for name, (factory, options) in MODELS.items():
+    for name in args.models.split(","):
+        factory, options = MODELS[name]
         best: dict[str, float] = {}
         err = 0.0
         for fmt in ("onnx", "torchscript"):

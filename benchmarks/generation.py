@@ -15,6 +15,12 @@ Measured per (side, N), rounds interleaved, medians printed:
 Ratios printed: served / in-process TTFT at 1 stream (goal <= 1.5x), and tokens/s at 8 streams /
 at 1 stream for each side (goal >= 3x: per-step batching works).
 
+Where the served side's time goes: CPU seconds per 1,000 tokens at 8 streams, by process (the
+tritonserver process, its Python-backend stub that runs the engine, and this client process),
+read from /proc around the measured rounds, against this process alone in-process. Also
+``bench-generate``'s measurement (:mod:`packager.client.genbench`, ``stream_chunks``) at 8
+streams in the same run, whose tokens/s must agree with this script's served figure.
+
     python benchmarks/generation.py [--tokens 64] [--rounds 3] [--threads 1] [--hidden 512] [--protocol http]
 """
 
@@ -35,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from packager.builder import build  # noqa: E402
-from packager.client import Client  # noqa: E402
+from packager.client import Client, genbench  # noqa: E402
 from packager.generate.engine import Engine, QueueSink  # noqa: E402
 from packager.generate.sampling import parse_sampling  # noqa: E402
 from packager.serve.server import LocalServer  # noqa: E402
@@ -66,6 +72,27 @@ def measure(n: int, open_stream: Callable[[str], Iterable[str]]) -> tuple[float,
     for t in threads:
         t.join()
     return statistics.mean(firsts), time.perf_counter() - start, sum(counts)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_processes(pid: int) -> dict[str, int]:
+    """The tritonserver process and its Python-backend stubs (children), by role."""
+    out = {"tritonserver": pid}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        ppid = int(text.rsplit(")", 1)[1].split()[1])
+        if ppid == pid and name.startswith("triton_python"):  # comm: 15 chars of the stub name
+            out[f"stub {stat.parent.name}"] = int(stat.parent.name)
+    return out
 
 
 def main() -> None:
@@ -102,11 +129,25 @@ def main() -> None:
             for side in sides.values():  # warm both
                 measure(2, side)
             results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+            procs = {**server_processes(server.pid or 0), "client (this process)": os.getpid()}
+            cpu: dict[tuple[str, str], float] = {}  # (side, process) -> CPU s at 8 streams
+            tokens8 = 0
+            genbench_rates = []
+            target = genbench.triton_target(client, "llm")
+            prompts = [PROMPTS[i % len(PROMPTS)] for i in range(8)]
             for _ in range(args.rounds):
                 for n in STREAMS:
                     for name, side in sides.items():
+                        before = {k: cpu_seconds(p) for k, p in procs.items()}
                         ttft, wall, _chunks = measure(n, side)
+                        if n == 8:
+                            tokens8 += 8 * args.tokens if name == "served" else 0
+                            for k, p in procs.items():
+                                key = (name, k)
+                                cpu[key] = cpu.get(key, 0.0) + cpu_seconds(p) - before[k]
                         results.setdefault((name, n), []).append((ttft, n * args.tokens / wall))
+                level = genbench.run_concurrency(target, prompts, params, 8, 8)
+                genbench_rates.append(level.summary(None, None)["output_tokens_per_s"])
             client.close()
         engine.stop()
 
@@ -132,6 +173,14 @@ def main() -> None:
     for n in STREAMS:
         rate = med[("served", n)][1] / med[("in-process", n)][1]
         print(f"tokens/s served / in-process at {n} streams: {rate:.2f}x")
+    print(f"CPU seconds per 1,000 tokens at 8 streams ({tokens8} tokens per side):")
+    for name in sides:
+        for k in procs:
+            share = cpu[(name, k)] / tokens8 * 1000
+            if share >= 0.005:
+                print(f"  {name:<11} {k:<24} {share:6.2f}")
+    agree = statistics.median(genbench_rates) / med[("served", 8)][1]
+    print(f"bench-generate tokens/s at 8 streams / this script's served: {agree:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 from packager.errors import PackagerError
+from packager.scheduling import (
+    RateLimiter,
+    RateLimitResource,
+    SchedulingOptions,
+    SequenceBatching,
+    SequenceControl,
+    SequenceState,
+)
 from packager.spec import (
     DynamicBatching,
     GpuOptimization,
@@ -29,6 +37,12 @@ __all__ = [
     "ModelSpec",
     "PackagerError",
     "QueuePolicy",
+    "RateLimitResource",
+    "RateLimiter",
+    "SchedulingOptions",
+    "SequenceBatching",
+    "SequenceControl",
+    "SequenceState",
     "SourceOptions",
     "TensorSpec",
     "VersionPolicy",
@@ -37,6 +51,7 @@ __all__ = [
     "build",
     "build_manifest",
     "inspect",
+    "plan",
     "render_config",
     "validate",
 ]
@@ -48,6 +63,7 @@ _LAZY = {
     "BuildOptions": "packager.builder:BuildOptions",
     "SourceOptions": "packager.builder:SourceOptions",
     "inspect": "packager.builder:inspect",
+    "plan": "packager.builder:plan",
     "validate": "packager.validation:validate",
     "render_config": "packager.render:render_config",
     "LocalServer": "packager.serve.server:LocalServer",

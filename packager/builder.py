@@ -1,173 +1,81 @@
-"""``packager.build`` and ``packager.inspect``: source -> ModelSpec -> config -> repository.
+"""``packager.build`` and ``packager.inspect``: pick the planner of a build, write its plan.
 
-This module decides; :mod:`packager.sources` reads, :mod:`packager.render` renders,
-:mod:`packager.repository` writes. Every check happens before the first byte is written.
+Every kind of build is a planner (:mod:`packager.planners`): it loads, exports, verifies,
+compresses, checks and renders everything with no repository I/O; then ONE
+:func:`packager.repository.write_models` call writes the plan atomically. So every check happens
+before the first byte is written, and a dry run is the same plan, not written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from packager import sources
-from packager.compress import CompressOptions, compress_loaded
-from packager.errors import PackagerError, SpecError
-from packager.render import render_config
-from packager.repository import WriteResult, write_model
-from packager.sources import LoadedModel, Signature
-from packager.sources.formats import FORMATS
-from packager.spec import (
-    KIND_OPTIONS,
-    DynamicBatching,
-    GpuOptimization,
-    InstanceGroup,
-    ModelSpec,
-    TensorSpec,
-    VersionPolicy,
-    default_warmup,
-    name_problem,
-)
+from packager.errors import SpecError
+from packager.generate.build import is_causal_lm, plan_generation
+from packager.options import BuildOptions, refused
+from packager.planners import Plan, PlannedModel
+from packager.planners.model import check_file, load_source, plan_model
+from packager.planners.text import plan_text
+from packager.repository import WriteResult, write_models
+from packager.sources import Signature, SourceOptions
+from packager.sources.huggingface import GENERATION_TASK, TASKS
+from packager.spec import ModelSpec, TensorSpec
 
-DEFAULT_MAX_BATCH_SIZE = 32
+__all__ = [
+    "BuildOptions",
+    "BuildResult",
+    "BuiltModel",
+    "InspectResult",
+    "SourceOptions",
+    "build",
+    "inspect",
+    "plan",
+]
+
+# The planner of each Hugging Face task (--task; by default a causal LM generates, other
+# architectures take the source's own default): one table.
+HF_TASK_KINDS: dict[str, str] = {**{t: "huggingface" for t in TASKS}, GENERATION_TASK: "generation"}
 
 
-@dataclass(frozen=True)
-class SourceOptions:
-    """How a source reads or exports the model (PyTorch modules and TorchScript files)."""
+def _one(planned: Callable[[Any, BuildOptions], PlannedModel]) -> Callable[..., Plan]:
+    return lambda model, o: Plan([planned(model, o)])
 
-    input_specs: tuple[Any, ...] = ()  # "NAME:DTYPE:DIMS" strings or TensorSpecs
-    example_inputs: Any = None  # {name: array}, one array, or a .npz path
-    weights: str | Path | None = None  # state_dict file for a module reference
-    output_names: tuple[str, ...] = ()
-    dynamic_axes: Mapping[str, Sequence[int]] | None = None  # beyond the batch axis
-    opset: int | None = None
-    torchscript_mode: str | None = None  # "trace" | "script"
-    verify: bool = True  # compare the export with the module
-    atol: float | None = None
-    rtol: float | None = None
-    # Hugging Face folders: feature-extraction | sequence-classification | text-generation
-    task: str | None = None
-    more_examples: tuple[Any, ...] = ()  # example sets of other shapes: their axes go dynamic
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))
-        object.__setattr__(self, "output_names", tuple(self.output_names or ()))
-        object.__setattr__(self, "more_examples", tuple(self.more_examples or ()))
-
-    def to_mapping(self) -> dict[str, Any]:
-        """The options a :class:`packager.sources.Source` reads; unset ones are left out."""
-        out = {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if getattr(self, f.name) not in (None, ()) and f.name != "verify"
-        }
-        if not self.verify:
-            out["verify"] = False
-        return out
+# Build kind (options.declaration.KINDS) -> its planner; a model file's kind is its source's name.
+PLANNERS: dict[str, Callable[[Any, BuildOptions], Plan]] = {
+    "text": plan_text,
+    "generation": _one(plan_generation),
+}
+_MODEL_PLANNER = _one(plan_model)
 
 
 @dataclass(frozen=True)
-class BuildOptions:
-    """Everything ``build`` takes besides the model: one typed, immutable object shared by the
-    CLI, the Python API (:meth:`from_kwargs` reads the flat keywords) and deploy manifests."""
+class BuiltModel:
+    """One model of a build: what was (or, on a dry run, would be) written."""
 
     name: str
-    output: Path = Path("model_repository")
-    format: str = "auto"  # auto | a source or artifact format (sources.formats.FORMATS)
-    backend: str = "native"  # native | python | vllm (text generation)
-    max_batch_size: int | None = None  # None: 32 when every tensor has a batch axis, else 0
-    # Instances: explicit groups, or one group of `instances` of `kind` (on each of `gpus`).
-    instance_groups: tuple[InstanceGroup, ...] | None = None
-    kind: str = "auto"  # auto | gpu | cpu | model (spec.KIND_OPTIONS)
-    gpus: tuple[int, ...] = ()
-    instances: int = 1
-    # Dynamic batching: None turns it on when the model batches or `batching` was set.
-    dynamic_batching: bool | None = None
-    batching: DynamicBatching = field(default_factory=DynamicBatching)
-    version: int | None = None  # None: the next free version
-    version_policy: VersionPolicy | None = None
-    warmup: int = 0  # warm-up requests per instance at load
-    parameters: Mapping[str, str] = field(default_factory=dict)
-    gpu_optimization: GpuOptimization | None = None
-    force: bool = False  # overwrite an existing version
-    dry_run: bool = False
-    compress: CompressOptions = field(default_factory=CompressOptions)
-    source: SourceOptions = field(default_factory=SourceOptions)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "output", Path(self.output))
-        object.__setattr__(self, "gpus", tuple(int(g) for g in self.gpus or ()))
-        object.__setattr__(self, "parameters", MappingProxyType(dict(self.parameters or {})))
-        if self.instance_groups is not None:
-            object.__setattr__(self, "instance_groups", tuple(self.instance_groups))
-        if isinstance(self.version_policy, str):
-            object.__setattr__(self, "version_policy", VersionPolicy.parse(self.version_policy))
-        gpu = self.gpu_optimization
-        if gpu is not None and not (gpu.tensorrt or gpu.cuda_graphs):
-            object.__setattr__(
-                self, "gpu_optimization", None
-            )  # nothing asked: no optimization block
-
-    def replace(self, **changes: Any) -> BuildOptions:
-        return replace(self, **changes)
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> BuildOptions:
-        """The flat keywords of ``packager.build(model, name=..., max_batch_size=...)``."""
-        grouped: dict[str, tuple[type, dict[str, Any]]] = {
-            "batching": (DynamicBatching, {}),
-            "gpu_optimization": (GpuOptimization, {}),
-            "compress": (CompressOptions, {}),
-            "source": (SourceOptions, {}),
-        }
-        top: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            target = _FLAT_KEYWORDS.get(key)
-            if target is not None:
-                group, attr = target
-                grouped[group][1][attr] = value
-            elif key in _OWN_FIELDS:
-                top[key] = value
-            else:
-                known = sorted({*_OWN_FIELDS, *_FLAT_KEYWORDS} - set(grouped))
-                raise TypeError(
-                    f"build() got an unknown option {key!r}; options: {', '.join(known)}"
-                )
-        for group, (kind, values) in grouped.items():
-            if values:
-                top[group] = kind(**values)
-        return cls(**top)
-
-
-# Flat keyword of the Python API -> (BuildOptions field holding it, attribute there).
-_FLAT_KEYWORDS: dict[str, tuple[str, str]] = {
-    "preferred_batch_sizes": ("batching", "preferred_batch_sizes"),
-    "max_queue_delay_us": ("batching", "max_queue_delay_us"),
-    "preserve_ordering": ("batching", "preserve_ordering"),
-    "priority_levels": ("batching", "priority_levels"),
-    "default_priority_level": ("batching", "default_priority_level"),
-    "queue_policy": ("batching", "default_queue_policy"),
-    "tensorrt": ("gpu_optimization", "tensorrt"),
-    "tensorrt_precision": ("gpu_optimization", "tensorrt_precision"),
-    "cuda_graphs": ("gpu_optimization", "cuda_graphs"),
-    **{f.name: ("compress", f.name) for f in fields(CompressOptions)},
-    **{f.name: ("source", f.name) for f in fields(SourceOptions)},
-}
-_OWN_FIELDS = {f.name for f in fields(BuildOptions)}
+    kind: str  # "model" | "python_step" | "ensemble"
+    version: int | None  # None: the next free number, on a dry run
+    spec: ModelSpec
+    config: str
+    written: WriteResult | None = None  # None for a dry run
 
 
 @dataclass(frozen=True)
 class BuildResult:
-    """What ``build`` made (or, with ``dry_run``, would make)."""
+    """What ``build`` made (or, with ``dry_run``, would make): the model asked for, and every
+    model the build wrote (a text pipeline writes its steps and model before the ensemble)."""
 
     spec: ModelSpec
     config: str
     signature: Signature
     record: dict[str, Any]
     written: WriteResult | None = None  # None for a dry run
+    models: tuple[BuiltModel, ...] = ()
 
     @property
     def model_dir(self) -> Path | None:
@@ -209,160 +117,64 @@ class InspectResult:
         }
 
 
-def load_source(model: Any, fmt: str = "auto", **options: Any) -> LoadedModel:
-    """Detect (or take) the source format and load ``model``; caller closes the result."""
-    is_file_name = isinstance(model, (str, Path)) and str(model).endswith(
-        (".onnx", ".pt", ".pth", ".ts")
-    )
-    if is_file_name and not Path(model).exists():
-        raise PackagerError(f"model file {model} does not exist")
-    source = sources.detect(model)
-    if fmt not in ("auto", None):
-        known = set(sources.names()) | set(FORMATS)
-        if fmt not in known:
-            raise PackagerError(
-                f"unknown format {fmt!r}; choose from: auto, {', '.join(sorted(known))}"
-            )
-        if source.name in FORMATS and fmt != source.name:
-            raise PackagerError(
-                f"{model} is a {source.name} file but --format {fmt} was given; "
-                f"use --format auto or {source.name} (converting between file formats is not supported)"
-            )
-        options["format"] = fmt
-    return source.load(model, options)
-
-
 def inspect(model: Any, *, format: str = "auto", **options: Any) -> InspectResult:
-    """Read a model's signature without writing anything."""
-    loaded = load_source(model, format, **options)
+    """Read a model's signature without writing anything (``options``: SourceOptions fields)."""
+    loaded = load_source(model, SourceOptions(format=format, **options))
     try:
         return InspectResult(loaded.format, loaded.platform, loaded.signature, dict(loaded.record))
     finally:
         loaded.close()
 
 
+def build_kind(model: Any, options: BuildOptions) -> str:
+    """Which kind of build ``model`` with ``options`` is (a key of options.declaration.KINDS)."""
+    if options.text:
+        return "text"
+    if options.backend == "vllm":
+        return "generation"
+    # A Hugging Face folder's task (by default a causal LM generates) picks its planner; the
+    # generation planner says itself what it needs (a causal LM folder with weights).
+    task = options.source.task or (GENERATION_TASK if is_causal_lm(model) else None)
+    if task is not None and HF_TASK_KINDS.get(task) == "generation":
+        return "generation"
+    check_file(model)
+    return sources.detect(model).name
+
+
+def plan(model: Any, options: BuildOptions) -> Plan:
+    """The plan of building ``model``: nothing is written; close the plan when done."""
+    kind = build_kind(model, options)
+    if problems := refused(options, kind) + options.compress.problems():
+        raise SpecError(problems, subject=f"build of {options.name!r}")
+    return PLANNERS.get(kind, _MODEL_PLANNER)(model, options)
+
+
 def build(model: Any, options: BuildOptions | None = None, /, **kwargs: Any) -> BuildResult:
-    """Package ``model`` (a file path, a ``module:factory`` reference or an ``nn.Module``) as
-    ``<output>/<name>/<version>``. Nothing is written when anything is wrong or ``dry_run`` is set.
+    """Package ``model`` (a file path, a ``module:factory`` reference, an ``nn.Module`` or a
+    Hugging Face folder) as ``<output>/<name>/<version>``. Nothing is written when anything is
+    wrong or ``dry_run`` is set.
 
     Options come as one :class:`BuildOptions`, or as its flat keywords (``name=``,
-    ``max_batch_size=``, ``preferred_batch_sizes=``, ``quantize=``, ``weights=``...; see
-    :meth:`BuildOptions.from_kwargs`). Compression figures go to ``record["compression"]``.
+    ``max_batch_size=``, ``preferred_batch_sizes=``, ``quantize=``, ``weights=``...; every
+    option of packager/options/declaration.py). Compression figures go to
+    ``record["compression"]``.
     """
     if options is None:
         options = BuildOptions.from_kwargs(**kwargs)
     elif kwargs:
         raise TypeError("pass either a BuildOptions or keyword options to build(), not both")
     o = options
-    from packager.generate.build import build_generation, wants_generation
-
-    if wants_generation(model, o):  # a causal LM: a streaming model (packager/generate/)
-        return build_generation(model, o)
-    early = []
-    if (p := name_problem(o.name)) is not None:
-        early.append(p)
-    if o.backend not in ("native", "python"):
-        early.append(f"backend must be 'native' or 'python', got {o.backend!r}")
-    if o.kind not in KIND_OPTIONS:
-        early.append(f"kind must be one of {', '.join(KIND_OPTIONS)}, got {o.kind!r}")
-    if o.gpus and o.kind not in ("gpu", "auto"):
-        early.append(f"--gpus needs --kind gpu (kind is {o.kind})")
-    early += o.compress.problems()
-    if early:
-        raise SpecError(early, subject=f"build of {o.name!r}")
-
-    source_options = o.source.to_mapping()
-    if o.max_batch_size is not None:
-        source_options["max_batch_size"] = o.max_batch_size
-    if o.compress.prune is not None:
-        source_options["prune"] = o.compress.prune_request()  # pruned before export
-    loaded = load_source(model, o.format, **source_options)
-    try:
-        compress_loaded(loaded, o.compress)  # replaces the ONNX artifact; figures in the record
-        sig = loaded.signature
-        mbs = _max_batch_size(sig, o.max_batch_size)
-        groups = (
-            o.instance_groups
-            if o.instance_groups is not None
-            else (
-                InstanceGroup("KIND_GPU" if o.gpus else KIND_OPTIONS[o.kind], o.instances, o.gpus),
-            )
-        )
-        batching_asked = o.batching != DynamicBatching()
-        use_db = (
-            o.dynamic_batching if o.dynamic_batching is not None else (mbs > 0 or batching_asked)
-        )
-        strip = 1 if mbs > 0 else 0
-        params = dict(o.parameters)
-        if o.backend == "python":
-            params.setdefault("artifact", FORMATS[loaded.format].artifact)
-        spec = ModelSpec(
-            name=o.name,
-            inputs=tuple(TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.inputs),
-            outputs=tuple(
-                TensorSpec.of_model(t.name, t.dtype, t.dims[strip:]) for t in sig.outputs
-            ),
-            platform=loaded.platform if o.backend == "native" else None,
-            backend="python" if o.backend == "python" else None,
-            max_batch_size=mbs,
-            instance_groups=groups,
-            dynamic_batching=o.batching if use_db else None,
-            version_policy=o.version_policy,
-            parameters=params,
-            gpu_optimization=o.gpu_optimization,
-        )
-        if o.warmup:
-            spec = spec.replace(warmup=(default_warmup(spec, o.warmup),))
-        config = render_config(spec)  # SpecError lists every problem
-        files: dict[str, Any] = dict(loaded.files)
-        if o.backend == "python":
-            from packager.serve.pyruntime import runtime_files
-
-            files.update(runtime_files(loaded.format))
-        record = {
-            "packager": _version(),
-            "format": loaded.format,
-            "runtime": spec.runtime,
-            **loaded.record,
-        }
-        if len(loaded.files) > 1 and loaded.format == "onnx":  # weights beside the graph
-            from packager.sources.onnx_external import data_record
-
-            record["external_data"] = data_record(loaded.files, FORMATS["onnx"].artifact)
-        written = None
+    with plan(model, o) as p:
+        written: list[WriteResult | None] = [None] * len(p.models)
         if not o.dry_run:
-            written = write_model(
-                o.output, spec, files, version=o.version, force=o.force, record=record
-            )
-        return BuildResult(spec, config, sig, record, written)
-    finally:
-        loaded.close()
-
-
-def _max_batch_size(sig: Signature, asked: int | None) -> int:
-    if asked is None:
-        return DEFAULT_MAX_BATCH_SIZE if sig.batchable else 0
-    if asked < 0:
-        raise SpecError([f"max_batch_size must be >= 0, got {asked}"])
-    if asked > 0 and not sig.batchable:
-        fixed = [
-            f"{t.name} {list(t.dims)}"
-            for t in sig.inputs + sig.outputs
-            if not t.dims or t.dims[0] != -1
-        ]
-        raise SpecError(
-            [
-                f"--max-batch-size {asked} needs a dynamic first (batch) dim on every tensor, but these "
-                f"have none: {', '.join(fixed)}; re-export with a dynamic batch axis or use --max-batch-size 0"
-            ]
-        )
-    return asked
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("triton-packager")
-    except PackageNotFoundError:  # running from a source tree without an install
-        return "0+source"
+            written = list(write_models(o.output, p.writes(), force=o.force))
+    models = tuple(
+        BuiltModel(m.name, m.kind, w.version if w else m.write.version, m.write.spec, m.config, w)
+        for m, w in zip(p.models, written, strict=True)
+    )
+    main = p.main
+    spec = main.write.spec
+    signature = main.signature or Signature(spec.inputs, spec.outputs)
+    return BuildResult(
+        spec, main.config, signature, dict(main.write.record or {}), written[-1], models
+    )

@@ -77,6 +77,16 @@ _ALIASES: dict[str, str] = {
 NAMES: tuple[str, ...] = tuple(d.wire for d in _TABLE)
 
 
+def numpy_attributes() -> tuple[tuple[str, str], ...]:
+    """(config type, numpy attribute) of every dtype numpy holds as itself (not BF16), in table
+    order: the map the generated Python step (templates/python_step.py.j2) is rendered with."""
+    return tuple(
+        (d.config, d.numpy.name + ("_" if d.numpy.name in ("bool", "object") else ""))
+        for d in _TABLE
+        if d.wire != "BF16"
+    )
+
+
 def parse(name: str | DType) -> DType:
     """Accept ``FP32``, ``fp32``, ``float32``, ``TYPE_FP32``, ``TYPE_STRING``, ``torch.float32``..."""
     if isinstance(name, DType):

@@ -19,11 +19,19 @@ Sources of the 24.10 facts (cited per field below):
 - [PT] PyTorch ``caffe2/serialize/versions.h``: ``kMaxSupportedFileFormatVersion = 0xA`` since
   PyTorch 1.13, so libtorch 2.5 reads TorchScript archives of version <= 10.
 - [VLLM] Triton's vllm_backend r24.10 README: the ``-vllm-python-py3`` image carries vLLM 0.5.5.
+- [UBU] Ubuntu 22.04 (jammy) ships glibc 2.35 (package ``libc6`` 2.35-0ubuntu3).
+- [PIP] the pins of models' own Python packages: chosen for ``python``/``glibc`` and resolved
+  together with pip's resolver (``packager.deploy.pins``; ``tests/unit/test_pins.py`` re-resolves
+  them from the registry). transformers 5.21 and later require Python >= 3.11 (their metadata).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+# manylinux_2_17 is the oldest perennial tag; older wheels are named by manylinux2014's aliases.
+_OLDEST_PERENNIAL = 17
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,7 @@ class TargetProfile:
     ubuntu: str
     python: str  # major.minor of the image's python3 (Python-backend models run on it)
     python_full: str
+    glibc: str  # of the image's Ubuntu: which manylinux wheels install there
     cuda: str
     tensorrt: str
     onnxruntime: str  # the ONNX Runtime the onnxruntime backend links
@@ -50,6 +59,11 @@ class TargetProfile:
     py3_backends: tuple[str, ...]  # backends the -py3 image ships
     vllm_backends: tuple[str, ...]  # backends the -vllm-python-py3 image ships
     user_id: int  # uid/gid of the image's ``triton-server`` user
+    # Exact pins of what models' own Python code imports in the image (the image has none of it):
+    # every Python-backend model, each runtime its artifact needs, text-generation models.
+    python_base: tuple[str, ...]
+    python_runtimes: tuple[tuple[str, tuple[str, ...]], ...]  # (onnx | torch, pins)
+    generation_packages: tuple[str, ...]
 
     @property
     def image(self) -> str:
@@ -60,6 +74,15 @@ class TargetProfile:
     def vllm_image(self) -> str:
         """The ``-vllm-python-py3`` image: Triton's vLLM and Python backends with vLLM."""
         return f"{self.repository}:{self.release}-vllm-python-py3"
+
+    @property
+    def wheel_platforms(self) -> tuple[str, ...]:
+        """pip ``--platform`` tags of the wheels that install on the image. pip expands no
+        ``manylinux_2_X`` tag to older ones, so each is named (manylinux2014 brings its own
+        older aliases, manylinux2010 and manylinux1)."""
+        minor = int(self.glibc.split(".")[1])
+        newest_first = range(minor, _OLDEST_PERENNIAL - 1, -1)
+        return (*(f"manylinux_2_{m}_x86_64" for m in newest_first), "manylinux2014_x86_64")
 
     @property
     def onnxruntime_minor(self) -> str:
@@ -79,6 +102,8 @@ class TargetProfile:
         return {**asdict(self), "image": self.image, "vllm_image": self.vllm_image}
 
 
+_ORT_2410 = "1.19.2"  # [RN] ONNX Runtime of the 24.10 onnxruntime backend; API 19 [SRC]
+
 TARGETS: dict[str, TargetProfile] = {
     "24.10": TargetProfile(
         release="24.10",
@@ -87,9 +112,10 @@ TARGETS: dict[str, TargetProfile] = {
         ubuntu="22.04",  # [RN] via the DLFW support matrix
         python="3.10",  # [CM]
         python_full="3.10.12",  # [CM]
+        glibc="2.35",  # [UBU]
         cuda="12.6.2",  # [RN] "Release 24.10 is based on CUDA 12.6.2"
         tensorrt="10.5.0.18",  # [RN] via the DLFW support matrix
-        onnxruntime="1.19.2",  # [RN] ONNX Runtime of the 24.10 onnxruntime backend; API 19 [SRC]
+        onnxruntime=_ORT_2410,
         onnx_opset=21,  # [ORT] 1.19 row
         onnx_ml_opset=4,  # [ORT]
         onnx_ir=10,  # [ORT]
@@ -112,6 +138,14 @@ TARGETS: dict[str, TargetProfile] = {
         ),
         vllm_backends=("vllm", "python"),
         user_id=1000,
+        # numpy 1.x: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2.
+        python_base=("numpy==1.26.4",),  # [PIP]
+        python_runtimes=(
+            ("onnx", (f"onnxruntime-gpu=={_ORT_2410}",)),  # the container's ORT, CUDA 12 wheel
+            ("torch", ("torch==2.5.1",)),  # bundles CUDA 12.4 libraries; runs on 12.6 [PIP]
+        ),
+        # The newest transformers of the major we test with that supports Python 3.10. [PIP]
+        generation_packages=("transformers==5.20.2", "tokenizers==0.23.3"),
     ),
 }
 TARGET = TARGETS["24.10"]
@@ -133,11 +167,33 @@ TRITON_PORTS: dict[str, int] = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # The host a client calls when no URL is given.
 DEFAULT_HOST = "localhost"
 
-# Python packages that Python-backend models need inside the NGC image (Python 3.10, CUDA 12.6,
-# cuDNN 9). numpy<2: Triton 2.51's Python backend mis-sizes output tensors built from numpy 2
-# arrays. The runtimes are pinned so that an image rebuilt next year installs the same thing.
-PYTHON_BACKEND_BASE = ("numpy<2",)
-PYTHON_BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "onnx": (f"onnxruntime-gpu=={TARGET.onnxruntime}",),  # the container's ORT, CUDA 12 wheel
-    "torch": ("torch==2.5.1",),  # PyPI wheel bundles CUDA 12.4 libraries; runs on the 12.6 image
-}
+# What Python-backend and generation models need installed in TARGET's image (exact pins).
+PYTHON_BACKEND_BASE = TARGET.python_base
+PYTHON_BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = dict(TARGET.python_runtimes)
+GENERATION_PACKAGES = TARGET.generation_packages
+
+
+# The distribution name of this tool (pip, build records, generated files say which release).
+PACKAGE = "triton-packager"
+
+
+def package_version() -> str:
+    """This install's version of triton-packager; ``0+source`` in a source tree without one."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return "0+source"
+
+
+def cache_root() -> Path:
+    """The project's cache folder (compiled backends, runtimes, stub environments):
+    ``$TRITON_PACKAGER_CACHE``, else ``$XDG_CACHE_HOME/triton-packager``."""
+    import os
+
+    env = os.environ.get("TRITON_PACKAGER_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / PACKAGE

@@ -16,7 +16,8 @@ import jinja2
 
 from packager import dtypes
 from packager.errors import PackagerError, SpecError
-from packager.releases import TRITON_VERSION
+from packager.formats import FORMATS, PYTHON_FILE
+from packager.releases import TRITON_VERSION, package_version
 from packager.scheduling import (
     RateLimiter,
     RateLimitResource,
@@ -68,6 +69,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["q"] = _quote
     env.globals["triton_version"] = TRITON_VERSION  # the release generated runtimes target
+    env.globals["numpy_types"] = dtypes.numpy_attributes()  # config type -> numpy, from dtypes
     return env
 
 
@@ -105,6 +107,18 @@ def parse_config(text: str) -> Any:
 _KIND_NAMES = {0: "KIND_AUTO", 1: "KIND_GPU", 2: "KIND_CPU", 3: "KIND_MODEL"}
 
 
+def version_policy_of(config: Any) -> VersionPolicy | None:
+    """A parsed config's ``version_policy`` (None: Triton's default, latest:1)."""
+    if not config.HasField("version_policy"):
+        return None
+    which = config.version_policy.WhichOneof("policy_choice")
+    if which == "all":
+        return VersionPolicy("all")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(config.version_policy.specific.versions))
+    return VersionPolicy("latest", config.version_policy.latest.num_versions)
+
+
 def spec_from_config(config: Any) -> ModelSpec:
     """Rebuild a ModelSpec from a parsed ``ModelConfig`` (the inverse of render for our fields)."""
     from tritonclient.grpc import model_config_pb2 as pb
@@ -139,15 +153,7 @@ def spec_from_config(config: Any) -> ModelSpec:
             queue_policy(d.default_queue_policy) if d.HasField("default_queue_policy") else None,
             tuple((k, queue_policy(v)) for k, v in d.priority_queue_policy.items()),
         )
-    vp = None
-    if config.HasField("version_policy"):
-        which = config.version_policy.WhichOneof("policy_choice")
-        if which == "latest":
-            vp = VersionPolicy("latest", config.version_policy.latest.num_versions)
-        elif which == "all":
-            vp = VersionPolicy("all")
-        elif which == "specific":
-            vp = VersionPolicy("specific", versions=tuple(config.version_policy.specific.versions))
+    vp = version_policy_of(config)
     go = None
     if config.HasField("optimization"):
         accel = config.optimization.execution_accelerators.gpu_execution_accelerator
@@ -265,3 +271,30 @@ def _sequence_batching(config: Any) -> SequenceBatching:
         tuple(sb.oldest.preferred_batch_size) if oldest else (),
         strategy.max_queue_delay_microseconds,
     )
+
+
+PYTHON_RUNTIME_TEMPLATE = "python_model.py.j2"
+
+
+def python_runtime_files(fmt: str) -> dict[str, str]:
+    """Files for a Python-backend version folder that runs an ONNX or TorchScript artifact:
+    ``{"model.py": text}``. ``build --backend python`` writes it beside the artifact and
+    :mod:`packager.serve.shadow` serves native-backend repositories with it. The artifact is not
+    included; the config names it with the parameter ``artifact`` (default: the format's file
+    name in :data:`packager.formats.FORMATS`). The file is self-contained (numpy + onnxruntime or
+    torch), so it also runs in NVIDIA's container without triton-packager.
+    """
+    if fmt not in FORMATS:
+        raise PackagerError(
+            f"the Python runtime runs {', '.join(FORMATS)} artifacts, not {fmt!r}; "
+            "export the model to ONNX or TorchScript first"
+        )
+    f = FORMATS[fmt]
+    text = render_template(
+        PYTHON_RUNTIME_TEMPLATE,
+        fmt=f.name,
+        artifact=f.artifact,
+        runtime=f.runtime,
+        version=package_version(),
+    )
+    return {PYTHON_FILE: text}

@@ -4,9 +4,15 @@ Layout::
 
     <repo>/<model>/config.pbtxt
     <repo>/<model>/<extra model-level files, e.g. labels.txt>
+    <repo>/<model>/SHA256SUMS                 sha256 of every file outside the version folders
     <repo>/<model>/<version>/<artifacts>      model.onnx | model.pt | model.py + artifact
     <repo>/<model>/<version>/SHA256SUMS       sha256 of every other file in the folder (sha256sum -c format)
     <repo>/<model>/<version>/build.json       how the version was made (deterministic: no timestamps)
+
+Together the two checksum files cover every file Triton or Python reads: the config, label files
+and every file of every version. Compiled Python (``__pycache__``, ``.pyc``) never enters a
+repository: Python runs a ``.pyc`` in place of (or beside) the source it claims to come from, so
+one is refused wherever it is found (:func:`bytecode_problems`).
 
 Writes are staged: the model folder is rebuilt in a hidden folder inside the repository (same
 file system), then exchanged with the live one in one ``renameat2(RENAME_EXCHANGE)`` where the
@@ -38,6 +44,8 @@ RECORD = "build.json"
 STAGING_PREFIX = ".tp-staging-"
 # Files we write beside artifacts: not covered by the checksum file itself.
 _META = {CHECKSUMS}
+# Compiled Python: refused in a repository (it executes, and it is not what was built).
+BYTECODE_SUFFIXES = (".pyc", ".pyo")
 
 FileSource = Path | bytes | str  # a path to copy, or content (str is written as UTF-8)
 
@@ -76,6 +84,13 @@ def list_models(repo: Path | str) -> list[Path]:
     )
 
 
+def server_flags(repo: Path | str) -> list[str]:
+    """tritonserver flags the repository's models need (response cache, rate limiter)."""
+    from packager.scheduling import server_flags as flags_for
+
+    return flags_for(read_config(d) for d in list_models(repo))
+
+
 def versions(model_dir: Path | str) -> list[int]:
     """Numeric version folders, ascending. Triton ignores other names; so do we."""
     out = []
@@ -93,53 +108,106 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _files(folder: Path, skip: Callable[[str], bool]) -> list[tuple[str, Path]]:
+    """(relative path, file) under ``folder``, sorted, without the checksum file and ``skip``."""
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_file() and rel not in _META and not skip(rel):
+            out.append((rel, p))
+    return out
+
+
+def _outside_versions(model_dir: Path) -> Callable[[str], bool]:
+    """True for paths inside a version folder (covered by that version's own SHA256SUMS)."""
+    numbers = {str(v) for v in versions(model_dir)}
+    return lambda rel: rel.split("/", 1)[0] in numbers
+
+
 def checksum_lines(version_dir: Path) -> list[str]:
     """``sha256sum``-format lines for every file under ``version_dir`` except the checksum file."""
-    lines = []
-    for p in sorted(version_dir.rglob("*")):
-        rel = p.relative_to(version_dir).as_posix()
-        if p.is_file() and rel not in _META and "__pycache__" not in rel:
-            lines.append(f"{sha256_file(p)}  {rel}")
-    return lines
+    return [f"{sha256_file(p)}  {rel}" for rel, p in _files(version_dir, lambda rel: False)]
 
 
-def verify_checksums(version_dir: Path) -> list[str]:
-    """Problems with ``version_dir``'s SHA256SUMS: missing file, changed file, extra artifact."""
-    path = version_dir / CHECKSUMS
+def model_checksum_lines(model_dir: Path) -> list[str]:
+    """Lines for every file of ``model_dir`` outside its version folders: config.pbtxt, label
+    files and whatever else a Python model could open beside them."""
+    return [
+        f"{sha256_file(p)}  {rel}" for rel, p in _files(model_dir, _outside_versions(model_dir))
+    ]
+
+
+def _sums_text(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+def _verify(folder: Path, actual_lines: list[str], where: str) -> list[str]:
+    """Problems of ``folder``'s SHA256SUMS against ``actual_lines``; paths prefixed by ``where``."""
+    path = folder / CHECKSUMS
     if not path.is_file():
-        return [f"{version_dir.name}/: no {CHECKSUMS} file (was it built by triton-packager?)"]
+        return [f"{where}: no {CHECKSUMS} file (was it built by triton-packager?)"]
     expected = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         digest, _, rel = line.partition("  ")
         expected[rel] = digest
+    actual = {rel: digest for digest, _, rel in (line.partition("  ") for line in actual_lines)}
     problems = []
     for rel, digest in expected.items():
-        f = version_dir / rel
-        if not f.is_file():
-            problems.append(f"{version_dir.name}/{rel}: listed in {CHECKSUMS} but missing")
-        elif sha256_file(f) != digest:
-            problems.append(
-                f"{version_dir.name}/{rel}: checksum mismatch (file changed after build)"
-            )
-    actual = {line.partition("  ")[2] for line in checksum_lines(version_dir)}
-    for rel in sorted(actual - set(expected)):
-        problems.append(f"{version_dir.name}/{rel}: not listed in {CHECKSUMS} (added after build)")
+        if rel not in actual:
+            problems.append(f"{where}{rel}: listed in {CHECKSUMS} but missing")
+        elif actual[rel] != digest:
+            problems.append(f"{where}{rel}: checksum mismatch (file changed after build)")
+    for rel in sorted(set(actual) - set(expected)):
+        problems.append(f"{where}{rel}: not listed in {CHECKSUMS} (added after build)")
     return problems
+
+
+def verify_checksums(version_dir: Path) -> list[str]:
+    """Problems with ``version_dir``'s SHA256SUMS: missing file, changed file, extra file."""
+    return _verify(version_dir, checksum_lines(version_dir), f"{version_dir.name}/")
+
+
+def verify_model_checksums(model_dir: Path) -> list[str]:
+    """Problems with the model-level SHA256SUMS (config.pbtxt, label files, other model files)."""
+    return _verify(model_dir, model_checksum_lines(model_dir), "")
+
+
+def bytecode_problems(model_dir: Path) -> list[str]:
+    """Compiled Python anywhere in the model folder: Python imports a ``.pyc`` instead of (or
+    without) the source beside it, so what runs is not what was built, reviewed or checksummed."""
+    found = []
+    for p in sorted(model_dir.rglob("*")):
+        inside_cache = "__pycache__" in p.relative_to(model_dir).parts[:-1]
+        if p.name == "__pycache__" or (
+            p.is_file() and p.suffix in BYTECODE_SUFFIXES and not inside_cache
+        ):
+            found.append(p.relative_to(model_dir).as_posix())
+    return [
+        f"{rel}: compiled Python, which the server would run instead of the source that was "
+        "built; delete it (a server given a writable folder needs PYTHONDONTWRITEBYTECODE=1)"
+        for rel in found
+    ]
 
 
 def verify_repository(
     repo: Path | str, models: Sequence[str] | None = None
 ) -> tuple[list[str], list[str]]:
-    """Check the SHA256SUMS of every version of ``models`` (default: all) before serving.
+    """Check the SHA256SUMS of ``models`` (default: all) before serving: the model-level file and
+    every version's, and that no compiled Python is there.
 
-    Returns (problems, unverified): files changed, missing or added since the build; and
-    version folders with no SHA256SUMS at all (made by hand or another tool: nothing to check).
+    Returns (problems, unverified): files changed, missing, added or compiled since the build;
+    and folders with no SHA256SUMS at all (made by hand or another tool: nothing to check).
     """
     problems: list[str] = []
     unverified: list[str] = []
     for model_dir in list_models(repo):
         if models is not None and model_dir.name not in models:
             continue
+        problems += [f"{model_dir.name}/{p}" for p in bytecode_problems(model_dir)]
+        if (model_dir / CHECKSUMS).is_file():
+            problems += [f"{model_dir.name}/{p}" for p in verify_model_checksums(model_dir)]
+        else:
+            unverified.append(f"{model_dir.name}/")
         for vdir in iter_version_dirs(model_dir):
             if not (vdir / CHECKSUMS).is_file():
                 unverified.append(f"{model_dir.name}/{vdir.name}/")
@@ -185,6 +253,7 @@ class ModelWrite:
     version: int | None = None
     record: Mapping[str, Any] | None = None
     model_files: Mapping[str, FileSource] | None = None
+    config: str | None = None  # the rendered config.pbtxt of ``spec`` (None: rendered here)
 
 
 def write_models(
@@ -202,7 +271,8 @@ def write_models(
         problems.append(f"output {root} exists and is not a folder")
     if problems:
         raise RepositoryError("; ".join(problems))
-    configs = {w.spec.name: render_config(w.spec) for w in writes}  # SpecError before any I/O
+    # a plan's config was rendered (and checked) when planned; SpecError before any I/O
+    configs = {w.spec.name: w.config or render_config(w.spec) for w in writes}
 
     created_root = not root.exists()
     try:
@@ -241,6 +311,7 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
         shutil.copytree(live, staged, symlinks=True, copy_function=_link_or_copy)
     else:
         staged.mkdir()
+    _check_model_files(staged, w)
     existing = versions(staged)
     version = w.version if w.version is not None else (max(existing) + 1 if existing else 1)
     if version < 1:
@@ -248,6 +319,8 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     others = [v for v in existing if v != version]
     if others:
         _check_same_runtime(staged, w.spec, others)
+        if signature_differences(read_spec(staged), w.spec):
+            _refuse_or_replace(staged, w.spec, others, force)
     vdir = staged / str(version)
     if vdir.is_symlink():
         raise RepositoryError(f"{live / str(version)} is a symlink; refusing to write through it")
@@ -272,9 +345,42 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
     _put(vdir / RECORD, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     (staged / CONFIG).unlink(missing_ok=True)
     _put(staged / CONFIG, config)
-    _put(vdir / CHECKSUMS, "\n".join(checksum_lines(vdir)) + "\n")
+    _put(vdir / CHECKSUMS, _sums_text(checksum_lines(vdir)))
+    _write_model_sums(staged)
     files = sorted(p.relative_to(stage).as_posix() for p in staged.rglob("*") if p.is_file())
     return WriteResult(root / name, version, tuple(files))
+
+
+def _check_model_files(staged: Path, w: ModelWrite) -> None:
+    """Refuse compiled Python among the files to write or already in the model, and model-level
+    files changed since their build that this write would otherwise checksum as if built."""
+    named = [*w.files, *(w.model_files or {})]
+    bad = [n for n in named if "__pycache__" in n.split("/") or n.endswith(BYTECODE_SUFFIXES)]
+    if bad:
+        raise RepositoryError(
+            f"{w.spec.name}: {', '.join(sorted(bad))} is compiled Python; it would run in the "
+            "server instead of its source. Leave __pycache__ and .pyc files out of the build"
+        )
+    problems = bytecode_problems(staged)
+    if (staged / CHECKSUMS).is_file():
+        replaced = {CONFIG, *(w.model_files or {})}
+        problems += [
+            p
+            for p in verify_model_checksums(staged)
+            if p.partition(":")[0] not in replaced  # rewritten by this build anyway
+        ]
+    if problems:
+        raise RepositoryError(
+            f"model {w.spec.name!r} changed since it was built, and this build would keep it:\n"
+            + "\n".join(f"  - {w.spec.name}/{p}" for p in problems)
+            + "\nrestore or delete those files first (`triton-packager validate` lists them)"
+        )
+
+
+def _write_model_sums(model_dir: Path) -> None:
+    """(Re)write the model-level SHA256SUMS: every writer of config.pbtxt or a label file ends so."""
+    (model_dir / CHECKSUMS).unlink(missing_ok=True)  # a fresh file: never write through a link
+    _put(model_dir / CHECKSUMS, _sums_text(model_checksum_lines(model_dir)))
 
 
 def _runtime_of(platform: str, backend: str, params: Mapping[str, str]) -> str:
@@ -302,6 +408,57 @@ def _check_same_runtime(staged: Path, spec: ModelSpec, others: list[int]) -> Non
         )
 
 
+def read_spec(model_dir: Path) -> ModelSpec:
+    """The model's config as a :class:`ModelSpec`."""
+    from packager.render import spec_from_config
+
+    return spec_from_config(read_config(model_dir))
+
+
+def signature_differences(old: ModelSpec, new: ModelSpec) -> list[str]:
+    """How ``new``'s tensors and batching differ from ``old``'s (empty when every version of one
+    could be served by the other's config)."""
+    out = []
+    if old.max_batch_size != new.max_batch_size:
+        out.append(f"max_batch_size {old.max_batch_size} -> {new.max_batch_size}")
+    for role, before, after in (
+        ("input", old.inputs, new.inputs),
+        ("output", old.outputs, new.outputs),
+    ):
+        was = {t.name: t for t in before}
+        now = {t.name: t for t in after}
+        for name in [n for n in was if n not in now]:
+            out.append(f"{role} {name!r} is gone")
+        for name, t in now.items():
+            o = was.get(name)
+            if o is None:
+                out.append(f"{role} {name!r} is new")
+                continue
+            if o.dtype != t.dtype:
+                out.append(f"{role} {name!r} {o.dtype.config} -> {t.dtype.config}")
+            if (o.dims, o.reshape) != (t.dims, t.reshape):
+                out.append(f"{role} {name!r} dims {list(o.dims)} -> {list(t.dims)}")
+    return out
+
+
+def _refuse_or_replace(staged: Path, spec: ModelSpec, others: list[int], force: bool) -> None:
+    """A new signature: refused (nothing written), or with ``force`` every other version goes.
+
+    The config is per model: with the new tensors the older versions would stop loading (and
+    ``validate`` would fail on them), so they cannot stay beside it.
+    """
+    differences = signature_differences(read_spec(staged), spec)
+    if not force:
+        raise RepositoryError(
+            f"{spec.name} already holds version(s) {', '.join(map(str, others))} with another "
+            f"signature ({'; '.join(differences)}), and one config.pbtxt serves every version, "
+            "so they would stop loading. Nothing was written. Build it under a new --name, or "
+            f"pass --force to replace every version of {spec.name} with this one"
+        )
+    for v in others:
+        shutil.rmtree(staged / str(v))
+
+
 def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:
     """Stage a copy of model ``name``, let ``mutate(staged_dir)`` change it, then swap it in."""
     root = Path(repo)
@@ -313,8 +470,21 @@ def rewrite_model(repo: Path | str, name: str, mutate: Any) -> None:
     stage = _new_stage(root)
     try:
         shutil.copytree(live, stage / name, symlinks=True, copy_function=_link_or_copy)
-        mutate(stage / name)
-        read_config(stage / name)  # never swap in a config Triton cannot parse
+        staged = stage / name
+        # An edit re-checksums the model folder: never bless a change made since the build.
+        changed = bytecode_problems(staged)
+        if (staged / CHECKSUMS).is_file():
+            changed += verify_model_checksums(staged)
+        if changed:
+            raise RepositoryError(
+                f"model {name!r} changed since it was built; this edit would checksum the "
+                "change as built:\n"
+                + "\n".join(f"  - {name}/{p}" for p in changed)
+                + "\nrestore those files or rebuild the model first"
+            )
+        mutate(staged)
+        read_config(staged)  # never swap in a config Triton cannot parse
+        _write_model_sums(staged)
         _swap_in(root, stage, name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

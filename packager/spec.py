@@ -7,7 +7,7 @@ config.pbtxt. ``problems(spec)`` lists *every* problem at once so a user fixes t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -152,6 +152,17 @@ class VersionPolicy:
         except ValueError:
             pass
         raise SpecError([f"version policy {text!r} is not one of: latest[:N], all, specific:V1,V2"])
+
+    def served(self, available: Sequence[int]) -> list[int]:
+        """The versions Triton loads under this policy from the ``available`` version folders:
+        the one rule that versions, validate, fit, tune and footprint use. ``latest:0`` serves
+        none (Triton refuses such a config; :func:`problems` names it)."""
+        have = sorted(available)
+        if self.kind == "all":
+            return have
+        if self.kind == "specific":
+            return [v for v in have if v in self.versions]
+        return have[-self.num_versions :] if self.num_versions > 0 else []
 
     def __str__(self) -> str:
         if self.kind == "latest":

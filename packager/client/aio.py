@@ -29,6 +29,7 @@ from packager.client.core import (
     facts_from,
     split_batches,
 )
+from packager.client.genwire import Chunk
 from packager.client.guard import check_seconds, guard_public
 from packager.client.httpwire import HttpCall
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
@@ -325,3 +326,38 @@ class AsyncClient(ClientBase):
             model, v, prompt, sampling, stream=True, include_prompt=False
         )
         return streaming.aio_grpc_texts(self, request, where, timeout, headers)
+
+    def stream_chunks(
+        self,
+        model: str,
+        prompt: str,
+        /,
+        *,
+        version: int | str = "",
+        timeout_s: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        special_tokens: bool | None = None,
+        **sampling: Any,
+    ) -> AsyncIterator[Chunk]:
+        """:meth:`stream` with every response as a :class:`~packager.client.genwire.Chunk`:
+        its text, and the finish reason and token counts the model reports (the outputs
+        ``finish_reason``, ``num_input_tokens``, ``num_output_tokens`` of Triton's vLLM backend
+        and of ``build --task text-generation``); the last chunk is flagged ``final``.
+        ``special_tokens=False``: the prompt is tokenized without BOS (a rendered chat prompt).
+        """
+        from packager.client import genwire, streaming
+
+        v, where = version_text(version), f"stream {model!r}"
+        timeout = self._timeout(timeout_s)
+        if self.endpoint.protocol == "http":
+            body = genwire.generate_body(
+                prompt, sampling, stream=True, include_prompt=False, details=True,
+                special_tokens=special_tokens,
+            )  # fmt: skip
+            path = genwire.generate_path(model, v, stream=True)
+            return streaming.aio_http_texts(self, path, body, where, timeout, headers, True)
+        request = genwire.grpc_request(
+            model, v, prompt, sampling, stream=True, include_prompt=False, details=True,
+            special_tokens=special_tokens,
+        )  # fmt: skip
+        return streaming.aio_grpc_texts(self, request, where, timeout, headers, True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from packager.client.errors import error_for_reply
 from packager.errors import ClientError, InferenceServerError, InvalidInput
 
 __all__ = [
+    "Chunk",
     "SseParser",
     "generate_body",
     "generate_path",
@@ -30,6 +32,22 @@ __all__ = [
 ]
 
 FINAL = "triton_final_response"
+# The additional outputs a request may ask for (Triton's vLLM backend names, r24.12+; the
+# python engine of ``build --task text-generation`` answers them too): input return_<name>.
+EXTRAS = ("finish_reason", "num_input_tokens", "num_output_tokens")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One response of a generation: its text and, when asked for (``details=True``), the
+    finish reason ("stop" / "length", on the final response), the prompt's token count and
+    the number of tokens this response adds."""
+
+    text: str
+    final: bool = False
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    new_tokens: int | None = None
 
 
 def generate_path(model: str, version: str, stream: bool) -> str:
@@ -53,8 +71,22 @@ def check_prompt(prompt: Any) -> str:
     return prompt
 
 
+def _options(details: bool, special_tokens: bool | None) -> dict[str, bool]:
+    """The optional BOOL inputs: ``return_<extra>`` for details, ``add_special_tokens``."""
+    out = {f"return_{name}": True for name in EXTRAS} if details else {}
+    if special_tokens is not None:
+        out["add_special_tokens"] = special_tokens
+    return out
+
+
 def generate_body(
-    prompt: str, sampling: Mapping[str, Any], *, stream: bool, include_prompt: bool
+    prompt: str,
+    sampling: Mapping[str, Any],
+    *,
+    stream: bool,
+    include_prompt: bool,
+    details: bool = False,
+    special_tokens: bool | None = None,
 ) -> bytes:
     """The JSON body of ``generate`` / ``generate_stream``: tensors by name. The sampling
     parameters travel as the ``sampling_parameters`` tensor (one JSON string), as over gRPC:
@@ -64,6 +96,7 @@ def generate_body(
         "text_input": check_prompt(prompt),
         "stream": stream,
         "exclude_input_in_output": not include_prompt,
+        **_options(details, special_tokens),
         "sampling_parameters": sampling_json(sampling),
     }
     return json.dumps(body).encode("utf-8")
@@ -82,6 +115,8 @@ def grpc_request(
     stream: bool,
     include_prompt: bool,
     request_id: str = "",
+    details: bool = False,
+    special_tokens: bool | None = None,
 ) -> Any:
     """A ``ModelInferRequest`` for ``ModelStreamInfer``."""
     from tritonclient.grpc import service_pb2
@@ -93,6 +128,10 @@ def grpc_request(
         ("stream", "BOOL", b"\x01" if stream else b"\x00"),
         ("sampling_parameters", "BYTES", _bytes_tensor(sampling_json(sampling).encode())),
         ("exclude_input_in_output", "BOOL", b"\x00" if include_prompt else b"\x01"),
+        *(
+            (k, "BOOL", b"\x01" if v else b"\x00")
+            for k, v in _options(details, special_tokens).items()
+        ),
     ):
         tensor = request.inputs.add()
         tensor.name, tensor.datatype = name, datatype
@@ -114,17 +153,50 @@ def raise_frame(message: str, where: str) -> None:
     raise frame_error(message, where)
 
 
-def grpc_text(response: Any, where: str) -> tuple[str, bool]:
-    """(text, final) of one ``ModelStreamInferResponse``; an error frame raises."""
+def grpc_chunk(response: Any, where: str) -> Chunk:
+    """One ``ModelStreamInferResponse`` as a :class:`Chunk`; an error frame raises."""
     if response.error_message:
         raise_frame(response.error_message, where)
     infer = response.infer_response
     final = bool(infer.parameters[FINAL].bool_param) if FINAL in infer.parameters else False
-    text = ""
+    values: dict[str, Any] = {}
     for i, out in enumerate(infer.outputs):
-        if out.name == "text_output" and i < len(infer.raw_output_contents):
-            text = "".join(_strings(infer.raw_output_contents[i]))
-    return text, final
+        if i >= len(infer.raw_output_contents):
+            continue
+        raw = infer.raw_output_contents[i]
+        if out.datatype == "BYTES":
+            values[out.name] = "".join(_strings(raw))
+        elif out.datatype == "UINT32" and len(raw) >= 4:
+            values[out.name] = struct.unpack_from("<I", raw)[0]
+    return _chunk(values, final)
+
+
+def grpc_text(response: Any, where: str) -> tuple[str, bool]:
+    """(text, final) of one ``ModelStreamInferResponse``; an error frame raises."""
+    chunk = grpc_chunk(response, where)
+    return chunk.text, chunk.final
+
+
+def _chunk(values: Mapping[str, Any], final: bool) -> Chunk:
+    text = values.get("text_output", "")
+    if isinstance(text, list):  # a batch of one, as some servers send it
+        text = "".join(str(t) for t in text)
+    reason = values.get("finish_reason")
+    if isinstance(reason, list):
+        reason = "".join(str(t) for t in reason)
+    return Chunk(
+        str(text),
+        final,
+        str(reason) if reason else None,
+        _count(values.get("num_input_tokens")),
+        _count(values.get("num_output_tokens")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else int(value)
 
 
 def _strings(raw: bytes) -> Iterator[str]:
@@ -135,16 +207,19 @@ def _strings(raw: bytes) -> Iterator[str]:
         pos += 4 + n
 
 
-def json_text(data: Any, where: str) -> str:
-    """``text_output`` of one JSON answer (``generate``, or an SSE event); errors raise."""
+def json_chunk(data: Any, where: str) -> Chunk:
+    """One JSON answer (``generate``, or an SSE event) as a :class:`Chunk`; errors raise.
+    (Triton's SSE events do not flag the last one: the stream's end does.)"""
     if not isinstance(data, dict):
         raise InferenceServerError(f"{where}: the server answered {data!r}, not a JSON object")
     if "error" in data:
         raise_frame(str(data["error"]), where)
-    text = data.get("text_output", "")
-    if isinstance(text, list):  # a batch of one, as some servers send it
-        text = "".join(str(t) for t in text)
-    return str(text)
+    return _chunk(data, False)
+
+
+def json_text(data: Any, where: str) -> str:
+    """``text_output`` of one JSON answer (``generate``, or an SSE event); errors raise."""
+    return json_chunk(data, where).text
 
 
 class SseParser:

@@ -32,6 +32,13 @@ def _reply_error(status: int, body: bytes) -> ServerReply:
     return ServerReply(status, message)
 
 
+def _yield(chunk: genwire.Chunk, details: bool) -> list[Any]:
+    """What a stream yields for one response: the chunk (details), or its text if any."""
+    if details:
+        return [chunk]
+    return [chunk.text] if chunk.text else []
+
+
 def generate_parser(where: str) -> Any:
     """How to read the answer of one ``generate`` call (no streaming): the whole text."""
 
@@ -75,9 +82,16 @@ def _events(parser: ResponseParser, sse: genwire.SseParser, data: bytes) -> list
 
 
 def http_texts(
-    transport: Any, path: str, body: bytes, where: str, timeout_s: float, headers: Any
-) -> Iterator[str]:
-    """Text chunks of one ``generate_stream`` call, as the server sends them."""
+    transport: Any,
+    path: str,
+    body: bytes,
+    where: str,
+    timeout_s: float,
+    headers: Any,
+    details: bool = False,
+) -> Iterator[Any]:
+    """Text chunks of one ``generate_stream`` call, as the server sends them (with
+    ``details``: every response as a :class:`genwire.Chunk`, the last one flagged final)."""
     with translating(where, transport.url):
         conn = transport._connect()  # a connection of its own: closing it cancels the stream
         try:
@@ -90,16 +104,21 @@ def http_texts(
                     parser.eof()
                     break
                 for event in _events(parser, sse, data):
-                    text = genwire.json_text(event, where)
-                    if text:
-                        yield text
+                    yield from _yield(genwire.json_chunk(event, where), details)
+            if details:
+                yield genwire.Chunk("", True)
         finally:
             conn.close()
 
 
 def grpc_texts(
-    transport: Any, request: Any, where: str, timeout_s: float, headers: Any
-) -> Iterator[str]:
+    transport: Any,
+    request: Any,
+    where: str,
+    timeout_s: float,
+    headers: Any,
+    details: bool = False,
+) -> Iterator[Any]:
     """Text chunks of one request over ``ModelStreamInfer``. Our side of the stream closes
     after the one request (Triton still sends every response, as tritonclient relies on);
     cancelling the call is what stops the generation."""
@@ -110,18 +129,23 @@ def grpc_texts(
         )
         try:
             for response in call:
-                text, final = genwire.grpc_text(response, where)
-                if text:
-                    yield text
-                if final:
+                chunk = genwire.grpc_chunk(response, where)
+                yield from _yield(chunk, details)
+                if chunk.final:
                     return
         finally:
             call.cancel()
 
 
 async def aio_http_texts(
-    client: Any, path: str, body: bytes, where: str, timeout_s: float, headers: Any
-) -> AsyncIterator[str]:
+    client: Any,
+    path: str,
+    body: bytes,
+    where: str,
+    timeout_s: float,
+    headers: Any,
+    details: bool = False,
+) -> AsyncIterator[Any]:
     """:func:`http_texts` on asyncio streams."""
     transport = client._transport
     endpoint = client.endpoint
@@ -145,16 +169,22 @@ async def aio_http_texts(
                     parser.eof()
                     break
                 for event in _events(parser, sse, data):
-                    text = genwire.json_text(event, where)
-                    if text:
-                        yield text
+                    for item in _yield(genwire.json_chunk(event, where), details):
+                        yield item
+            if details:
+                yield genwire.Chunk("", True)
         finally:
             writer.close()
 
 
 async def aio_grpc_texts(
-    client: Any, request: Any, where: str, timeout_s: float, headers: Any
-) -> AsyncIterator[str]:
+    client: Any,
+    request: Any,
+    where: str,
+    timeout_s: float,
+    headers: Any,
+    details: bool = False,
+) -> AsyncIterator[Any]:
     """:func:`grpc_texts` on ``grpc.aio``."""
     transport = client._transport
     if transport._stub is None:
@@ -172,10 +202,10 @@ async def aio_grpc_texts(
         )
         try:
             async for response in call:
-                text, final = genwire.grpc_text(response, where)
-                if text:
-                    yield text
-                if final:
+                chunk = genwire.grpc_chunk(response, where)
+                for item in _yield(chunk, details):
+                    yield item
+                if chunk.final:
                     return
         finally:
             finished.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,6 +54,38 @@ def shapes(
     return out
 
 
+def renamed(old: str, new: str, dest: str, **option: Any) -> Callable[[Any], Any]:
+    """A hidden ``old`` option that still works, says it is deprecated, and fills ``new``.
+
+    Apply it below ``@click.command`` and the ``new`` option; ``option`` are click.option's
+    keyword arguments for the old form (its type, ``is_flag`` or ``multiple``). Giving both
+    forms is refused. One meaning per option name across commands: docs/cli.md lists the
+    renames.
+    """
+    key = "renamed_" + old.lstrip("-").replace("-", "_")
+
+    def decorate(f: Callable[..., Any]) -> Any:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            value = kwargs.pop(key)
+            # Identity, not equality: 0 and 0.0 are values given (an unset flag is False).
+            if not (value is None or value is False or value == ()):
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(dest) is click.core.ParameterSource.COMMANDLINE:
+                    raise click.UsageError(f"{old} is the old name of {new}: give only {new}")
+                click.secho(
+                    f"warning: {old} is deprecated here; use {new} (same meaning)",
+                    fg="yellow",
+                    err=True,
+                )
+                kwargs[dest] = value
+            return f(*args, **kwargs)
+
+        return click.option(old, key, hidden=True, default=None, **option)(wrapper)
+
+    return decorate
+
+
 # The options of every command that calls a served model (infer, bench, explain, evaluate).
 URL = click.option(
     "--url",
@@ -73,12 +106,16 @@ TIMEOUT = click.option(
     "--timeout", "timeout_s", type=float, default=60.0, show_default=True, help="Seconds per call."
 )
 INPUT = click.option(
-    "--input",
+    "--input-file",
     "input_specs",
     multiple=True,
     metavar="NAME=FILE.npy",
     help="An input from a .npy file (repeat per input; FILE.npy alone for one-input models).",
 )
+# ``--input`` is build's NAME:DTYPE:DIMS; these commands called their .npy option that before.
+INPUT_RENAMED = renamed("--input", "--input-file", "input_specs", multiple=True)
+# ``--output``/``-o`` is the folder build, docker, k8s and mesh write; an output tensor's name
+# is ``--select-output`` (infer, evaluate, explain), once ``--output`` there.
 
 
 def load_inputs(specs: tuple[str, ...]) -> Any:
@@ -92,25 +129,25 @@ def load_inputs(specs: tuple[str, ...]) -> Any:
             if len(specs) > 1:
                 raise click.BadParameter(
                     f"{spec!r}: with several inputs, name each one as NAME=FILE.npy",
-                    param_hint="--input",
+                    param_hint="--input-file",
                 )
             name, path = "", spec
         if not Path(path).is_file():
-            raise click.BadParameter(f"{path}: no such file", param_hint="--input")
+            raise click.BadParameter(f"{path}: no such file", param_hint="--input-file")
         try:
             loaded = np.load(path, allow_pickle=False)
         except ValueError as exc:
             raise click.BadParameter(
                 f"{path}: {exc}. Save strings as a numpy str array (not dtype=object)",
-                param_hint="--input",
+                param_hint="--input-file",
             ) from None
         if not isinstance(loaded, np.ndarray):  # an .npz archive loads as a mapping of arrays
             keys = ", ".join(loaded.files)
             loaded.close()
             raise click.BadParameter(
-                f"{path} is an .npz archive (arrays: {keys}); --input takes one .npy file per "
+                f"{path} is an .npz archive (arrays: {keys}); --input-file takes one .npy file per "
                 f"input: save each array with np.save and pass NAME=FILE.npy",
-                param_hint="--input",
+                param_hint="--input-file",
             )
         arrays[name] = loaded
     if "" in arrays:

@@ -16,8 +16,10 @@ def backends(build: bool, force: bool, as_json: bool) -> None:
     """Show (and with --build, compile) the native backends of the embedded server.
 
     Triton's onnxruntime and pytorch backends of the server's release (r24.10) are compiled
-    once from the sources shipped with triton-packager, against this environment's onnxruntime
-    and torch wheels (cmake, a C++ compiler and the RapidJSON headers are needed). `serve`
+    once from the sources shipped with triton-packager: the onnxruntime one against the 24.10
+    container's ONNX Runtime (1.19.2, whose wheel --build installs into the cache; it also checks
+    ONNX artifacts in build/validate), the pytorch one against this environment's torch (cmake, a
+    C++ compiler and the RapidJSON headers are needed). `serve`
     builds them on first use; models whose backend is missing run through the Python runtime.
     Exit 1 when --build leaves one unbuilt.
     """

@@ -11,12 +11,14 @@ import click
 
 from packager.commands._options import (
     INPUT,
+    INPUT_RENAMED,
     PROTOCOL,
     TIMEOUT,
     URL,
     VERSION,
     int_list,
     load_inputs,
+    renamed,
 )
 from packager.commands._options import (
     shapes as parse_shapes,
@@ -40,7 +42,11 @@ def _jsonable(array: Any) -> Any:
 @PROTOCOL
 @VERSION
 @click.option(
-    "--output", "outputs", multiple=True, metavar="NAME", help="Only this output (repeatable)."
+    "--select-output",
+    "outputs",
+    multiple=True,
+    metavar="NAME",
+    help="Only this output (repeatable).",
 )
 @click.option("--sample", is_flag=True, help="Inputs are one sample: add the batch dim.")
 @click.option(
@@ -56,6 +62,15 @@ def _jsonable(array: Any) -> Any:
     default=None,
     help="Write each output to DIR/NAME.npy instead of printing it.",
 )
+@click.option(
+    "--sequence-id",
+    default=None,
+    help="Stateful models: the sequence this request belongs to (an integer or a string).",
+)
+@click.option("--sequence-start", is_flag=True, help="This request starts the sequence.")
+@click.option("--sequence-end", is_flag=True, help="This request ends the sequence.")
+@INPUT_RENAMED
+@renamed("--output", "--select-output", "outputs", multiple=True)
 def infer(
     model: str,
     input_specs: tuple[str, ...],
@@ -68,20 +83,38 @@ def infer(
     timeout_s: float,
     as_json: bool,
     output_dir: Path | None,
+    sequence_id: str | None,
+    sequence_start: bool,
+    sequence_end: bool,
 ) -> None:
-    """Send inputs from .npy files to MODEL on a running server and show its outputs."""
+    """Send inputs from .npy files to MODEL on a running server and show its outputs.
+
+    \b
+    Example:
+      triton-packager infer mlp --input-file input=x.npy --json
+    """
     import numpy as np
 
     from packager.client import Client
 
     if not input_specs:
-        raise click.UsageError("give at least one --input NAME=FILE.npy")
+        raise click.UsageError("give at least one --input-file NAME=FILE.npy")
     if sample and split:
         raise click.UsageError("--sample and --split exclude each other")
     if as_json and output_dir is not None:
         raise click.UsageError("--json and --output-dir exclude each other")
     inputs = load_inputs(input_specs)
     kwargs: dict[str, Any] = {"version": version, "outputs": list(outputs) or None}
+    if sequence_id is not None or sequence_start or sequence_end:
+        if split:
+            raise click.UsageError("--split sends several requests; a sequence takes one per call")
+        # Triton's sequence ids are integers or strings: digits mean an integer.
+        sid = sequence_id or ""
+        kwargs.update(
+            sequence_id=int(sid) if sid.isdigit() else sid,
+            sequence_start=sequence_start,
+            sequence_end=sequence_end,
+        )
     with Client(url, protocol=protocol, timeout_s=timeout_s) as client:
         if sample:
             result = client.infer_sample(model, inputs, **kwargs)
@@ -118,9 +151,21 @@ def infer(
     help="Requests in flight, one measurement per level (comma-separated).",
 )
 @click.option(
-    "--duration", type=float, default=10.0, show_default=True, help="Measurement window (s)."
+    "--duration-s",
+    "duration",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Measurement window per level (seconds).",
 )
-@click.option("--warmup", type=float, default=2.0, show_default=True, help="Warm-up (s).")
+@click.option(
+    "--warmup-s",
+    "warmup",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Warm-up before each window (seconds, not measured).",
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, None),
@@ -149,6 +194,9 @@ def infer(
     help="Also write a PNG of throughput vs p99 over the levels (the plots extra).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@INPUT_RENAMED
+@renamed("--duration", "--duration-s", "duration", type=float)
+@renamed("--warmup", "--warmup-s", "warmup", type=float)
 def bench(
     model: str,
     concurrency: tuple[int, ...],
@@ -173,7 +221,7 @@ def bench(
     from packager.client.core import parse_url
 
     if duration <= 0 or warmup < 0:
-        raise click.BadParameter("--duration must be positive and --warmup 0 or more")
+        raise click.BadParameter("--duration-s must be positive and --warmup-s 0 or more")
     if plot is not None:
         if not plot.parent.is_dir():
             raise click.BadParameter(f"folder {plot.parent} does not exist", param_hint="--plot")
@@ -181,7 +229,7 @@ def bench(
     endpoint = str(parse_url(url, protocol))
     inputs = load_inputs(input_specs) if input_specs else None
     if inputs is not None and not isinstance(inputs, dict):
-        raise InvalidInput("bench needs named inputs: --input NAME=FILE.npy")
+        raise InvalidInput("bench needs named inputs: --input-file NAME=FILE.npy")
     tty = sys.stderr.isatty()
     shown: set[tuple[int, str]] = set()
 

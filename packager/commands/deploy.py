@@ -30,7 +30,13 @@ _WORKLOAD_OPTIONS = (
     click.option(
         "--name", default=None, help="Resource name (default: from the repository folder)."
     ),
-    click.option("--image", default=rel.NGC_IMAGE, show_default=True, help="Triton image."),
+    click.option(
+        "--image",
+        default=rel.NGC_IMAGE,
+        show_default=True,
+        help="Triton image. Models that need pip packages need the image `docker` builds, "
+        "pushed to a registry the cluster pulls from (the error says how).",
+    ),
     click.option(
         "--min-replicas", type=int, default=None, help="Autoscaler floor (default: --replicas)."
     ),
@@ -159,7 +165,9 @@ def docker(
     "az://ACCOUNT/CONTAINER/PATH or pvc://CLAIM/PATH.",
 )
 @_workload_options
-@click.option("--kserve", is_flag=True, help="Write a KServe InferenceService instead.")
+@click.option(
+    "--kserve", is_flag=True, help="Write a KServe ServingRuntime and InferenceService instead."
+)
 @click.option("--service-monitor", is_flag=True, help="Also write a Prometheus ServiceMonitor.")
 @click.option(
     "--output",

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress_bar
+from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress_bar, renamed
 
 
 @click.command()
@@ -26,7 +26,13 @@ from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress
 @click.option(
     "--labels", "labels_key", default="labels", show_default=True, help="Name of the labels array."
 )
-@click.option("--output", default=None, help="Output to score. Default: the model's first.")
+@click.option(
+    "--select-output",
+    "output",
+    default=None,
+    metavar="NAME",
+    help="Output to score. Default: the model's first.",
+)
 @click.option(
     "--reference",
     type=click.Path(dir_okay=False),
@@ -44,6 +50,7 @@ from packager.commands._options import PROTOCOL, TIMEOUT, URL, VERSION, progress
 )
 @TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@renamed("--output", "--select-output", "output")
 def evaluate(
     model: str,
     data: str,

@@ -10,12 +10,14 @@ import click
 
 from packager.commands._options import (
     INPUT,
+    INPUT_RENAMED,
     PROTOCOL,
     TIMEOUT,
     URL,
     VERSION,
     load_inputs,
     progress_bar,
+    renamed,
 )
 
 
@@ -23,7 +25,11 @@ from packager.commands._options import (
 @click.argument("model")
 @INPUT
 @click.option(
-    "--text", default=None, help="A string to explain, for a text model (one BYTES input)."
+    "--input-text",
+    "text",
+    default=None,
+    metavar="TEXT",
+    help="A string to explain, for a text model (one BYTES input).",
 )
 @click.option(
     "--explain-input",
@@ -32,7 +38,13 @@ from packager.commands._options import (
     help="The input whose features are attributed, when the model has several (the others "
     "stay as given).",
 )
-@click.option("--output", default=None, help="Output to explain. Default: the first numeric one.")
+@click.option(
+    "--select-output",
+    "output",
+    default=None,
+    metavar="NAME",
+    help="Output to explain. Default: the first numeric one.",
+)
 @click.option(
     "--target",
     default="auto",
@@ -63,7 +75,8 @@ from packager.commands._options import (
     "FILE.npy of the input's shape; text: drop (default) or a word to put instead, e.g. [MASK].",
 )
 @click.option(
-    "--kind",
+    "--feature-kind",
+    "kind",
     type=click.Choice(["auto", "tabular", "image", "text"]),
     default="auto",
     show_default=True,
@@ -107,6 +120,12 @@ from packager.commands._options import (
 @VERSION
 @TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the attributions as JSON.")
+@INPUT_RENAMED
+@renamed("--output", "--select-output", "output")
+@renamed("--text", "--input-text", "text")
+@renamed(
+    "--kind", "--feature-kind", "kind", type=click.Choice(["auto", "tabular", "image", "text"])
+)
 def explain(
     model: str,
     input_specs: tuple[str, ...],
@@ -136,7 +155,7 @@ def explain(
     Forward passes only, sent in batches through the client: tabular inputs (each element),
     images (square patches) and text (words). Example:
 
-        triton-packager explain clf --input x=row.npy --plot why.png
+        triton-packager explain clf --input-file x=row.npy --plot why.png
     """
     from packager.client import Client
     from packager.explain import explain as run_explain
@@ -144,10 +163,12 @@ def explain(
 
     if text is not None and input_specs and not explain_input:
         raise click.UsageError(
-            "with --input and --text, say which input --text is (--explain-input)"
+            "with --input-file and --input-text, say which input the text is (--explain-input)"
         )
     if text is None and not input_specs:
-        raise click.UsageError("give the sample to explain: --input NAME=FILE.npy or --text '...'")
+        raise click.UsageError(
+            "give the sample to explain: --input-file NAME=FILE.npy or --input-text '...'"
+        )
     inputs: Any = load_inputs(input_specs) if input_specs else {}
     if not isinstance(inputs, dict):
         inputs = {explain_input: inputs} if explain_input else inputs
@@ -155,7 +176,9 @@ def explain(
         inputs = {**inputs, explain_input: text} if explain_input else text
     is_text = text is not None or kind == "text"
     if html is not None and not is_text:
-        raise click.UsageError("--html renders text explanations (--text); use --plot for others")
+        raise click.UsageError(
+            "--html renders text explanations (--input-text); use --plot for others"
+        )
     for path in (plot, html):
         if path is not None and not path.parent.is_dir():
             raise click.BadParameter(f"folder {path.parent} does not exist", param_hint=str(path))

@@ -8,16 +8,18 @@ from pathlib import Path
 
 import click
 
+from packager.commands._options import renamed
 from packager.commands._options import shapes as parse_shapes
 
 
 @click.command()
 @click.argument("repository", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
-    "--gpus",
-    type=int,
+    "--gpu-count",
+    "gpus",
+    type=click.IntRange(0, None),
     default=None,
-    help="GPUs the server sees (0 = CPU only). Default: as many as the instance groups name, "
+    help="How many GPUs the server sees (0 = CPU only). Default: as many as the instance groups name, "
     "at least 1.",
 )
 @click.option(
@@ -38,10 +40,11 @@ from packager.commands._options import shapes as parse_shapes
     "--shape",
     "shapes",
     multiple=True,
-    metavar="NAME:DIMS",
+    metavar="[MODEL.]INPUT:DIMS",
     callback=parse_shapes,
-    help="Dims of input NAME without the batch dim, e.g. input_ids:128: sizes the activations "
-    "of inputs with dynamic dims (repeatable).",
+    help="Dims of an input without the batch dim, all of them (e.g. input_ids:128, or "
+    "detector.image:3,480,640 for one model only): sizes the activations of inputs with "
+    "dynamic dims (repeatable).",
 )
 @click.option(
     "--margin",
@@ -51,6 +54,7 @@ from packager.commands._options import shapes as parse_shapes
     help="Fraction of each device kept free; an estimate within it is 'tight'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+@renamed("--gpus", "--gpu-count", "gpus", type=click.IntRange(0, None))
 def fit(
     repository: Path,
     gpus: int | None,

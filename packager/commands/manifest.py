@@ -101,8 +101,18 @@ def versions(
         " (Triton's default: no version_policy in the config)" if report.policy_is_default else ""
     )
     click.echo(f"{report.model} ({report.runtime}): version policy {report.policy}{default}")
+    model_sums = (
+        click.style("checksums FAIL", fg="red")
+        if report.model_problems
+        else click.style("checksums ok", fg="green")
+    )
+    click.echo(f"  config.pbtxt and model files: {model_sums}")
+    for problem in report.model_problems:
+        click.echo(f"      - {problem}")
     for v in report.versions:
         served = click.style("served", fg="green") if v.served else "not served"
+        if v.selected and v.load_problems:
+            served = click.style("not served (would not load)", fg="red")
         sums = (
             click.style("checksums ok", fg="green")
             if v.checksums_ok
@@ -111,7 +121,9 @@ def versions(
         click.echo(f"  version {v.version}: {served}, {sums}")
         for name, digest in v.files:
             click.echo(f"      {digest[:16]}  {name}")
-        for problem in v.problems:
+        for problem in (*v.load_problems, *v.problems):
             click.echo(f"      - {problem}")
-    if any(not v.checksums_ok for v in report.versions):
+    if report.model_problems or any(
+        not v.checksums_ok or (v.selected and v.load_problems) for v in report.versions
+    ):
         raise SystemExit(1)

@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from packager.commands._options import renamed
+from packager.commands.openai_service import service_options
 from packager.releases import TRITON_PORTS
 
 
@@ -71,9 +73,11 @@ class _Stop(Exception):
 )
 @click.option("--show-log", is_flag=True, help="Echo the server's own log to stderr while it runs.")
 @click.option(
-    "--no-verify",
+    "--no-checksums",
+    "no_verify",
     is_flag=True,
-    help="Serve even if model files changed since they were built (skips the SHA256SUMS check).",
+    help="Serve even if model files changed since they were built (skips the SHA256SUMS check, "
+    "as validate --no-checksums).",
 )
 @click.option(
     "--native/--no-native",
@@ -82,12 +86,21 @@ class _Stop(Exception):
     "the cache (default; off when TRITON_PACKAGER_NATIVE=0), or through the Python runtime.",
 )
 @click.option(
+    "--openai-port",
+    type=int,
+    default=None,
+    help="Also serve the OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+    "/v1/embeddings, /v1/models) on this port (0 = any free); needs the openai extra.",
+)
+@service_options
+@click.option(
     "--startup-timeout",
     type=float,
     default=120.0,
     show_default=True,
     help="Seconds to wait for the server and its models to become ready.",
 )
+@renamed("--no-verify", "--no-checksums", "no_verify", is_flag=True)
 def serve(
     repository: Path,
     host: str,
@@ -101,6 +114,9 @@ def serve(
     startup_timeout: float,
     no_verify: bool,
     native: bool | None,
+    openai_port: int | None,
+    api_key_file: Path | None,
+    no_api_key: bool,
 ) -> None:
     """Serve REPOSITORY on the embedded Triton server (2.51.0) until Ctrl-C.
 
@@ -114,6 +130,10 @@ def serve(
 
     if not no_verify and repository.is_dir():
         _verify(repository, model_control_mode, load_models)
+    if openai_port is not None:  # refuse a bad key setup before starting anything
+        from packager.openai_api.service import api_keys
+
+        api_keys(api_key_file, host=host, allow_none=no_api_key)
 
     server = LocalServer(
         repository,
@@ -131,10 +151,15 @@ def serve(
     # Python never raises KeyboardInterrupt, so `kill -INT` would not stop the server.
     stop_signals = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in stop_signals}
+    service = None
     try:
         click.echo(f"starting tritonserver on {repository} ...", err=True)
         server.start()
-        _print_banner(server)
+        if openai_port is not None:
+            from packager.commands.openai_service import start_beside
+
+            service = start_beside(server, openai_port, api_key_file, no_api_key)
+        _print_banner(server, service)
         offset = 0
         while server.is_running:
             if show_log:
@@ -149,6 +174,8 @@ def serve(
     except (KeyboardInterrupt, _Stop):
         click.echo("\nstopping tritonserver ...", err=True)
     finally:
+        if service is not None:
+            service.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -166,7 +193,7 @@ def _verify(repository: Path, mode: str, load_models: tuple[str, ...]) -> None:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise RepositoryError(
             f"{repository} changed since it was built:\n{lines}\nrebuild the model(s) with "
-            "`triton-packager build`, or pass --no-verify to serve the files as they are"
+            "`triton-packager build`, or pass --no-checksums to serve the files as they are"
         )
     for folder in unverified:
         click.echo(
@@ -178,13 +205,16 @@ def _raise_stop(signum: int, frame: FrameType | None) -> Any:
     raise _Stop()
 
 
-def _print_banner(server: Any) -> None:
+def _print_banner(server: Any, service: Any = None) -> None:
     from packager.releases import TRITON_VERSION
 
     click.echo(f"tritonserver {TRITON_VERSION} is ready (pid {server.pid})")
     click.echo(f"  HTTP     http://{server.http_url}")
     click.echo(f"  gRPC     {server.grpc_url}")
     click.echo(f"  metrics  http://{server.metrics_url}/metrics")
+    if service is not None:
+        keys = f"{len(service.api_keys)} API key(s)" if service.api_keys else "no API key"
+        click.echo(f"  OpenAI   {service.url} ({keys})")
     if server.host in ("0.0.0.0", "::", ""):
         click.echo(f"  (bound to {server.host}: reachable from other machines)")
     for line in server.native:

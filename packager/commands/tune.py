@@ -83,6 +83,12 @@ from packager.commands._options import int_list
     "measurement in <model>/tuning.json.",
 )
 @click.option(
+    "--apply-cpu-figures",
+    is_flag=True,
+    help="With --apply: write settings measured on the CPU into a GPU (KIND_GPU) config anyway "
+    "(refused by default: CPU figures do not say what the GPUs will do).",
+)
+@click.option(
     "--duration-s",
     type=float,
     default=3.0,
@@ -110,6 +116,7 @@ def tune(
     url: str | None,
     output_dir: Path | None,
     apply: bool,
+    apply_cpu_figures: bool,
     duration_s: float,
     warmup_s: float,
     as_json: bool,
@@ -145,6 +152,7 @@ def tune(
             url=url,
             output_dir=output_dir,
             apply=apply,
+            apply_cpu_figures=apply_cpu_figures,
             duration_s=duration_s,
             warmup_s=warmup_s,
             progress=progress,

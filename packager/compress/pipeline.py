@@ -23,8 +23,8 @@ from packager.compress.prune import PruneRequest, check_amount
 from packager.compress.quantize import QUANTIZE_MODES, check_inputs, load_calibration, quantize
 from packager.compress.report import CompressionReport, Stage, onnx_stage
 from packager.errors import PackagerError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel
-from packager.sources.formats import FORMATS
 
 _LABEL = {"dynamic-int8": "dynamic int8", "static-int8": "static int8 (QDQ)"}
 

@@ -20,8 +20,8 @@ from packager.deploy import footprint
 from packager.deploy.footprint import MiB, ModelFootprint
 from packager.deploy.onnx_memory import GraphMemory, graph_memory
 from packager.errors import PackagerError
+from packager.formats import of_config
 from packager.repository import read_config
-from packager.sources.formats import of_config
 from packager.textable import format_table
 
 # ---------------------------------------------------------------- measured here (CPU, no GPU)
@@ -80,6 +80,11 @@ class ModelEstimate:
     host_overhead: int  # per CPU instance (or per Python-backend stub on a GPU)
     gpu_overhead: int  # per GPU instance
     unresolved: tuple[str, ...] = ()  # inputs with dynamic dims that need --shape
+    # One --shape value per unresolved input, full rank (MODEL.INPUT:DIMS, 128 for each -1).
+    shape_hints: tuple[str, ...] = ()
+    # vLLM: the fraction of each of these GPUs' memory it takes (gpu_memory_utilization)
+    gpu_share: float = 0.0
+    share_gpus: tuple[int, ...] = ()
 
     @property
     def ensemble(self) -> bool:
@@ -120,6 +125,8 @@ class ModelEstimate:
                 "gpu": self.per_instance(True),
             },
             "unresolved_dims": list(self.unresolved),
+            "gpu_memory_share": self.gpu_share,
+            "share_gpus": list(self.share_gpus),
         }
 
 
@@ -142,12 +149,14 @@ class DeviceEstimate:
     bytes: int
     lower_bound: bool
     verdicts: tuple[Verdict, ...] = ()
+    share: float = 0.0  # fraction of the GPU's memory claimed on top of ``bytes`` (vLLM)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,
             "instances": self.instances,
             "bytes": self.bytes,
+            "claimed_share": self.share,
             "lower_bound": self.lower_bound,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
@@ -191,28 +200,40 @@ def estimate(
     ``gpus`` None: as many as the instance groups name (at least one). ``gpu_memory``: sizes
     (bytes) to judge every GPU against (one verdict per size); ``host_memory`` likewise for the
     host. ``max_batch_size`` replaces each batching model's own; ``shapes`` gives inputs with
-    dynamic dims their dims by input name, batch excluded (``{"input_ids": (128,)}``).
+    dynamic dims their dims, batch excluded, by ``MODEL.INPUT`` (that model only) or by input
+    name (every model with that input): ``{"bert.input_ids": (128,), "x": (3, 64, 64)}``.
     """
     if not 0 <= margin < 1:
         raise PackagerError(f"--margin {margin:g} must be a fraction from 0 to below 1, e.g. 0.1")
     if max_batch_size is not None and max_batch_size < 1:
         raise PackagerError(f"--max-batch-size {max_batch_size} must be 1 or more")
     if gpus is not None and gpus < 0:
-        raise PackagerError(f"--gpus {gpus} must be 0 (CPU only) or more")
+        raise PackagerError(f"--gpu-count {gpus} must be 0 (CPU only) or more")
+    from packager.generate.vllm import check_gpus as check_vllm_gpus
+    from packager.generate.vllm import vllm_claims
+
+    claims = vllm_claims(repo)
     scanned = footprint.scan(repo, 1 if gpus is None else gpus)
     if gpus is None:
         gpus = max((g + 1 for m in scanned for g in m.pinned_gpus), default=1)
+        gpus = max([gpus, *(n for n, _ in claims.values())])  # vLLM shards over its GPUs
         if gpus != 1:
             scanned = footprint.scan(repo, gpus)
-    footprint.check_gpus(scanned, gpus, "--gpus")
+    footprint.check_gpus(scanned, gpus, "--gpu-count")
+    check_vllm_gpus(repo, gpus, "--gpu-count")
     used: set[str] = set()
     shapes = shapes or {}
-    models = tuple(_model(m, max_batch_size, shapes, used) for m in scanned)
+    models = tuple(
+        _vllm(_model(m, max_batch_size, shapes, used), *claims[m.name])
+        if m.name in claims
+        else _model(m, max_batch_size, shapes, used)
+        for m in scanned
+    )
     unused = sorted(set(shapes) - used)
     if unused:
         raise PackagerError(
             f"--shape {', '.join(unused)}: no model of {repo} has an input of that name "
-            "(names are case-sensitive; each config.pbtxt lists its inputs)"
+            "(MODEL.INPUT or INPUT; names are case-sensitive; each config.pbtxt lists its inputs)"
         )
     devices = _devices(models, gpus, gpu_memory, host_memory, margin)
     return FitReport(gpus, margin, models, devices, _notes(models, gpus))
@@ -230,17 +251,22 @@ def _model(
     if batch > 0 and max_batch is not None:
         batch = max_batch
     shapes = {}
+    hints = {}
     for t in config.input:
         dims = list(t.dims)
-        if t.name in given:
-            used.add(t.name)
-            if len(given[t.name]) != len(dims):
+        hints[t.name] = f"{m.name}.{t.name}:" + ",".join("128" if d < 0 else str(d) for d in dims)
+        # MODEL.INPUT first: models that share an input name at different ranks are sized apart.
+        key = next((k for k in (f"{m.name}.{t.name}", t.name) if k in given), None)
+        if key is not None:
+            used.add(key)
+            if len(given[key]) != len(dims):
                 raise PackagerError(
-                    f"--shape {t.name}:{','.join(map(str, given[t.name]))} has "
-                    f"{len(given[t.name])} dims but input {t.name!r} of model {m.name!r} has "
-                    f"{len(dims)} ({list(dims)}, batch excluded)"
+                    f"--shape {key}:{','.join(map(str, given[key]))} has "
+                    f"{len(given[key])} dims but input {t.name!r} of model {m.name!r} has "
+                    f"{len(dims)} ({list(dims)}, batch excluded); give all of them, e.g. "
+                    f"--shape {hints[t.name]}"
                 )
-            dims = [g if d < 0 else d for d, g in zip(dims, given[t.name], strict=True)]
+            dims = [g if d < 0 else d for d, g in zip(dims, given[key], strict=True)]
         shapes[t.name] = ([batch] if batch > 0 else []) + dims
     weights = activations = 0
     note: str | None = None
@@ -275,6 +301,24 @@ def _model(
         # A Python-backend instance is its own process: its own CUDA context on its GPU.
         gpu_overhead=GPU_INSTANCE_BYTES + (CUDA_CONTEXT_BYTES if m.python else 0),
         unresolved=tuple(unresolved),
+        shape_hints=tuple(hints[n] for n in unresolved if n in hints),
+    )
+
+
+def _vllm(m: ModelEstimate, gpus: int, share: float) -> ModelEstimate:
+    """A vLLM model takes ``share`` of each of its first ``gpus`` GPUs (weights, activations and
+    KV cache inside it, whatever their size); its files are read from disk into that share, and
+    its backend's stub is one Python process on the host."""
+    from dataclasses import replace
+
+    return replace(
+        m,
+        activation_bytes=0,
+        activation_note=None,
+        cpu_instances=0,
+        gpu_placement=(),
+        gpu_share=share,
+        share_gpus=tuple(range(gpus)),
     )
 
 
@@ -315,15 +359,18 @@ def _devices(
     out = []
     for gpu in range(gpus):
         total = CUDA_CONTEXT_BYTES + TRITON_GPU_POOL_BYTES  # the server's own, on every GPU
-        count, lower = 0, False
+        count, lower, share = 0, False, 0.0
         for m in models:
             n = dict(m.gpu_placement).get(gpu, 0)
             if n:
                 total += n * m.per_instance(on_gpu=True)
                 count += n * len(m.versions)
                 lower = lower or m.lower_bound
-        verdicts = tuple(_verdict(total, c, margin) for c in gpu_memory)
-        out.append(DeviceEstimate(f"GPU {gpu}", count, total, lower, verdicts))
+            if gpu in m.share_gpus:  # vLLM: a fraction of the GPU, whatever its size
+                share += m.gpu_share
+                count += 1
+        verdicts = tuple(_verdict(total + round(share * c), c, margin) for c in gpu_memory)
+        out.append(DeviceEstimate(f"GPU {gpu}", count, total, lower, verdicts, share))
     host = SERVER_HOST_BYTES + (TRITON_PINNED_POOL_BYTES if gpus else 0)
     count, lower = 0, False
     for m in models:
@@ -334,6 +381,8 @@ def _devices(
         if m.python:  # a stub on a GPU still lives on the host: Python and its imports
             stubs = sum(n for _, n in m.gpu_placement) * len(m.versions)
             host += stubs * m.host_overhead
+        if m.share_gpus:  # the vLLM backend's stub process
+            host += STUB_HOST_BYTES[None]
     verdicts = (_verdict(host, host_memory, margin),) if host_memory else ()
     out.append(DeviceEstimate("host", count, host, lower, verdicts))
     return tuple(out)
@@ -349,10 +398,18 @@ def _verdict(needed: int, capacity: int, margin: float) -> Verdict:
 def _notes(models: Sequence[ModelEstimate], gpus: int) -> tuple[str, ...]:
     notes = []
     for m in models:
+        if m.share_gpus:
+            notes.append(
+                f"{m.name}: vLLM takes {m.gpu_share:.0%} of the memory of GPU "
+                f"{','.join(map(str, m.share_gpus))} (gpu_memory_utilization in model.json; "
+                "its weights and KV cache live inside that share), on top of the rest"
+            )
+    for m in models:
         if m.unresolved:
             notes.append(
                 f"{m.name}: inputs {', '.join(m.unresolved)} have dynamic dims, so tensors that "
-                f"depend on them are left out; give e.g. --shape {m.unresolved[0]}:128"
+                f"depend on them are left out; give e.g. --shape "
+                f"{m.shape_hints[0] if m.shape_hints else m.unresolved[0] + ':128'}"
             )
     if gpus:
         notes.append(
@@ -385,6 +442,12 @@ def format_report(report: FitReport) -> str:
             rows.append([m.name, "-", "0", "-", "-", "-", "-", "ensemble: routes only"])
             continue
         name = m.name if len(m.versions) == 1 else f"{m.name} (v{','.join(map(str, m.versions))})"
+        if m.share_gpus:
+            share = f"{m.gpu_share:.0%} of each GPU"
+            gpus = ",".join(map(str, m.share_gpus))
+            rows.append([name, f"GPU {gpus}", "vLLM", human(m.weight_bytes), "-", share, share,
+                         "vLLM: gpu_memory_utilization"])  # fmt: skip
+            continue
         for device, count, on_gpu, devices in _placements(m):
             per = m.per_instance(on_gpu)
             rows.append([
@@ -404,7 +467,8 @@ def format_report(report: FitReport) -> str:
             cells = ["-"] * len(gpu_sizes) + cells
         elif host.verdicts:
             cells.append("-")
-        dev_rows.append([d.device, str(d.instances), _bound(d, d.bytes), *cells])
+        estimate = _bound(d, d.bytes) + (f" + {d.share:.0%}" if d.share else "")
+        dev_rows.append([d.device, str(d.instances), estimate, *cells])
     if any(r[-1] for r in rows):
         header.append("note")
     else:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from packager import releases as rel
 from packager.errors import PackagerError
+from packager.formats import of_config
 from packager.repository import list_models, read_config
 from packager.repository import versions as version_numbers
-from packager.sources.formats import of_config
+from packager.spec import VersionPolicy
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -147,15 +148,9 @@ def _footprint(model_dir: Path, gpus: int) -> ModelFootprint:
 
 def _served_versions(config: object, available: list[int]) -> list[int]:
     """The version folders Triton loads under the config's version_policy (default latest:1)."""
-    policy = getattr(config, "version_policy", None)
-    which = policy.WhichOneof("policy_choice") if policy is not None else None
-    if which == "all":
-        return available
-    if which == "specific":
-        wanted = set(policy.specific.versions)  # type: ignore[union-attr]
-        return [v for v in available if v in wanted]
-    n = policy.latest.num_versions if which == "latest" else 1  # type: ignore[union-attr]
-    return available[-max(n, 1) :]
+    from packager.render import version_policy_of
+
+    return (version_policy_of(config) or VersionPolicy()).served(available)
 
 
 def check_gpus(models: Sequence[ModelFootprint], gpus: int | None, option: str) -> None:
@@ -219,9 +214,22 @@ def cpu_millicores(models: Iterable[ModelFootprint]) -> int:
     return _round_up(total, 100)
 
 
+def target_pins() -> dict[str, str]:
+    """Normalized name -> requirement of every package the target profile pins for its image."""
+    pins = [*rel.PYTHON_BACKEND_BASE, *rel.GENERATION_PACKAGES]
+    pins += [r for runtime in rel.PYTHON_BACKEND_RUNTIMES.values() for r in runtime]
+    return {requirement_name(r): r for r in pins}
+
+
 def pip_packages(models: Iterable[ModelFootprint], extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """Packages Python-backend models import, then ``extra``; an extra replaces a default pin."""
+    """Packages Python-backend models import, then ``extra``; an extra replaces a default pin.
+
+    A package the target profile pins is installed at the profile's version even where a build
+    recorded another (an older build recorded the versions installed on the build machine, e.g.
+    a transformers that needs a newer Python than the image has).
+    """
     auto: list[str] = []
+    pinned = target_pins()
     python_models = [m for m in models if m.python]
     if python_models:
         auto.extend(rel.PYTHON_BACKEND_BASE)
@@ -231,6 +239,7 @@ def pip_packages(models: Iterable[ModelFootprint], extra: Sequence[str] = ()) ->
         for m in python_models:
             for req in m.requires:  # recorded by the build: checked like --pip before use
                 check_requirement(req)
+                req = pinned.get(requirement_name(req), req)
                 if req not in auto:
                     auto.append(req)
     for req in extra:

@@ -2,8 +2,11 @@
 
 Plain Kubernetes: a Deployment of tritonserver reading the repository URI, a Service for
 HTTP/gRPC/metrics, a HorizontalPodAutoscaler and, on request, a Prometheus ServiceMonitor.
-KServe: one InferenceService on KServe's Triton runtime (plus a ServiceAccount that carries the
-storage Secret). Resources are derived from the local copy of the repository (instance counts,
+KServe: an InferenceService on a ServingRuntime of ours (KServe's way to run any image; plus a
+ServiceAccount that carries the storage Secret). Models that need pip packages never go on
+NVIDIA's stock image: they need the image ``docker`` writes, built and pushed
+(:func:`packager.deploy.docker.check_cluster_image`). vLLM models are checked against where the
+repository lands in the pod (:func:`packager.generate.vllm.check_model_paths`). Resources are derived from the local copy of the repository (instance counts,
 model file sizes; see :mod:`packager.deploy.footprint`). Output is deterministic: the same inputs give
 byte-identical files. Manifests are built as plain dicts and dumped with PyYAML, so quoting is
 always right.
@@ -24,15 +27,26 @@ import yaml
 from packager import releases as rel
 from packager.deploy import footprint
 from packager.deploy import k8s_resources as res
-from packager.deploy.docker import MARKER, check_image, image_tag, path_from, write_generated
+from packager.deploy.docker import (
+    MARKER,
+    check_cluster_image,
+    check_image,
+    image_tag,
+    path_from,
+    write_generated,
+)
 from packager.deploy.k8s_resources import GPU, Plan, StorageUri
 from packager.errors import PackagerError
 from packager.generate import vllm
+from packager.repository import server_flags
 
 DEPLOYMENT, SERVICE, HPA = "deployment.yaml", "service.yaml", "hpa.yaml"
 SERVICE_MONITOR = "servicemonitor.yaml"
 INFERENCE_SERVICE, SERVICE_ACCOUNT = "inferenceservice.yaml", "serviceaccount.yaml"
-ALL_FILES = (DEPLOYMENT, SERVICE, HPA, SERVICE_MONITOR, INFERENCE_SERVICE, SERVICE_ACCOUNT)
+SERVING_RUNTIME = "servingruntime.yaml"
+ALL_FILES = (
+    DEPLOYMENT, SERVICE, HPA, SERVICE_MONITOR, INFERENCE_SERVICE, SERVICE_ACCOUNT, SERVING_RUNTIME,
+)  # fmt: skip
 
 _DNS_LABEL = res.DNS_LABEL
 _CPU = re.compile(r"^(\d+(\.\d{1,3})?|\d+m)$")
@@ -80,6 +94,7 @@ def render_k8s(
     if o.kserve:
         if o.credentials_secret:
             docs[SERVICE_ACCOUNT] = res.service_account(plan)
+        docs[SERVING_RUNTIME] = res.serving_runtime(plan)
         docs[INFERENCE_SERVICE] = res.inference_service(plan)
     else:
         docs[DEPLOYMENT] = res.deployment(plan)
@@ -94,8 +109,12 @@ def render_k8s(
     )
 
 
-def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
-    """Check ``options`` and size the pods from the local copy ``repo``: the resolved :class:`Plan`."""
+def plan_for(repo: Path | str, options: K8sOptions, *, image_option: str = "--image") -> Plan:
+    """Check ``options`` and size the pods from the local copy ``repo``: the resolved :class:`Plan`.
+
+    ``image_option`` names the option that sets ``options.image`` (mesh's canary has its own).
+    """
+    shown = repo
     repo = Path(repo)
     o = options
     uri = StorageUri.parse(o.repository_uri)
@@ -105,8 +124,15 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
     check_image(o.image)
     image = vllm.deploy_image(repo, o.image)  # vLLM models need NVIDIA's vLLM image
     vllm.check_gpus(repo, o.gpus_per_replica, "--gpus-per-replica")
+    if o.kserve:
+        vllm.check_model_paths(repo, res.KSERVE_MOUNT, "KServe (its storage initializer)")
+    elif uri.scheme == "pvc":
+        vllm.check_model_paths(repo, res.MOUNT, f"{uri} (mounted as a subPath)")
+    else:  # Triton downloads s3/gs/az repositories itself, into a new temporary folder
+        vllm.check_model_paths(repo, None, f"--repository-uri {uri}")
     models = footprint.scan(repo, o.gpus_per_replica)
     footprint.check_gpus(models, o.gpus_per_replica, "--gpus-per-replica")
+    image_notes = check_cluster_image(shown, models, image, image_option)
 
     name = o.name or _default_name(repo)
     min_r = o.min_replicas if o.min_replicas is not None else o.replicas
@@ -140,6 +166,8 @@ def plan_for(repo: Path | str, options: K8sOptions) -> Plan:
         shm=footprint.k8s_quantity(shm),
         # Triton opens its ports only after loading every model: allow ~1 min per GiB to load.
         startup_failures=30 + 6 * math.ceil(total_gib),
+        server_args=tuple(server_flags(repo)),
+        notes=image_notes,
     )
 
 
@@ -160,9 +188,9 @@ def plan_notes(plan: Plan) -> tuple[str, ...]:
             f"no --credentials-secret: pods must reach {plan.uri} through workload identity "
             "(IRSA, GKE Workload Identity, Azure Workload Identity) or a public bucket"
         )
-    if image_tag(plan.image) != image_tag(rel.NGC_IMAGE) and plan.image != rel.NGC_VLLM_IMAGE:
+    if image_tag(plan.image) not in (image_tag(rel.NGC_IMAGE), image_tag(rel.NGC_VLLM_IMAGE)):
         notes.append(f"image {plan.image} is not {rel.NGC_IMAGE}, the embedded server's release")
-    return tuple(notes)
+    return (*notes, *plan.notes)
 
 
 def write_k8s(
@@ -221,11 +249,6 @@ def _option_problems(o: K8sOptions, uri: StorageUri) -> list[str]:
         problems.append(f"--cpu {o.cpu!r} is not a CPU quantity like 4, 2.5 or 500m")
     if o.memory is not None and not _MEMORY.match(o.memory):
         problems.append(f"--memory {o.memory!r} is not a memory quantity like 16Gi or 512Mi")
-    if o.kserve and o.image.rpartition(":")[0] != rel.NGC_REPOSITORY:
-        problems.append(
-            f"--image {o.image!r}: KServe's Triton runtime pulls {rel.NGC_REPOSITORY}; "
-            f"only its tag can change (e.g. {rel.NGC_IMAGE})"
-        )
     return problems
 
 

@@ -11,13 +11,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager import releases as rel
-from packager.deploy.docker import image_tag
+from packager.deploy.docker import CONTAINER_REPOSITORY
 from packager.errors import PackagerError
 from packager.releases import TRITON_PORTS
 
 GPU = "nvidia.com/gpu"
+KSERVE_MOUNT = (
+    "/mnt/models"  # where KServe's storage initializer (or a pvc:// mount) puts the repository
+)
+# Ports of KServe's own Triton runtime (config/runtimes/kserve-tritonserver.yaml): the
+# InferenceService's Service and probes expect HTTP on 8080 and gRPC on 9000.
+KSERVE_PORTS = {"http": 8080, "grpc": 9000}
 PENDING_METRIC = "nv_inference_pending_request_count"  # Triton gauge: queued + executing requests
-MOUNT = "/models"
+MOUNT = CONTAINER_REPOSITORY  # a PVC's repository folder is mounted where docker mounts it
 GCS_KEY = "gcloud-application-credentials.json"  # the key name KServe's storage initializer reads
 GCS_DIR = "/var/run/secrets/gcs"
 SCHEMES = ("s3", "gs", "az", "pvc")
@@ -75,9 +81,10 @@ class StorageUri:
         return f"{self.scheme}://{self.authority}" + (f"/{self.path}" if self.path else "")
 
     def for_triton(self) -> str:
-        """The ``--model-repository`` value: Triton reads s3/gs/as URIs itself; a PVC is mounted."""
+        """The ``--model-repository`` value: Triton reads s3/gs/as URIs itself; a PVC's folder is
+        mounted at /models (a subPath), so paths written at build time (vLLM's model.json) hold."""
         if self.scheme == "pvc":
-            return f"{MOUNT}/{self.path}" if self.path else MOUNT
+            return MOUNT
         if self.scheme == "az":
             return f"as://{self.authority}/{self.path}"
         return str(self)
@@ -113,6 +120,8 @@ class Plan:
     shm: str  # Kubernetes quantity
     startup_failures: int
     track: str | None = None  # stable | canary: one of two Deployments behind a mesh route
+    server_args: tuple[str, ...] = ()  # what the models need: --cache-config, --rate-limit
+    notes: tuple[str, ...] = ()  # what the user must check that the manifests cannot
 
     @property
     def resource_name(self) -> str:
@@ -207,7 +216,10 @@ def deployment(plan: Plan) -> dict[str, Any]:
     if plan.uri.scheme == "pvc":
         claim = {"claimName": plan.uri.authority, "readOnly": True}
         volumes.append({"name": "model-repository", "persistentVolumeClaim": claim})
-        mounts.append({"name": "model-repository", "mountPath": MOUNT, "readOnly": True})
+        mount = {"name": "model-repository", "mountPath": MOUNT, "readOnly": True}
+        if plan.uri.path:
+            mount["subPath"] = plan.uri.path  # the repository itself at /models, as in docker
+        mounts.append(mount)
     container: dict[str, Any] = {
         "name": "tritonserver",
         "image": plan.image,
@@ -218,6 +230,7 @@ def deployment(plan: Plan) -> dict[str, Any]:
             f"--grpc-port={TRITON_PORTS['grpc']}",
             f"--metrics-port={TRITON_PORTS['metrics']}",
             "--exit-timeout-secs=30",
+            *plan.server_args,
         ],
         "ports": [
             {"name": k, "containerPort": v, "protocol": "TCP"} for k, v in TRITON_PORTS.items()
@@ -344,6 +357,49 @@ def service_account(plan: Plan) -> dict[str, Any]:
     }
 
 
+def runtime_name(plan: Plan) -> str:
+    return f"{plan.name}-triton"
+
+
+def serving_runtime(plan: Plan) -> dict[str, Any]:
+    """KServe's way to run a custom image: a ServingRuntime the InferenceService names.
+
+    The container is KServe's own Triton runtime's, on ``plan.image`` (the image ``docker``
+    builds when models need packages, else NVIDIA's); the InferenceService adds resources.
+    """
+    security = {**_container_security(), "runAsNonRoot": True, "runAsUser": rel.NGC_USER_ID}
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": plan.metadata(runtime_name(plan)),
+        "spec": {
+            "annotations": {
+                "prometheus.kserve.io/port": str(TRITON_PORTS["metrics"]),
+                "prometheus.kserve.io/path": "/metrics",
+            },
+            # Only InferenceServices that name this runtime use it (autoSelect off).
+            "supportedModelFormats": [{"name": "triton", "version": "2", "autoSelect": False}],
+            "protocolVersions": ["v2", "grpc-v2"],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": plan.image,
+                    "args": [
+                        "tritonserver",
+                        f"--model-repository={KSERVE_MOUNT}",
+                        f"--http-port={KSERVE_PORTS['http']}",
+                        f"--grpc-port={KSERVE_PORTS['grpc']}",
+                        f"--metrics-port={TRITON_PORTS['metrics']}",
+                        "--allow-http=true",
+                        "--allow-grpc=true",
+                    ],
+                    "securityContext": security,
+                }
+            ],
+        },
+    }
+
+
 def inference_service(plan: Plan) -> dict[str, Any]:
     resources = {
         "requests": dict(plan.resources["requests"]),
@@ -353,13 +409,15 @@ def inference_service(plan: Plan) -> dict[str, Any]:
     if plan.gpus_per_replica:
         resources["requests"][GPU] = plan.gpus_per_replica
     model: dict[str, Any] = {
-        "modelFormat": {"name": "triton"},
-        "runtimeVersion": image_tag(plan.image),
+        "modelFormat": {"name": "triton", "version": "2"},
+        "runtime": runtime_name(plan),
         "storageUri": plan.uri.for_kserve(),
         "resources": resources,
         "securityContext": _container_security(),
         "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}],
     }
+    if plan.server_args:  # KServe appends them to its Triton runtime's own arguments
+        model["args"] = list(plan.server_args)
     predictor: dict[str, Any] = {
         "minReplicas": plan.min_replicas,
         "maxReplicas": plan.max_replicas,

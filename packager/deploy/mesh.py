@@ -107,7 +107,9 @@ def render_mesh(
         # Promoting canary to 100 % must not hit a lower ceiling than stable had.
         max_replicas=max(stable.max_replicas, o.canary_replicas),
     )
-    canary = k8s.plan_for(o.canary_repository or repo, canary_options)
+    canary = k8s.plan_for(
+        o.canary_repository or repo, canary_options, image_option="--canary-image"
+    )
     if len(stable.name) > _MAX_NAME:
         raise PackagerError(
             f"name {stable.name!r} is longer than {_MAX_NAME} characters: {stable.name}-canary "

@@ -45,6 +45,14 @@ class Explanation:
     patch: int | None = None
     channels: str | None = None  # image: None, "first" or "last"
     text: str | None = None
+    # The target's class name where the model says it: the label output (BYTES, one per
+    # sample, e.g. a text pipeline's LABEL) of the input when the target is its top class.
+    target_label: str | None = None
+
+    @property
+    def target_text(self) -> str:
+        """``PROBS[positive]`` where the label is known, else ``PROBS[1]``."""
+        return f"{self.output}[{self.target_label or self.target}]"
 
     def order(self, top: int | None = None) -> list[int]:
         """Feature indices, largest |attribution| first (``top`` of them; all when None/0)."""
@@ -64,7 +72,7 @@ class Explanation:
         if self.method == "kernelshap" and self.exact:
             what += ", every coalition (exact Shapley values)"
         lines = [
-            f"{self.model}: {self.output}[{self.target}] explained by {len(self.features)} "
+            f"{self.model}: {self.target_text} explained by {len(self.features)} "
             f"{self.kind} feature(s) of {self.input!r} ({what})",
             f"prediction {self.prediction:.6g} = base {self.base_value:.6g} (baseline: "
             f"{self.baseline}) + attributions {float(self.attributions.sum()):.6g}"
@@ -130,7 +138,7 @@ class Explanation:
             f"padding:1px 2px;border-radius:3px'>{html.escape(word)}</span>"
             for gap, word, a in self.spans()
         )
-        title = html.escape(f"{self.model}: {self.output}[{self.target}] ({self.method})")
+        title = html.escape(f"{self.model}: {self.target_text} ({self.method})")
         return (
             f"<!doctype html><meta charset='utf-8'><title>{title}</title>"
             f"<body style='font:16px/1.8 sans-serif;max-width:48em;margin:2em auto'>"
@@ -145,6 +153,7 @@ class Explanation:
             "input": self.input,
             "output": self.output,
             "target": self.target,
+            "target_label": self.target_label,
             "method": self.method,
             "kind": self.kind,
             "prediction": self.prediction,

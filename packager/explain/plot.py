@@ -38,10 +38,7 @@ def save_plot(e: Explanation, path: Path | str, top: int = TOP) -> Path:
 
 
 def _title(e: Explanation) -> str:
-    return (
-        f"{e.model}: {e.output}[{e.target}] = {e.prediction:.4g} (base {e.base_value:.4g}), "
-        f"{e.method}"
-    )
+    return f"{e.model}: {e.target_text} = {e.prediction:.4g} (base {e.base_value:.4g}), {e.method}"
 
 
 def _rgb(color: tuple[int, int, int]) -> tuple[float, float, float]:

@@ -173,7 +173,25 @@ def explain(
         patch=image.patch if image else None,
         channels=image.channels if image else None,
         text=features.text if isinstance(features, feat.TextTokens) else None,
+        target_label=_label(probe, out_name, first, index),
     )
+
+
+def _label(probe: Mapping[str, Any], out_name: str, first: np.ndarray, index: int) -> str | None:
+    """The class name of ``index`` when the model returns it: exactly one other output holds
+    one string per sample (a label output such as LABEL) and ``index`` is the top class."""
+    if first.size < 2 or int(np.argmax(first)) != index:
+        return None
+    labels = [
+        a
+        for k, v in probe.items()
+        if k != out_name and (a := np.asarray(v)).dtype.kind in "OSU" and a.size == 1
+    ]
+    if len(labels) != 1:
+        return None
+    value = labels[0].reshape(-1)[0]
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text or None
 
 
 # --- the model -----------------------------------------------------------------------------
@@ -319,7 +337,7 @@ def _features(
         if x.ndim not in (2, 3):
             raise PackagerError(
                 f"input {name!r} of shape {list(x.shape)} is not an image (H x W, with at most "
-                "one channel axis); use --kind tabular to attribute each element"
+                "one channel axis); use --feature-kind tabular to attribute each element"
             )
         layout = feat.image_layout(x.shape, channels)
         spatial = x.shape[1:] if layout == "first" else x.shape[:2]

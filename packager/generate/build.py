@@ -20,21 +20,29 @@ from typing import TYPE_CHECKING, Any
 
 from packager.dtypes import parse as dtype
 from packager.errors import SourceError, SpecError
-from packager.sources.formats import PYTHON_FILE
+from packager.formats import PYTHON_FILE
+from packager.planners import PlannedModel
+from packager.releases import package_version
+from packager.render import render_config
+from packager.repository import ModelWrite, versions
+from packager.sources import Signature
+from packager.sources.huggingface import GENERATION_TASK, SHARD_INDEXES, WEIGHT_FILES
 from packager.spec import InstanceGroup, ModelSpec, TensorSpec, name_problem
 
 if TYPE_CHECKING:
-    from packager.builder import BuildOptions, BuildResult
+    from packager.options import BuildOptions
 
-TASK = "text-generation"  # Optimum's name for it
+TASK = GENERATION_TASK
 BACKENDS = ("python", "vllm")
 HERE = Path(__file__).parent
 FOLDER = "hf"  # the Hugging Face folder inside the version folder
 # packager/generate/<module>.py -> its name in the version folder (beside model.py)
 RUNTIME_FILES = {"engine.py": "tp_engine.py", "sampling.py": "tp_sampling.py"}
-WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHTS = (*WEIGHT_FILES, *SHARD_INDEXES)  # the Hugging Face source's list: one list
 # Files of a Hugging Face folder the engine (or vLLM) reads; others (optimizer state...) stay out.
-KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken")
+# chat_template.jinja: the chat template newer transformers save beside tokenizer_config.json
+# (which holds it otherwise); the OpenAI service renders it (packager/openai_api/chat.py).
+KEEP_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".jinja")
 
 INPUTS = (
     TensorSpec("text_input", dtype("BYTES"), (1,)),
@@ -43,6 +51,22 @@ INPUTS = (
     TensorSpec("exclude_input_in_output", dtype("BOOL"), (1,), optional=True),
 )
 OUTPUTS = (TensorSpec("text_output", dtype("BYTES"), (-1,)),)
+# The python engine's additions: outputs on request, as Triton's vLLM backend (r24.12+) names
+# them (what the OpenAI service reads usage and finish reasons from), and add_special_tokens.
+ENGINE_INPUTS = (
+    *INPUTS,
+    TensorSpec("return_finish_reason", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_input_tokens", dtype("BOOL"), (1,), optional=True),
+    TensorSpec("return_num_output_tokens", dtype("BOOL"), (1,), optional=True),
+    # False: the prompt is tokenized without BOS (a rendered chat template holds it already).
+    TensorSpec("add_special_tokens", dtype("BOOL"), (1,), optional=True),
+)
+ENGINE_OUTPUTS = (
+    *OUTPUTS,
+    TensorSpec("finish_reason", dtype("BYTES"), (-1,)),
+    TensorSpec("num_input_tokens", dtype("UINT32"), (-1,)),
+    TensorSpec("num_output_tokens", dtype("UINT32"), (-1,)),
+)
 
 
 def _config(folder: Path) -> dict[str, Any]:
@@ -64,11 +88,6 @@ def is_causal_lm(model: Any) -> bool:
     except SourceError:
         return False
     return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
-
-
-def wants_generation(model: Any, options: BuildOptions) -> bool:
-    task = options.source.task
-    return task == TASK or options.backend == "vllm" or (task is None and is_causal_lm(model))
 
 
 def context_length(config: dict[str, Any]) -> int:
@@ -127,12 +146,8 @@ def _problems(model: Any, o: BuildOptions) -> list[str]:
     return out
 
 
-def build_generation(model: Any, options: BuildOptions) -> BuildResult:
-    """Write the generative model of ``options.backend`` (``native`` means ``python`` here)."""
-    from packager.builder import BuildResult, _version
-    from packager.repository import write_model
-    from packager.sources import Signature
-
+def plan_generation(model: Any, options: BuildOptions) -> PlannedModel:
+    """Plan the generative model of ``options.backend`` (``native`` means ``python`` here)."""
     o = options
     problems = _problems(model, o)
     if problems:
@@ -143,7 +158,7 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
     context = context_length(config)
     backend = "vllm" if o.backend == "vllm" else "python"
     record: dict[str, Any] = {
-        "packager": _version(),
+        "packager": package_version(),
         "format": TASK,
         "source": {"format": "huggingface", "folder": folder.name},
         "huggingface": {
@@ -156,8 +171,6 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
     params = dict(o.parameters)
     groups: tuple[InstanceGroup, ...]
     if o.version is None:  # the number is part of model.json's path: fix it now
-        from packager.repository import versions
-
         model_dir = Path(o.output) / o.name
         o = o.replace(version=max(versions(model_dir), default=0) + 1 if model_dir.is_dir() else 1)
     if backend == "vllm":
@@ -174,13 +187,12 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
             files[target] = (HERE / source).read_text(encoding="utf-8")
         params.setdefault("model_folder", FOLDER)
         params.setdefault("max_running", "32")
-        kind = "KIND_GPU" if o.gpus or o.kind == "gpu" else "KIND_CPU"
-        groups = o.instance_groups or (InstanceGroup(kind, o.instances, o.gpus),)
+        groups = o.groups(auto="KIND_CPU")  # the engine picks its device from the group
         record["requires"] = list(requirements())
     spec = ModelSpec(
         name=o.name,
-        inputs=INPUTS,
-        outputs=OUTPUTS,
+        inputs=INPUTS if backend == "vllm" else ENGINE_INPUTS,
+        outputs=OUTPUTS if backend == "vllm" else ENGINE_OUTPUTS,
         backend=backend,
         max_batch_size=0,
         instance_groups=groups,
@@ -188,29 +200,16 @@ def build_generation(model: Any, options: BuildOptions) -> BuildResult:
         parameters=params,
         decoupled=True,
     )
-    from packager.render import render_config
-
     text = render_config(spec)
     record["runtime"] = spec.runtime
-    written = None
-    if not o.dry_run:
-        written = write_model(
-            o.output, spec, files, version=o.version, force=o.force, record=record
-        )
-    return BuildResult(spec, text, Signature(INPUTS, OUTPUTS), record, written)
+    write = ModelWrite(spec, files, o.version, record, {}, text)
+    return PlannedModel(write, "model", Signature(spec.inputs, spec.outputs))
 
 
 def requirements() -> tuple[str, ...]:
-    """What ``model.py`` imports on a GPU host (NVIDIA's image installs them): torch of the
-    image's pin, and the transformers/tokenizers releases installed here (same decoding)."""
-    import importlib.metadata
+    """What ``model.py`` imports on a GPU host (the image built by ``docker`` installs them):
+    the target's torch, transformers and tokenizers, pinned for the image's Python (3.10), not
+    the versions installed here (transformers 5.21+ needs Python 3.11)."""
+    from packager.releases import GENERATION_PACKAGES, PYTHON_BACKEND_RUNTIMES
 
-    from packager.releases import PYTHON_BACKEND_RUNTIMES
-
-    out = list(PYTHON_BACKEND_RUNTIMES["torch"])
-    for dist in ("transformers", "tokenizers"):
-        try:
-            out.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(dist)
-    return tuple(out)
+    return (*PYTHON_BACKEND_RUNTIMES["torch"], *GENERATION_PACKAGES)

@@ -48,6 +48,11 @@ class Sink(Protocol):
     def cancelled(self) -> bool: ...
 
 
+# A sink may also have ``usage(prompt_tokens, completion_tokens, finish_reason)``: the engine
+# calls it before each send with the counts so far (``finish_reason`` "stop" or "length" with
+# the final send, else None), and ``record_tokens(ids)`` once done.
+
+
 class QueueSink:
     """An in-process sink: ``for chunk in sink`` yields the text as it comes (an error frame
     raises :class:`GenerationError`); ``tokens`` holds the generated ids once done."""
@@ -56,6 +61,7 @@ class QueueSink:
         self.chunks: queue.Queue[tuple[str, bool, str | None]] = queue.Queue()
         self.tokens: list[int] | None = None
         self.stopped = False
+        self.counts: tuple[int, int, str | None] = (0, 0, None)  # prompt, completion, reason
 
     def send(self, text: str, final: bool) -> None:
         self.chunks.put((text, final, None))
@@ -68,6 +74,9 @@ class QueueSink:
 
     def record_tokens(self, ids: list[int]) -> None:
         self.tokens = ids
+
+    def usage(self, prompt_tokens: int, completion_tokens: int, reason: str | None) -> None:
+        self.counts = (prompt_tokens, completion_tokens, reason)
 
     def __iter__(self) -> Any:
         while True:
@@ -178,11 +187,13 @@ class Engine:
         *,
         stream: bool = False,
         prepend: bool | None = None,
+        special_tokens: bool = True,
     ) -> None:
         """Queue one request, or raise :class:`GenerationError` (nothing queued) when it is bad.
 
         ``prepend``: the prompt is put before the output (vLLM's ``exclude_input_in_output``
         False); default True without streaming, and not allowed with it, as vLLM does.
+        ``special_tokens`` False: the tokenizer adds no BOS (a rendered chat template has it).
         """
         if prepend is None:
             prepend = not stream
@@ -190,7 +201,9 @@ class Engine:
             raise GenerationError("when streaming, exclude_input_in_output = False is not allowed")
         if not isinstance(prompt, str) or not prompt.strip():
             raise GenerationError("text_input is empty: give a prompt")
-        ids = [int(i) for i in self.tokenizer(prompt)["input_ids"]]
+        ids = [
+            int(i) for i in self.tokenizer(prompt, add_special_tokens=special_tokens)["input_ids"]
+        ]
         if not ids:
             raise GenerationError("the prompt has no tokens")
         room = self.max_model_len - len(ids)
@@ -455,6 +468,10 @@ class Engine:
             hits = [i for x in s.stop if (i := text.find(x, start)) >= 0]
             if hits:
                 cut, done = min(hits), True
+        usage = getattr(seq.sink, "usage", None)  # optional: token counts, finish reason
+        if usage is not None:
+            reason = ("stop" if (eos and not early) or cut >= 0 else "length") if done else None
+            usage(len(seq.prompt_ids), len(seq.generated), reason)
         if done:
             record = getattr(seq.sink, "record_tokens", None)  # optional: the token ids
             if record is not None:

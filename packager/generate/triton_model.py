@@ -21,6 +21,7 @@ import os
 import queue
 import sys
 import threading
+import time
 
 import triton_python_backend_utils as pb_utils
 
@@ -32,21 +33,31 @@ import tp_engine  # the engine file beside this one
 class _Sender:
     """A request's response sender as the engine's sink. Sending happens on the responder's
     thread, so the decoding loop never waits for Triton; ``cancelled()`` reads a flag that the
-    responder refreshes."""
+    responder refreshes. ``extras``: the additional outputs the request asked for
+    (``finish_reason``, ``num_input_tokens``, ``num_output_tokens``, as the vLLM backend)."""
 
-    __slots__ = ("responder", "sender", "stopped", "watched")
+    __slots__ = (
+        "checked", "counts", "extras", "reported", "responder", "sender", "stopped", "watched",
+    )  # fmt: skip
 
-    def __init__(self, sender, responder):
+    def __init__(self, sender, responder, extras=()):
         self.sender = sender
         self.responder = responder
         self.stopped = False
         self.watched = False  # in the responder's live set (from the engine's first question)
+        self.checked = 0.0  # time.monotonic() of the last is_cancelled() question
+        self.extras = extras
+        self.counts = (0, 0, None)  # prompt tokens, completion tokens, finish reason
+        self.reported = 0  # completion tokens already counted in sent responses
+
+    def usage(self, prompt_tokens, completion_tokens, reason):
+        self.counts = (prompt_tokens, completion_tokens, reason)
 
     def send(self, text, final):
-        self.responder.chunks.put((self, text, final, None))
+        self.responder.chunks.put((self, text, final, None, self.counts))
 
     def fail(self, message):
-        self.responder.chunks.put((self, "", True, message))
+        self.responder.chunks.put((self, "", True, message, self.counts))
 
     def cancelled(self):
         if not self.watched:
@@ -54,16 +65,35 @@ class _Sender:
             self.responder.live.add(self)
         return self.stopped
 
+    def outputs(self, text, counts):
+        """The response's tensors: the text, and the extras asked for."""
+        import numpy as np
+
+        tensors = [pb_utils.Tensor("text_output", _bytes([text]))]
+        prompt, completion, reason = counts
+        if "finish_reason" in self.extras:
+            tensors.append(pb_utils.Tensor("finish_reason", _bytes([reason or ""])))
+        if "num_input_tokens" in self.extras:
+            tensors.append(pb_utils.Tensor("num_input_tokens", np.array([prompt], np.uint32)))
+        if "num_output_tokens" in self.extras:
+            n = np.array([completion - self.reported], np.uint32)  # since the last response
+            tensors.append(pb_utils.Tensor("num_output_tokens", n))
+        self.reported = completion
+        return tensors
+
 
 class _Responder:
     """One thread that sends every response: chunks of a sequence that queue up while Triton
     takes a response are merged into one (same text, fewer messages), and each live request's
-    cancellation is checked after a send, or every ``POLL_S`` when it has nothing to send."""
+    cancellation is checked after a send (at most every ``CHECK_S`` per request: each
+    ``is_cancelled()`` is a round trip to the server process, as costly as a send), or every
+    ``POLL_S`` when it has nothing to send."""
 
     POLL_S = 0.1
+    CHECK_S = 0.02
 
     def __init__(self):
-        self.chunks: queue.Queue = queue.Queue()  # (sink, text, final, error) or None
+        self.chunks: queue.Queue = queue.Queue()  # (sink, text, final, error, counts) or None
         self.live = set()
         self.thread = threading.Thread(target=self._loop, name="tp-responder", daemon=True)
         self.thread.start()
@@ -85,36 +115,37 @@ class _Responder:
                     items.append(self.chunks.get_nowait())
                 except queue.Empty:
                     break
-            merged: dict = {}  # sink -> [text, final, error], in arrival order
+            merged: dict = {}  # sink -> [text, final, error, counts], in arrival order
             for item in items:
                 if item is None:
                     return
-                sink, text, final, error = item
-                entry = merged.setdefault(sink, ["", False, None])
+                sink, text, final, error, counts = item
+                entry = merged.setdefault(sink, ["", False, None, counts])
                 entry[0] += text
                 entry[1] = entry[1] or final
                 entry[2] = entry[2] or error
-            for sink, (text, final, error) in merged.items():
-                self._send(sink, text, final, error)
+                entry[3] = counts  # the latest
+            for sink, (text, final, error, counts) in merged.items():
+                self._send(sink, text, final, error, counts)
 
-    def _send(self, sink, text, final, error):
+    def _send(self, sink, text, final, error, counts):
         try:
             if error is not None:
                 _send_error(sink.sender, error)
             else:
-                tensor = pb_utils.Tensor("text_output", _bytes([text]))
                 flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-                response = pb_utils.InferenceResponse(output_tensors=[tensor])
+                response = pb_utils.InferenceResponse(output_tensors=sink.outputs(text, counts))
                 sink.sender.send(response, flags=flags)
         except Exception as exc:  # the client went away; stop generating for it
             pb_utils.Logger.log_warn(f"sending a response failed: {exc}")
             sink.stopped = True
         if final or error is not None:
             self.live.discard(sink)
-        else:
+        elif time.monotonic() - sink.checked >= self.CHECK_S:
             self._check(sink)
 
     def _check(self, sink):
+        sink.checked = time.monotonic()
         if not sink.stopped and sink.sender.is_cancelled():
             sink.stopped = True
             self.live.discard(sink)
@@ -141,6 +172,9 @@ def _scalar(request, name):
         raise tp_engine.GenerationError(f"{name} must hold one value, got {values.size}")
     return values[0]
 
+
+# Additional outputs a request may ask for with a BOOL input ``return_<name>`` (vLLM backend's).
+EXTRAS = ("finish_reason", "num_input_tokens", "num_output_tokens")
 
 METRICS = {
     "tokens": ("tp_generation_tokens_total", "Tokens generated"),
@@ -221,12 +255,15 @@ class TritonPythonModel:
                 elif isinstance(params, bytes):
                     params = params.decode("utf-8")
                 sampling = tp_engine.parse_sampling(params)
+                extras = tuple(name for name in EXTRAS if bool(_scalar(request, f"return_{name}")))
+                special = _scalar(request, "add_special_tokens")
                 self.engine.submit(
                     str(prompt),
                     sampling,
-                    _Sender(sender, self.responder),
+                    _Sender(sender, self.responder, extras),
                     stream=bool(stream),
                     prepend=None if exclude is None else not bool(exclude),
+                    special_tokens=True if special is None else bool(special),
                 )
             except (tp_engine.GenerationError, UnicodeDecodeError) as exc:
                 _send_error(sender, str(exc))

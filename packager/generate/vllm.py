@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from packager.errors import PackagerError, SpecError
+from packager.generate.build import FOLDER
 from packager.releases import NGC_VLLM_IMAGE
 
 if TYPE_CHECKING:
-    from packager.builder import BuildOptions
+    from packager.options import BuildOptions
 
 ARGS_FILE = Path(__file__).with_name("vllm_engine_args.txt")
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.9  # vLLM's own default
-# Where the docker/k8s assets mount the repository (packager.deploy.docker.CONTAINER_REPOSITORY).
+# Where the docker assets and a PVC mount the repository in the container (the deploy modules
+# read it from here): model.json's default path is written for it.
 CONTAINER_REPOSITORY = "/models"
 
 
@@ -51,7 +53,7 @@ def engine_args(options: BuildOptions, context: int) -> dict[str, Any]:
 
     version = options.version
     args: dict[str, Any] = {
-        "model": f"{CONTAINER_REPOSITORY}/{options.name}/{version}/hf",
+        "model": f"{CONTAINER_REPOSITORY}/{options.name}/{version}/{FOLDER}",
         "tensor_parallel_size": max(1, len(options.gpus)),
         "gpu_memory_utilization": DEFAULT_GPU_MEMORY_UTILIZATION,
         "max_model_len": context,
@@ -75,11 +77,18 @@ SHM_BYTES = 1 << 30  # /dev/shm for tensor parallelism (NCCL), as NVIDIA's vLLM 
 def vllm_models(repo: Path | str) -> dict[str, int]:
     """Model name -> GPUs its newest version asks for (tensor x pipeline parallel), for every
     model of ``repo`` that Triton's vLLM backend runs."""
+    return {name: gpus for name, (gpus, _) in vllm_claims(repo).items()}
+
+
+def vllm_claims(repo: Path | str) -> dict[str, tuple[int, float]]:
+    """Model name -> (GPUs, fraction of each GPU's memory) for every vLLM model of ``repo``:
+    vLLM takes ``gpu_memory_utilization`` of every GPU it shards over (weights, activations and
+    the KV cache all live inside it), whatever the model's size."""
     import json
 
     from packager.repository import list_models, read_config, versions
 
-    out: dict[str, int] = {}
+    out: dict[str, tuple[int, float]] = {}
     for model_dir in list_models(repo):
         try:
             config = read_config(model_dir)
@@ -96,8 +105,58 @@ def vllm_models(repo: Path | str) -> dict[str, int]:
                 args = {}
         tp = int(args.get("tensor_parallel_size", 1) or 1)
         pp = int(args.get("pipeline_parallel_size", 1) or 1)
-        out[model_dir.name] = tp * pp
+        share = float(args.get("gpu_memory_utilization", DEFAULT_GPU_MEMORY_UTILIZATION))
+        out[model_dir.name] = (tp * pp, share)
     return out
+
+
+def check_model_paths(repo: Path | str, mount: str | None, where: str) -> None:
+    """Refuse vLLM models whose ``model.json`` would not find their folder once deployed.
+
+    Triton's vLLM backend (r24.10 ``src/model.py``) reads ``model.json`` from the version folder
+    and passes its ``"model"`` to vLLM's ``AsyncEngineArgs`` as written: nothing resolves a
+    relative path against the model folder (the stub's working directory is the server's). So the
+    absolute path written at build time must equal where ``where`` puts the repository:
+    ``mount`` (``/models`` for docker and a PVC subPath, ``/mnt/models`` for KServe), or None
+    when that is a temporary folder Triton creates when it copies from object storage.
+    """
+    import json
+
+    from packager.repository import list_models, read_config, versions
+
+    wrong = []
+    for model_dir in list_models(repo):
+        try:
+            if read_config(model_dir).backend != "vllm":
+                continue
+        except PackagerError:
+            continue  # validate reports unreadable configs
+        for v in versions(model_dir):
+            try:
+                args = json.loads((model_dir / str(v) / "model.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # validate reports a missing or broken model.json
+            if mount is None:
+                raise PackagerError(
+                    f"{where}: Triton copies a repository from object storage into a temporary "
+                    "folder whose name is chosen when it loads, and its vLLM backend passes "
+                    f'model.json\'s "model" path to vLLM as written, so vLLM model '
+                    f"{model_dir.name!r} cannot find its weights there. Put the repository on "
+                    "a PersistentVolumeClaim (--repository-uri pvc://CLAIM/PATH), or use "
+                    "--kserve (its storage initializer downloads to a fixed folder)"
+                )
+            expected = f"{mount}/{model_dir.name}/{v}/{FOLDER}"
+            if args.get("model") != expected:
+                wrong.append((f"{model_dir.name}/{v}/model.json", args.get("model"), expected))
+    if wrong:
+        lines = [f'  {f}: "model" is {have!r}, but there it is {want}' for f, have, want in wrong]
+        fixes = sorted({f"--parameter vllm.model={want}" for _, _, want in wrong})
+        raise PackagerError(
+            f"{where} puts the repository at {mount}, where vLLM would not find these "
+            "models' weights (Triton's vLLM backend passes model.json's path as written):\n"
+            + "\n".join(lines)
+            + f"\nrebuild each with {' / '.join(fixes)}, or deploy it where it was built for"
+        )
 
 
 def deploy_image(repo: Path | str, image: str) -> str:

@@ -2,7 +2,7 @@
 
 ::
 
-    models:        # model files or PyTorch module:factory references (see packager.builder)
+    models:        # every option of `build MODEL` by its key (packager/options/declaration.py)
       - {name: classifier, source: models/classifier.onnx, max_batch_size: 8}
     python_steps:  # a user's .py file with a function or class (see packager.manifest.pysteps)
       - {name: tokenizer, file: steps/tokenizer.py, function: tokenize, inputs: [...], outputs: [...]}
@@ -10,9 +10,9 @@
       - {name: pipeline, outputs: [LABELS], steps: [{model: tokenizer, inputs: {...}, outputs: {...}}]}
 
 The order of work is what makes it all-or-nothing: the schema is checked first (every problem
-at once, each naming file, line and key path); then every model is loaded or exported into a
-private scratch folder and every spec is checked; only then does ONE
-:func:`packager.repository.write_models` call stage and swap everything in. Relative paths
+at once, each naming file, line and key path); then every entry is planned by the same planners
+as ``build`` (:mod:`packager.planners`: loaded, exported, checked and rendered, nothing written);
+only then does ONE :func:`packager.repository.write_models` call stage and swap everything in. Relative paths
 resolve from the manifest's folder. Nothing in the output depends on time or on where the
 manifest lives, so building twice gives byte-identical repositories.
 """
@@ -21,45 +21,22 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.builder import BuildOptions, BuiltModel, plan
 from packager.errors import PackagerError, SpecError
 from packager.manifest.ensemble import plan_ensemble
-from packager.manifest.pysteps import (
-    STEP_INSTANCE_GROUPS,
-    PythonStep,
-    step_files,
-    step_problems,
-    step_spec,
-)
+from packager.manifest.pysteps import STEP_INSTANCE_GROUPS, PythonStep, plan_step
 from packager.manifest.schema import Entry, check_manifest
 from packager.manifest.yamlcheck import Problems
+from packager.planners import Plan, PlannedModel
 from packager.render import render_config, spec_from_config
-from packager.repository import (
-    CHECKSUMS,
-    RECORD,
-    ModelWrite,
-    WriteResult,
-    list_models,
-    read_config,
-    write_models,
-)
-from packager.spec import DynamicBatching, ModelSpec, TensorSpec
+from packager.repository import ModelWrite, WriteResult, list_models, read_config, write_models
+from packager.spec import DynamicBatching, ModelSpec
 
-
-@dataclass(frozen=True)
-class BuiltModel:
-    """One model of the manifest: what was (or, on a dry run, would be) written."""
-
-    name: str
-    kind: str  # "model" | "python_step" | "ensemble"
-    version: int
-    spec: ModelSpec
-    config: str
-    written: WriteResult | None = None
+__all__ = ["BuiltModel", "ManifestResult", "build_manifest"]
 
 
 @dataclass(frozen=True)
@@ -102,21 +79,22 @@ def build_manifest(
                     f"{e.name}/{e.version} already exists in {out}; pass --force to replace it, "
                     "or set another version",
                 )
-    with tempfile.TemporaryDirectory(prefix="tp-manifest-") as scratch:
-        plans: dict[str, tuple[Entry, ModelWrite]] = {}
+    plans: dict[str, Plan] = {}  # entry name -> its plan (a text entry plans several models)
+    try:
         with _importable(manifest.resolve().parent):
             for e in entries:
                 try:
                     if e.section == "models":
-                        plans[e.name] = (e, _plan_model(e, Path(scratch), manifest.name))
+                        plans[e.name] = _plan_model(e)
                     elif e.section == "python_steps":
-                        plans[e.name] = (e, _plan_step(e, problems))
+                        step = plan_step(_step(e), e.version, e.options["scheduling"])
+                        plans[e.name] = Plan([step])
                 except SpecError as exc:
                     for p in exc.problems:
                         problems.add(e.path, f"{e.name}: {p}")
                 except PackagerError as exc:
                     problems.add(e.path, f"{e.name}: {exc}")
-        members = {**existing, **{n: w.spec for n, (_, w) in plans.items()}}
+        members = {**existing, **{m.name: m.write.spec for p in plans.values() for m in p.models}}
         failed = {e.name for e in entries if e.section != "ensembles" and e.name not in plans}
         for e in entries:
             broken = [
@@ -128,25 +106,25 @@ def build_manifest(
                     f"{s.model_name!r} could not be built (see above); the wiring is checked once it builds",
                 )
             if e.section == "ensembles" and not broken:
-                w = _plan_ensemble(e, members, problems)
-                if w is not None:
-                    plans[e.name] = (e, w)
-                    members[e.name] = w.spec
+                planned = _plan_ensemble(e, members, problems)
+                if planned is not None:
+                    plans[e.name] = Plan([planned])
+                    members[e.name] = planned.write.spec
         problems.raise_if_any()
-        ordered = [plans[e.name] for e in entries]
-        for _, w in ordered:
-            w.record = {**(w.record or {}), "manifest": manifest.name}
+        ordered = [m for e in entries for m in plans[e.name].models]
+        for m in ordered:
+            m.write.record = {**(m.write.record or {}), "manifest": manifest.name}
         written: list[WriteResult | None] = [None] * len(ordered)
         if not dry_run:
-            written = list(write_models(out, [w for _, w in ordered], force=force))
+            written = list(write_models(out, [m.write for m in ordered], force=force))
         built = tuple(
-            BuiltModel(e.name, _KIND_OF[e.section], e.version, w.spec, render_config(w.spec), r)
-            for (e, w), r in zip(ordered, written, strict=True)
+            BuiltModel(m.name, m.kind, m.write.version, m.write.spec, m.config, r)
+            for m, r in zip(ordered, written, strict=True)
         )
+    finally:
+        for each in plans.values():
+            each.close()
     return ManifestResult(manifest, out, built)
-
-
-_KIND_OF = {"models": "model", "python_steps": "python_step", "ensembles": "ensemble"}
 
 
 def _existing_specs(out: Path) -> dict[str, ModelSpec]:
@@ -160,76 +138,22 @@ def _existing_specs(out: Path) -> dict[str, ModelSpec]:
     return specs
 
 
-def _with_labels(spec: ModelSpec, labels: dict[str, Path]) -> ModelSpec:
-    unknown = sorted(set(labels) - {t.name for t in spec.outputs})
-    if unknown:
-        raise SpecError(
-            [
-                f"labels for {', '.join(unknown)}: no such output; outputs are: "
-                f"{', '.join(t.name for t in spec.outputs)}"
-            ]
-        )
-    outputs = tuple(
-        TensorSpec(t.name, t.dtype, t.dims, label_filename=labels[t.name].name)
-        if t.name in labels
-        else t
-        for t in spec.outputs
-    )
-    return spec.replace(outputs=outputs)
-
-
-def _plan_model(e: Entry, scratch: Path, manifest_name: str) -> ModelWrite:
-    """Load/export the model into a private scratch repository, then plan its real write."""
-    from packager.builder import BuildOptions, SourceOptions, build
-
+def _plan_model(e: Entry) -> Plan:
+    """The plan of a model entry: the same planners as ``build MODEL`` with the entry's options."""
     o = e.options
-    db = o["dynamic_batching"]  # a DynamicBatching, or True/False/None (on/off/by the model)
-    options = BuildOptions(
-        name=e.name,
-        output=scratch,
-        format=o["format"],
-        backend=o["backend"],
-        max_batch_size=o["max_batch_size"],
-        instance_groups=o["instance_groups"],
-        dynamic_batching=None if isinstance(db, DynamicBatching) else db,
-        batching=db if isinstance(db, DynamicBatching) else DynamicBatching(),
-        version=e.version,
-        version_policy=o["version_policy"],
-        warmup=o["warmup"],
-        parameters=o["parameters"],
-        force=True,
-        source=SourceOptions(
-            input_specs=o["inputs"] or (),
-            example_inputs=o.get("example_inputs"),
-            weights=o.get("weights"),
-            output_names=o["output_names"] or (),
-            opset=o.get("opset"),
-            torchscript_mode=o.get("torchscript_mode"),
-            verify=o.get("verify") is not False,
-            atol=o.get("atol"),
-            rtol=o.get("rtol"),
-        ),
-    )
+    options = BuildOptions.from_kwargs(**o["build"], name=e.name, version=e.version)
     source = str(o["source"]) if isinstance(o["source"], Path) else o["source"]
-    result = build(source, options)
-    assert result.written is not None
-    vdir = result.written.model_dir / str(e.version)
-    files = {
-        p.relative_to(vdir).as_posix(): p
-        for p in sorted(vdir.rglob("*"))
-        if p.is_file() and p.name not in (CHECKSUMS, RECORD)
-    }
-    # The tool's own version is left out so that the repository is the same whichever
-    # triton-packager install rebuilds it (the committed example is compared byte for byte).
-    record = {k: v for k, v in result.record.items() if k != "packager"}
-    spec = _with_labels(result.spec, o["labels"])
-    model_files = {p.name: p for p in o["labels"].values()}
-    return ModelWrite(spec, files, e.version, record, model_files)
+    p = plan(source, options)
+    for m in p.models:
+        # The tool's own version is left out so that the repository is the same whichever
+        # triton-packager install rebuilds it (the committed example is compared byte for byte).
+        m.write.record = {k: v for k, v in (m.write.record or {}).items() if k != "packager"}
+    return p
 
 
-def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
+def _step(e: Entry) -> PythonStep:
     o = e.options
-    step = PythonStep(
+    return PythonStep(
         name=e.name,
         file=o["file"],
         entry=o["entry"],
@@ -246,13 +170,6 @@ def _plan_step(e: Entry, problems: Problems) -> ModelWrite:
         source_name=o["source_name"],
         requires=o.get("requires") or (),
     )
-    found = step_problems(step)
-    if found:
-        raise SpecError(found)
-    spec = step_spec(step)
-    render_config(spec)  # SpecError with every config problem
-    files, model_files, record = step_files(step)
-    return ModelWrite(spec, files, e.version, record, model_files)
 
 
 def _batching(value: DynamicBatching | bool | None, max_batch_size: int) -> DynamicBatching | None:
@@ -265,7 +182,7 @@ def _batching(value: DynamicBatching | bool | None, max_batch_size: int) -> Dyna
 
 def _plan_ensemble(
     e: Entry, members: dict[str, ModelSpec], problems: Problems
-) -> ModelWrite | None:
+) -> PlannedModel | None:
     o = e.options
     spec, issues = plan_ensemble(
         e.name,
@@ -281,4 +198,7 @@ def _plan_ensemble(
         problems.add((*e.path, *rel), message)
     if spec is None:
         return None
-    return ModelWrite(spec, {}, e.version, {"format": "ensemble", "runtime": "ensemble"}, {})
+    record = {"format": "ensemble", "runtime": "ensemble"}
+    return PlannedModel(
+        ModelWrite(spec, {}, e.version, record, {}, render_config(spec)), "ensemble"
+    )

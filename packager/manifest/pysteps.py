@@ -13,6 +13,7 @@ execute user code, and the server's environment may have packages the build mach
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.util
 import keyword
 import re
@@ -25,8 +26,10 @@ from typing import Any, Literal
 import numpy as np
 
 from packager.errors import PackagerError, SpecError
-from packager.render import render_template
-from packager.repository import CHECKSUMS, CONFIG, RECORD, read_config, sha256_file
+from packager.planners import PlannedModel
+from packager.render import render_config, render_template
+from packager.repository import CHECKSUMS, CONFIG, RECORD, ModelWrite, read_config, sha256_file
+from packager.scheduling import DEFAULT_CANDIDATE_SEQUENCES, SchedulingOptions, SequenceBatching
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, VersionPolicy
 
 TEMPLATE = "python_step.py.j2"
@@ -118,7 +121,87 @@ def step_problems(step: PythonStep) -> list[str]:
         out.append(f"kind must be 'function' or 'class', got {step.kind!r}")
         return out
     out.extend(_entry_problems(step))
+    out.extend(import_problems(step))
     return out
+
+
+# Modules a step may import without ``requires:``: the standard library, numpy (every image
+# gets it, releases.PYTHON_BACKEND_BASE) and the module Triton's Python backend provides.
+PROVIDED_MODULES = frozenset({"numpy", "triton_python_backend_utils"})
+# pip names whose import name differs from the normalized pip name.
+IMPORT_NAMES: Mapping[str, str] = {
+    "scikit_learn": "sklearn",
+    "pillow": "PIL",
+    "opencv_python": "cv2",
+    "opencv_python_headless": "cv2",
+    "pyyaml": "yaml",
+    "beautifulsoup4": "bs4",
+    "python_dateutil": "dateutil",
+    "onnxruntime_gpu": "onnxruntime",
+    "protobuf": "google",
+    "sentencepiece": "sentencepiece",
+}
+
+
+def requirement_module(requirement: str) -> str:
+    """The module a pip requirement most likely installs: ``scikit-learn>=1`` -> ``sklearn``."""
+    name = re.split(r"[<>=!~;\[ @]", requirement.strip(), maxsplit=1)[0]
+    norm = re.sub(r"[-_.]+", "_", name).lower()
+    return IMPORT_NAMES.get(norm, norm)
+
+
+def imported_modules(tree: ast.Module, entry: str | None = None) -> dict[str, int]:
+    """Top-level modules ``tree`` imports (absolute imports) -> first line: at module level and,
+    with ``entry``, inside that function or class only (one file may hold several steps, each
+    importing what it needs inside its own code). Imports guarded by ``try: ... except
+    ImportError`` (optional ones) are left out."""
+    found: dict[str, int] = {}
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+    def visit(node: ast.AST, guarded: bool) -> None:
+        if isinstance(node, ast.Try):
+            catches = {ast.unparse(h.type) if h.type is not None else "" for h in node.handlers}
+            optional = bool(catches & {"ImportError", "ModuleNotFoundError", "Exception", ""})
+            for stmt in node.body:
+                visit(stmt, guarded or optional)
+            rest: list[ast.AST] = [*node.handlers, *node.orelse, *node.finalbody]
+            for other in rest:
+                visit(other, guarded)
+            return
+        if not guarded and isinstance(node, ast.Import):
+            for alias in node.names:
+                found.setdefault(alias.name.split(".")[0], node.lineno)
+        elif not guarded and isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.setdefault(node.module.split(".")[0], node.lineno)
+        for child in ast.iter_child_nodes(node):
+            visit(child, guarded)
+
+    for top in tree.body:
+        if entry is not None and isinstance(top, defs) and top.name != entry:
+            continue  # another step's code
+        visit(top, False)
+    return found
+
+
+def import_problems(step: PythonStep) -> list[str]:
+    """Imports of ``step``'s file that neither the image nor its ``requires:`` provide: the
+    server would fail to load the step, and ``docker``/``k8s`` images would not install them."""
+    path = Path(step.file)
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []  # reported by _entry_problems
+    declared = {requirement_module(r) for r in step.requires}
+    shipped = {Path(name).stem for name in step.files if name.endswith(".py")}
+    allowed = set(sys.stdlib_module_names) | PROVIDED_MODULES | declared | shipped
+    imported = imported_modules(tree, step.entry)
+    missing = {m: line for m, line in imported.items() if m not in allowed}
+    return [
+        f"{path}:{line}: imports {module!r}, which the step's requires: does not list (the "
+        "Triton image has only the standard library and numpy); add the pip package, e.g. "
+        f"requires: [{module}], so that the server and the docker/k8s images get it"
+        for module, line in sorted(missing.items(), key=lambda kv: kv[1])
+    ]
 
 
 def _entry_problems(step: PythonStep) -> list[str]:
@@ -192,7 +275,10 @@ def _entry_problems(step: PythonStep) -> list[str]:
     required = positional[: len(positional) - n_defaults] + [
         a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is None
     ]
-    extra = [n for n in required if n not in {t.name for t in step.inputs} | {"context"}]
+    # context and sequence are passed by the generated model (templates/python_step.py.j2).
+    extra = [
+        n for n in required if n not in {t.name for t in step.inputs} | {"context", "sequence"}
+    ]
     if extra:
         out.append(f"{where} requires argument(s) {', '.join(extra)}, which are not step inputs")
     return out
@@ -224,6 +310,37 @@ def step_files(
     if step.requires:
         record["requires"] = list(step.requires)
     return files, model_files, record
+
+
+def plan_step(
+    step: PythonStep, version: int | None, scheduling: SchedulingOptions | None = None
+) -> PlannedModel:
+    """The plan of ``step``'s version folder (SpecError lists every problem); ``scheduling``
+    gives it a response cache, a rate limiter and a sequence batcher (the keys a step takes)."""
+    found = step_problems(step)
+    if found:
+        raise SpecError(found)
+    spec = step_spec(step)
+    if scheduling is not None:
+        limiter = scheduling.rate_limiter()
+        groups = spec.instance_groups
+        if limiter is not None:
+            groups = tuple(dataclasses.replace(g, rate_limiter=limiter) for g in groups)
+        spec = spec.replace(instance_groups=groups, response_cache=scheduling.response_cache)
+        if scheduling.sequence_batching:  # a step keeps its state itself: no implicit state
+            oldest = scheduling.sequence_strategy == "oldest"
+            batcher = SequenceBatching(
+                scheduling.sequence_strategy,  # type: ignore[arg-type]  # checked by the spec
+                scheduling.sequence_idle_us,
+                max_candidate_sequences=scheduling.max_candidate_sequences
+                or (DEFAULT_CANDIDATE_SEQUENCES if oldest else 0),
+            )
+            spec = spec.replace(sequence_batching=batcher, dynamic_batching=None)
+    config = render_config(spec)  # SpecError with every config problem
+    files, model_files, record = step_files(step)
+    return PlannedModel(
+        ModelWrite(spec, files, version, record, model_files, config), "python_step"
+    )
 
 
 class StepRunner:

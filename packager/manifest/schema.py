@@ -15,6 +15,8 @@ from typing import Any
 from packager.errors import SpecError
 from packager.manifest.ensemble import EnsembleStep
 from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
+from packager.options import BY_NAME, manifest_keys, read_manifest
+from packager.scheduling import SchedulingOptions
 from packager.spec import (
     KIND_OPTIONS,
     DynamicBatching,
@@ -39,17 +41,12 @@ _COMMON = {
     "parameters": "mapping of config parameters",
     "labels": "mapping of output name -> labels file (label_filename)",
 }
+# A model entry takes every option of `build MODEL` (packager.options.declaration) by its key.
 MODEL_KEYS = {
-    **_COMMON,
-    "source": "model file (.onnx, TorchScript .pt) or PyTorch module:factory",
-    "weights": "PyTorch weights file (.pt state_dict or .safetensors)",
-    "format": "auto | onnx | torchscript (export target for PyTorch)",
-    "backend": "native | python",
-    "inputs": "list of {name, dtype, dims} (TorchScript / PyTorch)",
-    "output_names": "list of output names (PyTorch export)",
-    "example_inputs": ".npz file of example inputs, batch dim first",
-    "warmup": "batch size of a random-data warmup request (0 = none)",
-    "export": "{opset, torchscript_mode, verify, atol, rtol} for PyTorch export",
+    "name": _COMMON["name"],
+    "source": "model file, SavedModel or Hugging Face folder, or PyTorch module:factory",
+    "version": _COMMON["version"],
+    **manifest_keys(),
 }
 STEP_KEYS = {
     **_COMMON,
@@ -60,6 +57,13 @@ STEP_KEYS = {
     "outputs": "list of {name, dtype, dims}",
     "files": "list of extra files for the version folder",
     "requires": "list of pip requirements the step imports (added to Docker images)",
+    "response_cache": MODEL_KEYS["response_cache"],
+    "sequence_batching": MODEL_KEYS["sequence_batching"] + " (the step gets `sequence`)",
+    "sequence_strategy": MODEL_KEYS["sequence_strategy"],
+    "max_candidate_sequences": MODEL_KEYS["max_candidate_sequences"],
+    "sequence_idle_us": MODEL_KEYS["sequence_idle_us"],
+    "rate_limit_resources": MODEL_KEYS["rate_limit_resources"],
+    "rate_limit_priority": MODEL_KEYS["rate_limit_priority"],
 }
 ENSEMBLE_KEYS = {
     "name": "ensemble name",
@@ -76,13 +80,6 @@ ENSEMBLE_STEP_KEYS = {
     "version": "model version (-1 = newest, the default)",
     "inputs": "mapping of model input -> ensemble tensor",
     "outputs": "mapping of model output -> ensemble tensor",
-}
-EXPORT_KEYS = {
-    "opset": "ONNX opset",
-    "torchscript_mode": "trace | script",
-    "verify": "true/false",
-    "atol": "absolute tolerance",
-    "rtol": "relative tolerance",
 }
 
 
@@ -199,29 +196,11 @@ def _head(
 
 def _model_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
     m, e = _head(r, item, path, MODEL_KEYS, ("name", "source"))
-    o = e.options
-    o["source"] = r.source(m.get("source"), (*path, "source"))
-    o["weights"] = r.file(m.get("weights"), (*path, "weights"))
-    o["format"] = (
-        r.text(m.get("format"), (*path, "format"), ("auto", "onnx", "torchscript")) or "auto"
-    )
-    o["backend"] = r.text(m.get("backend"), (*path, "backend"), ("native", "python")) or "native"
-    o["inputs"] = r.tensors(m.get("inputs"), (*path, "inputs"), "input")
-    names = r.items(m.get("output_names"), (*path, "output_names"), "names")
-    o["output_names"] = [n for i, n in enumerate(names) if r.text(n, (*path, "output_names", i))]
-    o["example_inputs"] = r.file(m.get("example_inputs"), (*path, "example_inputs"))
-    o["warmup"] = r.integer(m.get("warmup"), (*path, "warmup"), 0) or 0
-    export = m.get("export")
-    xp = (*path, "export")
-    if export is not None and r.mapping(export, xp, EXPORT_KEYS) is not None:
-        o["opset"] = r.integer(export.get("opset"), (*xp, "opset"), 7)
-        o["torchscript_mode"] = r.text(
-            export.get("torchscript_mode"), (*xp, "torchscript_mode"), ("trace", "script")
-        )
-        o["verify"] = r.flag(export.get("verify"), (*xp, "verify"))
-        o["atol"] = r.number(export.get("atol"), (*xp, "atol"))
-        o["rtol"] = r.number(export.get("rtol"), (*xp, "rtol"))
-    _common(r, m, path, o)
+    e.options["source"] = r.source(m.get("source"), (*path, "source"))
+    # the keywords of packager.build(), read by the one declaration of build options
+    e.options["build"] = read_manifest(r, m, path)
+    if "instance_groups" in m and any(k in m for k in ("kind", "instances", "gpus")):
+        r.p.add(path, "give instance_groups or kind/instances/gpus, not both")
     return e
 
 
@@ -245,7 +224,22 @@ def _step_entry(r: Reader, item: Any, path: KeyPath) -> Entry:
     o["requires"] = tuple(t for i, q in enumerate(reqs) if (t := r.text(q, (*path, "requires", i))))
     o["source_name"] = str(m.get("file"))
     _common(r, m, path, o)
+    o["scheduling"] = _scheduling(r, m, path)
     return e
+
+
+def _scheduling(r: Reader, m: dict[str, Any], path: KeyPath) -> SchedulingOptions:
+    """A step's scheduling keys (response cache, sequence batcher, rate limiter), read by the
+    declaration of those options."""
+    values = {}
+    for name in STEP_KEYS:
+        opt = BY_NAME.get(name)
+        if opt is None or not opt.field.startswith("scheduling."):
+            continue
+        value = opt.value.manifest(r, m.get(name), (*path, name))
+        if value is not None:
+            values[opt.field.rpartition(".")[2]] = value
+    return SchedulingOptions(**values)
 
 
 def _ensemble_entry(r: Reader, item: Any, path: KeyPath) -> Entry:

@@ -21,11 +21,13 @@ from packager.render import parse_config, render_config, spec_from_config
 from packager.repository import (
     CHECKSUMS,
     CONFIG,
+    bytecode_problems,
     list_models,
     read_config,
     read_record,
     rewrite_model,
     verify_checksums,
+    verify_model_checksums,
     versions,
 )
 from packager.spec import VersionPolicy
@@ -36,11 +38,13 @@ DEFAULT_POLICY = VersionPolicy("latest", 1)  # Triton's default when the config 
 @dataclass(frozen=True)
 class VersionInfo:
     version: int
-    served: bool  # selected by the version policy
+    served: bool  # selected by the version policy, and it would load
     checksums_ok: bool
     problems: tuple[str, ...]  # checksum problems, if any
     files: tuple[tuple[str, str], ...]  # (path in the version folder, sha256) from SHA256SUMS
     record: dict[str, Any]
+    selected: bool = False  # the version policy names it (served unless it would not load)
+    load_problems: tuple[str, ...] = ()  # why it would not load under the model's config
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,9 @@ class VersionsReport:
     policy: VersionPolicy
     policy_is_default: bool
     versions: tuple[VersionInfo, ...]
+    # The model-level SHA256SUMS (config.pbtxt, label files) and compiled Python anywhere in the
+    # model: the config serves every version, so a change there concerns them all.
+    model_problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,10 +67,14 @@ class VersionsReport:
             "version_policy": str(self.policy),
             "policy_is_default": self.policy_is_default,
             "served": [v.version for v in self.versions if v.served],
+            "model_checksums_ok": not self.model_problems,
+            "model_problems": list(self.model_problems),
             "versions": [
                 {
                     "version": v.version,
                     "served": v.served,
+                    "selected": v.selected,
+                    "load_problems": list(v.load_problems),
                     "checksums_ok": v.checksums_ok,
                     "problems": list(v.problems),
                     "files": {name: digest for name, digest in v.files},
@@ -76,13 +87,7 @@ class VersionsReport:
 
 def served_versions(policy: VersionPolicy | None, available: Sequence[int]) -> list[int]:
     """The versions Triton loads under ``policy`` (None = Triton's default, latest:1)."""
-    policy = policy or DEFAULT_POLICY
-    have = sorted(available)
-    if policy.kind == "all":
-        return have
-    if policy.kind == "specific":
-        return [v for v in have if v in policy.versions]
-    return have[-policy.num_versions :] if policy.num_versions > 0 else []
+    return (policy or DEFAULT_POLICY).served(available)
 
 
 def _model_dir(repo: Path | str, name: str) -> Path:
@@ -95,7 +100,13 @@ def _model_dir(repo: Path | str, name: str) -> Path:
 
 
 def list_versions(repo: Path | str, name: str) -> VersionsReport:
-    """Versions of model ``name`` with what Triton serves and the state of their checksums."""
+    """Versions of model ``name`` with what Triton serves and the state of their checksums.
+
+    A version the policy selects but that would not load under the model's config (its artifact
+    contradicts the config, or the target container's runtime refuses it) is not served.
+    """
+    from packager.validation import version_problems
+
     model_dir = _model_dir(repo, name)
     spec = spec_from_config(read_config(model_dir))
     available = versions(model_dir)
@@ -109,7 +120,14 @@ def list_versions(repo: Path | str, name: str) -> VersionsReport:
         if sums.is_file():
             pairs = [line.partition("  ") for line in sums.read_text(encoding="utf-8").splitlines()]
             files = tuple((rel, digest) for digest, _, rel in pairs if rel)
-        infos.append(VersionInfo(v, v in served, not problems, problems, files, read_record(vdir)))
+        loads = tuple(version_problems(spec, vdir)[0])
+        selected = v in served
+        infos.append(
+            VersionInfo(
+                v, selected and not loads, not problems, problems, files, read_record(vdir),
+                selected, loads,
+            )
+        )  # fmt: skip
     return VersionsReport(
         name,
         model_dir,
@@ -117,6 +135,7 @@ def list_versions(repo: Path | str, name: str) -> VersionsReport:
         spec.version_policy or DEFAULT_POLICY,
         spec.version_policy is None,
         tuple(infos),
+        tuple(bytecode_problems(model_dir) + verify_model_checksums(model_dir)),
     )
 
 

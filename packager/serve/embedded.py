@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from packager.errors import ServerError
-from packager.releases import TRITON_VERSION
+from packager.releases import PYTRITON_VERSION, TRITON_VERSION, cache_root
 from packager.serve import stub_env
 
 PYTRITON_DIST = "nvidia-pytriton"
@@ -38,13 +38,21 @@ def _pytriton_root() -> Path:
     try:
         dist = importlib.metadata.distribution(PYTRITON_DIST)
     except importlib.metadata.PackageNotFoundError:
+        from packager.extras import install_target
+
         raise ServerError(
             "the embedded Triton server is not installed; install the server extra and the "
-            "binary: pip install 'triton-packager[server]' && pip install --no-deps "
-            f"nvidia-pytriton==0.7.0 (it carries tritonserver {TRITON_VERSION}), or deploy "
+            f"binary: pip install {install_target('server')} && pip install --no-deps "
+            f"nvidia-pytriton=={PYTRITON_VERSION} (it carries tritonserver {TRITON_VERSION}), or deploy "
             "with Docker (`triton-packager docker`)"
         ) from None
     return Path(str(dist.locate_file("pytriton/tritonserver")))
+
+
+def cache_directory() -> Path:
+    """The wheel's response cache implementations (``caches/local``), for ``--cache-directory``:
+    the server's default, /opt/tritonserver/caches, exists only in NVIDIA's image."""
+    return _pytriton_root() / "caches"
 
 
 def tritonserver_binary() -> Path:
@@ -56,15 +64,6 @@ def tritonserver_binary() -> Path:
             "`pip install --force-reinstall --no-deps nvidia-pytriton==0.7.0`"
         )
     return binary
-
-
-def cache_root() -> Path:
-    """The cache folder: ``$TRITON_PACKAGER_CACHE``, else ``$XDG_CACHE_HOME/triton-packager``."""
-    env = os.environ.get("TRITON_PACKAGER_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "triton-packager"
 
 
 def pytriton_libs() -> Path:

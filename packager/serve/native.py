@@ -4,9 +4,10 @@ The nvidia-pytriton wheel carries only Triton's Python backend. This module comp
 ``onnxruntime_backend`` and ``pytorch_backend`` of the embedded server's release (r24.10, kept in
 ``third_party/``) into the cache, once per Triton release, runtime version and environment::
 
-    <cache>/native-2.51.0-onnxruntime-onnxruntime1.32.0-<key>/
+    <cache>/native-2.51.0-onnxruntime-onnxruntime1.19.2-<key>/
         libtriton_onnxruntime.so       compiled here (CPU only)
-        libonnxruntime.so.1 -> the environment's onnxruntime wheel (same library as in-process)
+        libonnxruntime.so.1 -> the container's ONNX Runtime (1.19.2 for 24.10), from its PyPI
+                               wheel in <cache>/runtimes/ (not the user's own onnxruntime)
         libtritonserver.so  -> nvidia-pytriton's libtritonserver-<hash>.so (the running server's)
 
 :func:`packager.serve.embedded.prepare_backends` links each built folder into the server's
@@ -36,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.errors import ServerError
-from packager.releases import TRITON_SOURCE_BRANCH, TRITON_VERSION
+from packager.formats import FORMATS
+from packager.releases import NGC_RELEASE, TRITON_SOURCE_BRANCH, TRITON_VERSION
 
 DISABLE_ENV = "TRITON_PACKAGER_NATIVE"  # "0" / "off": every native model via the Python runtime
 ARCHIVE = f"triton-{TRITON_SOURCE_BRANCH}/sources.tar.gz"
@@ -62,30 +64,22 @@ class NativeBackend:
     """One of Triton's own backends that can be compiled for the embedded server."""
 
     name: str  # folder under --backend-directory (= the config's backend)
-    format: str  # packager.sources.formats name of the models it runs
+    format: str  # packager.formats name of the models it runs
     runtime: str  # the Python distribution whose shared library it links
     source: str  # its folder inside the archive
     target: str  # its CMake target
     library: str  # the file that target builds
 
 
+# How each format's backend is compiled from third_party/: (source folder, CMake target, library).
+# Its name and runtime come from the one format table (packager.formats.FORMATS).
+_COMPILED = {
+    "onnx": ("onnxruntime_backend", "triton-onnxruntime-backend", "libtriton_onnxruntime.so"),
+    "torchscript": ("pytorch_backend", "triton-pytorch-backend", "libtriton_pytorch.so"),
+}
 BACKENDS: dict[str, NativeBackend] = {
-    "onnx": NativeBackend(
-        "onnxruntime",
-        "onnx",
-        "onnxruntime",
-        "onnxruntime_backend",
-        "triton-onnxruntime-backend",
-        "libtriton_onnxruntime.so",
-    ),
-    "torchscript": NativeBackend(
-        "pytorch",
-        "torchscript",
-        "torch",
-        "pytorch_backend",
-        "triton-pytorch-backend",
-        "libtriton_pytorch.so",
-    ),
+    fmt: NativeBackend(FORMATS[fmt].backend, fmt, FORMATS[fmt].runtime, *compiled)
+    for fmt, compiled in _COMPILED.items()
 }
 
 
@@ -115,8 +109,11 @@ class BackendStatus:
         }
 
     def describe(self) -> str:
-        """``onnxruntime backend (r24.10, onnxruntime 1.32.0)``: how its models are served."""
-        runtime = f"{self.backend.runtime} {self.runtime_version}" if self.runtime_version else ""
+        """``Triton's onnxruntime backend (r24.10, ONNX Runtime 1.19.2 as in the 24.10 container)``."""
+        if self.backend.format == "onnx":
+            runtime = f"ONNX Runtime {self.runtime_version} as in the {NGC_RELEASE} container"
+        else:
+            runtime = f"{self.backend.runtime} {self.runtime_version}"
         return f"Triton's {self.backend.name} backend ({TRITON_SOURCE_BRANCH}, {runtime})"
 
 
@@ -159,24 +156,34 @@ def _dist_files(dist_name: str) -> tuple[str, Path]:
 
 
 def _runtime(backend: NativeBackend, sources: Path | None = None) -> _Runtime:
-    """Locate the runtime library of ``backend`` in this environment (no import)."""
-    version, site = _dist_files(backend.runtime)
+    """Locate the runtime library of ``backend`` (no import).
+
+    ONNX Runtime: the target container's (``releases.TARGET.onnxruntime``), from its wheel in the
+    cache (:func:`packager.sources.onnx_target.runtime_site`), never the user's own onnxruntime:
+    a model READY here then loads in the container. LibTorch: the environment's torch wheel (the
+    container's libtorch 2.5 has no CPU wheel to be had).
+    """
     if backend.format == "onnx":
-        capi = site / "onnxruntime" / "capi"
-        found = sorted(capi.glob("libonnxruntime.so.*"))
-        if not found:
-            raise ServerError(f"onnxruntime {version} has no libonnxruntime.so in {capi}")
+        from packager.sources.onnx_target import runtime_library
+        from packager.sources.onnx_target import runtime_site as ort_site
+
+        site, why = ort_site()
+        if site is None:
+            raise ServerError(why)
+        lib = runtime_library(site)
+        capi = lib.parent
+        version = lib.name.removeprefix("libonnxruntime.so.")
         parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
         if parts < ORT_MIN_VERSION:
             raise ServerError(
                 f"onnxruntime {version} is older than the C API the backend needs (1.19)"
             )
-        lib = found[-1]
         # The wheel ships libonnxruntime.so.1.X.Y only; the backend asks for its SONAME.
         aliases = {"libonnxruntime.so.1": lib, "libonnxruntime.so": lib}
         libs = tuple(sorted(capi.glob("libonnxruntime*.so*")))
         include: tuple[Path, ...] = (sources,) if sources else ()
         return _Runtime(version, capi, libs, aliases, include)
+    version, site = _dist_files(backend.runtime)
     torch_dir = site / "torch"
     lib_dir = torch_dir / "lib"
     if not (lib_dir / "libtorch.so").is_file():
@@ -250,7 +257,7 @@ def _python_include() -> Path:
 
 def cache_folder(backend: NativeBackend) -> Path:
     """Where ``backend`` is (or will be) built for this environment."""
-    from packager.serve.embedded import cache_root
+    from packager.releases import cache_root
 
     runtime = _runtime(backend)
     key = hashlib.sha256(
@@ -273,6 +280,10 @@ def status(
     backend: NativeBackend, *, build: bool = False, progress: Callable[[str], None] | None = None
 ) -> BackendStatus:
     """Whether ``backend`` is ready; with ``build``, compile it first when it is not."""
+    if build and backend.format == "onnx":  # the container's ONNX Runtime, installed once
+        from packager.sources.onnx_target import runtime_site as ort_site
+
+        ort_site(install=True, progress=progress)
     try:
         version = _runtime(backend).version
         folder = cache_folder(backend)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from packager.errors import ClientError, ServerError
 from packager.serve.embedded import (
+    cache_directory,
     describe_failure,
     free_port,
     load_failures,
@@ -292,7 +293,14 @@ class LocalServer:
 
     def _launch(self, repository: Path, backends: Path, attempt: int) -> None:
         assert self._workdir is not None
-        ports = [p or free_port(self.host) for p in self._wanted_ports]
+        ports: list[int] = []
+        for wanted in self._wanted_ports:
+            port = wanted or free_port(self.host)
+            # The OS may hand out the same free port twice in a row: three distinct ones,
+            # or the server fails to bind its second endpoint.
+            while not wanted and port in ports:
+                port = free_port(self.host)
+            ports.append(port)
         self.http_port, self.grpc_port, self.metrics_port = ports
         args = [
             str(tritonserver_binary()),
@@ -314,6 +322,7 @@ class LocalServer:
         if self.model_control_mode == "poll":
             args.append("--repository-poll-secs=2")
         args += [f"--load-model={name}" for name in self.load_models]
+        args += self._feature_flags()
         args += list(self.extra_args)
         self._log_path = self._workdir / f"tritonserver-{attempt}.log"
         # The death signal follows the *thread* that forked: only safe from the main thread.
@@ -332,6 +341,21 @@ class LocalServer:
                 preexec_fn=_parent_death_hook() if on_main_thread else None,
             )
         _STARTED_PIDS.append(self._proc.pid)
+
+    def _feature_flags(self) -> list[str]:
+        """What the repository's models need (response cache, rate limiter), unless given."""
+        from packager.errors import PackagerError
+        from packager.repository import server_flags
+
+        try:
+            flags = server_flags(self.repository)
+        except PackagerError:  # a config Triton will refuse itself, with its own message
+            return []
+        given = {a.split("=", 1)[0] for a in self.extra_args}
+        flags = [f for f in flags if f.split("=", 1)[0] not in given]
+        if any(f.startswith("--cache-config") for f in flags) and "--cache-directory" not in given:
+            flags.append(f"--cache-directory={cache_directory()}")
+        return flags
 
     def _wait_ready(self) -> None:
         assert self._proc is not None

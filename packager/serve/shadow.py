@@ -5,7 +5,7 @@ Runtime / PyTorch backend is built (:mod:`packager.serve.native`), :func:`served
 models as they are (GPU instance groups moved to CPU). Otherwise - the fallback, the *shadow* -
 each ``onnxruntime_onnx`` / ``pytorch_libtorch`` model keeps its name, versions, inputs, outputs,
 batching and instance counts, but runs through the generated ``model.py`` of
-:mod:`packager.serve.pyruntime`. Artifacts are linked, never copied, and the user's repository is
+:func:`packager.render.python_runtime_files`. Artifacts are linked, never copied, and the user's repository is
 never written to. Python models and ensembles pass through unchanged (linked).
 
 :class:`packager.serve.server.LocalServer` serves every repository through such a linked copy (except
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import PackagerError, ServerError
-from packager.sources.formats import FORMATS, of_config
+from packager.formats import FORMATS, of_config
 
 CONFIG = "config.pbtxt"
 
@@ -107,7 +107,7 @@ def served_copy(
     """
     from google.protobuf import text_format
 
-    from packager.serve.pyruntime import runtime_files
+    from packager.render import python_runtime_files as runtime_files
 
     native = native or {}
     src_root, dst_root = Path(repository).resolve(), Path(target)
@@ -139,6 +139,18 @@ def served_copy(
             extra = "; KIND_GPU instance groups run as KIND_CPU" if moved else ""
             served_natively.append(f"{entry.name}: {was} served by {native[fmt]}{extra}")
             continue
+        if config.sequence_batching.state:
+            # The Python runtime takes its inputs from the request: an implicit state the
+            # server keeps would never reach the model ("Required inputs ... are missing").
+            from packager.errors import ServerError
+
+            raise ServerError(
+                f"model '{entry.name}' keeps implicit state ({was}, built with --stateful), "
+                "which only Triton's own backend can serve, and that backend is not available "
+                "here or turned off (native=False, TRITON_PACKAGER_NATIVE=0; `triton-packager "
+                "backends` says why, `--build` compiles it); or rebuild "
+                "the model without --stateful (the client then sends the state)"
+            )
         artifact = config.default_model_filename or FORMATS[fmt].artifact
         gpu_groups = _to_python_backend(config, artifact)
         files = runtime_files(fmt)

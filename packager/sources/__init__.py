@@ -9,13 +9,16 @@ format-agnostic; adding a format means adding a module here and one ``register``
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from packager.errors import SourceError
 from packager.spec import TensorSpec
+
+if TYPE_CHECKING:
+    from packager.compress.prune import PruneRequest
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,61 @@ class LoadedModel:
             self.workdir = None
 
 
+def example_sets(value: Any) -> tuple[Any, ...]:
+    """Example inputs as a tuple of example sets. A list of files (or of name -> array
+    mappings) is several sets whose differing axes become dynamic; anything else (one file, one
+    mapping, one array, a list of arrays for positional inputs) is one set."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return ()
+        if all(isinstance(v, (str, Path, Mapping)) for v in value):
+            return tuple(value)
+    return (value,)
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """What a source reads, typed (declared once in :mod:`packager.build_options`).
+
+    The builder fills ``format``, ``max_batch_size`` and ``prune`` from the build's options."""
+
+    input_specs: tuple[Any, ...] = ()  # "NAME:DTYPE:DIMS" strings or TensorSpecs
+    example_inputs: tuple[Any, ...] = ()  # example sets (see example_sets): .npz, mapping, array
+    weights: str | Path | None = None  # state_dict file for a module reference
+    output_names: tuple[str, ...] = ()
+    dynamic_axes: Mapping[str, Sequence[int]] | None = None  # beyond the batch axis
+    # Input axes kept at the example's size without probing (PyTorch modules): name -> axes.
+    fixed_axes: Mapping[str, Sequence[int]] | None = None
+    opset: int | None = None
+    torchscript_mode: str = "trace"  # "trace" | "script"
+    verify: bool = True  # compare the export/conversion with the original
+    atol: float | None = None
+    rtol: float | None = None
+    # Hugging Face folders: feature-extraction | sequence-classification | text-generation
+    task: str | None = None
+    format: str = "auto"  # auto, the source's name, or an export target (onnx | torchscript)
+    max_batch_size: int | None = None  # 0: no batch axis (TorchScript --input dims are full)
+    prune: PruneRequest | None = None  # build --prune: applied to a module before export
+    batch_size: int = 2  # batch of generated examples
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_specs", tuple(self.input_specs or ()))
+        object.__setattr__(self, "output_names", tuple(self.output_names or ()))
+        object.__setattr__(self, "example_inputs", example_sets(self.example_inputs))
+
+    @property
+    def example(self) -> Any:
+        """The first example set, or None."""
+        return self.example_inputs[0] if self.example_inputs else None
+
+    @property
+    def more_examples(self) -> tuple[Any, ...]:
+        """Example sets after the first (other shapes: their differing axes become dynamic)."""
+        return self.example_inputs[1:]
+
+
 class Source(Protocol):
     """One input format."""
 
@@ -62,7 +120,7 @@ class Source(Protocol):
     def sniff(self, ref: Any) -> bool:
         """True when ``ref`` (a path, string or object) is in this format; judged by content."""
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         """Read/export ``ref``; raise :class:`SourceError` with a clear message on failure."""
 
 
@@ -119,6 +177,15 @@ def _unreadable(path: Path) -> str:
             load_proto(path, external=False)
         except SourceError as exc:
             return str(exc)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] == b"TFL3":  # the TensorFlow Lite flatbuffer identifier
+        return (
+            f"{path} is a TensorFlow Lite model (.tflite flatbuffer), which triton-packager does not "
+            "build: build the model it was converted from (a SavedModel folder or a Keras file), "
+            "or convert it to ONNX first (python -m tf2onnx.convert --tflite FILE --output "
+            "model.onnx) and build that"
+        )
     if zipfile.is_zipfile(path):
         return (
             f"{path} is a zip archive without TorchScript code (a torch.save() checkpoint?); "

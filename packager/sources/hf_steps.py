@@ -1,4 +1,4 @@
-"""Python steps of the text pipeline of a Hugging Face model (see packager.sources.hf_text).
+"""Python steps of the text pipeline of a Hugging Face model (see packager.planners.text).
 
 This file is copied into the repository as the steps' ``step.py`` and runs inside Triton's
 Python backend: it needs numpy and the ``tokenizers`` library, nothing from triton-packager.

@@ -12,7 +12,7 @@ verified ONNX or TorchScript model with dynamic batch and sequence axes:
 Weights are read by transformers from the folder only (``local_files_only``: no hub access);
 ``.bin`` checkpoints load with ``weights_only``. Sharded checkpoints (an index naming the shard
 of each tensor, as ``save_pretrained(max_shard_size=...)`` writes) load the same way, once every
-shard the index names is found in the folder. :mod:`packager.sources.hf_text` builds the
+shard the index names is found in the folder. :mod:`packager.planners.text` plans the
 text-in ensemble (tokenizer step -> model -> post-processing) on top of this source.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from packager.errors import SourceError
-from packager.sources import LoadedModel, register
+from packager.sources import LoadedModel, SourceOptions, register
 
-TASKS = ("feature-extraction", "sequence-classification")
+TASKS = ("feature-extraction", "sequence-classification")  # exported by this source
+GENERATION_TASK = "text-generation"  # a causal LM served by packager.generate (Optimum's name)
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # save_pretrained(max_shard_size=...) writes shards and an index naming the file of each tensor.
 SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -207,22 +207,22 @@ class HuggingFaceSource:
     def sniff(self, ref: Any) -> bool:
         return is_hf_folder(ref)
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         from packager.sources.pytorch.export import export_module
         from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL
 
-        info = describe(Path(ref), options.get("task"))
+        info = describe(Path(ref), options.task)
         module = hf_module(info)
-        examples = options.get("example_inputs") or example_inputs(info)
-        fmt = options.get("format")
+        examples = options.example or example_inputs(info)
+        fmt = options.format
         return export_module(
             module,
             format="onnx" if fmt in (None, "", "auto", self.name) else str(fmt),
             example_inputs=examples,
-            opset=options.get("opset"),
-            verify=options.get("verify", True) is not False,
-            atol=DEFAULT_ATOL if options.get("atol") is None else float(options["atol"]),
-            rtol=DEFAULT_RTOL if options.get("rtol") is None else float(options["rtol"]),
+            opset=options.opset,
+            verify=options.verify,
+            atol=DEFAULT_ATOL if options.atol is None else float(options.atol),
+            rtol=DEFAULT_RTOL if options.rtol is None else float(options.rtol),
             record={
                 "source": {"format": self.name, "folder": info.folder.name},
                 "huggingface": {

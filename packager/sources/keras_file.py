@@ -1,4 +1,9 @@
-"""Keras 3 ``.keras`` files as a source.
+"""Keras model files as a source: Keras 3 ``.keras`` zips, and Keras 2 ``.h5``/``.hdf5`` files.
+
+Keras 2 HDF5 model files (``model.save('m.h5')``: the architecture in the ``model_config``
+attribute, the weights beside it) are read by Keras 3's legacy HDF5 loader; an HDF5 file that
+holds weights only (``save_weights``) or a model Keras 3 cannot rebuild gets a message naming
+the format and the conversion.
 
 The file is loaded by Keras (TensorFlow backend, ``safe_mode``: no Python code from the file),
 its inputs and outputs become the model's tensors (named after the ``keras.Input`` and output
@@ -19,7 +24,7 @@ import numpy as np
 
 from packager.errors import SourceError
 from packager.repository import sha256_file
-from packager.sources import LoadedModel, register
+from packager.sources import LoadedModel, SourceOptions, register
 from packager.sources.tf_graph import (
     DEFAULT_SIGNATURE,
     convert_and_verify,
@@ -32,11 +37,43 @@ from packager.sources.tf_graph import (
 from packager.sources.tf_savedmodel import check_format
 
 KERAS_MEMBERS = ("config.json", "metadata.json")  # every Keras 3 .keras zip holds both
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# The HDF5 superblock sits at 0 or a power of two from 512 on (a user block before it).
+_HDF5_OFFSETS = (0, 512, 1024, 2048, 4096)
+
+
+def is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            for offset in _HDF5_OFFSETS:
+                f.seek(offset)
+                if f.read(8) == HDF5_MAGIC:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _hdf5_facts(path: Path) -> dict[str, str]:
+    """The Keras attributes of an HDF5 file (model_config, keras_version, backend)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {
+                k: v.decode() if isinstance(v, bytes) else str(v)
+                for k, v in f.attrs.items()
+                if k in ("model_config", "keras_version", "backend")
+            }
+    except OSError as exc:
+        raise SourceError(f"{path} is an HDF5 file h5py cannot read: {exc}") from exc
 
 
 def is_keras_file(ref: Any) -> bool:
     if not isinstance(ref, (str, Path)) or not Path(ref).is_file():
         return False
+    if is_hdf5(Path(ref)):
+        return True  # a Keras 2 model, weights only or another HDF5 file: load() says which
     try:
         with zipfile.ZipFile(ref) as zf:
             names = set(zf.namelist())
@@ -55,11 +92,29 @@ def load_keras(path: Path) -> Any:
             f"Keras runs on the {keras.backend.backend()} backend here; the conversion needs "
             "TensorFlow: unset KERAS_BACKEND or set it to tensorflow"
         )
+    legacy = _legacy_format(path) if is_hdf5(path) else ""
+    target = path
+    if legacy and path.suffix.lower() not in (".h5", ".hdf5"):
+        # Keras picks its loader by the file name: an HDF5 model under another name is
+        # read through a link named .h5 (the file itself is not copied).
+        import tempfile
+
+        link_dir = tempfile.mkdtemp(prefix="tp-h5-")
+        target = Path(link_dir) / "model.h5"
+        target.symlink_to(path.resolve())
     try:
         with quiet():
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
+            return keras.saving.load_model(target, compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises TypeError/ValueError/... for what it cannot rebuild
         text, full = first_line(exc), str(exc)
+        if legacy:
+            raise SourceError(
+                f"Keras {keras.__version__} cannot rebuild the {legacy} in {path}: "
+                f"{type(exc).__name__}: {text[:300]}. Convert it where it was made: load it with "
+                "Keras 2 (tf-keras: tf_keras.models.load_model(path)) and save it with "
+                "model.export('saved_model_dir') (a SavedModel folder builds here), or with "
+                "model.save('model.keras') under Keras 3"
+            ) from exc
         missing = re.search(r"Could not locate (?:class|function) '([^']+)'", full)
         if missing or "Unknown" in text:
             what = f" ({missing.group(1)})" if missing else ""
@@ -78,6 +133,25 @@ def load_keras(path: Path) -> Any:
         raise SourceError(
             f"Keras cannot load {path}: {type(exc).__name__}: {text[:300]}. {hint}"
         ) from exc
+    finally:
+        if target is not path:
+            target.unlink()
+            target.parent.rmdir()
+
+
+def _legacy_format(path: Path) -> str:
+    """'Keras 2 HDF5 model (...)' for a loadable HDF5 model file; refuses the other HDF5 files."""
+    facts = _hdf5_facts(path)
+    made = ", ".join(
+        f"{k.replace('_', ' ')} {facts[k]}" for k in ("keras_version", "backend") if k in facts
+    )
+    if "model_config" not in facts:
+        raise SourceError(
+            f"{path} is an HDF5 file without a Keras model in it ({made or 'no Keras attributes'}): "
+            "it holds weights only (model.save_weights) or other data. Build the model in code, "
+            "load these weights into it, and save it with model.save('model.keras')"
+        )
+    return f"Keras 2 HDF5 model ({made})" if made else "Keras 2 HDF5 model"
 
 
 def _names(model: Any, path: Path) -> tuple[list[Any], list[str]]:
@@ -153,13 +227,15 @@ def export_saved_model(model: Any, path: Path, target: Path) -> tuple[list[str],
 
 class KerasSource:
     name = "keras"
-    description = "Keras 3 model file (.keras), converted to ONNX through a SavedModel"
+    description = (
+        "Keras model file (.keras, or a Keras 2 .h5/.hdf5), converted to ONNX through a SavedModel"
+    )
 
     def sniff(self, ref: Any) -> bool:
         return is_keras_file(ref)
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
-        check_format(options.get("format"), self.name)
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
+        check_format(options.format, self.name)
         path = Path(ref)
         model = load_keras(path)
         workdir = new_workdir()
@@ -184,6 +260,7 @@ class KerasSource:
                             "format": self.name,
                             "file": path.name,
                             "sha256": sha256_file(path),
+                            **({"file_format": "hdf5 (Keras 2)"} if is_hdf5(path) else {}),
                         },
                         "keras": {"version": keras.__version__, "class": type(model).__name__},
                     },

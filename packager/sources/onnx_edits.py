@@ -143,3 +143,56 @@ def set_output_names(model: Any, names: dict[str, str]) -> None:
             taken.add(aside)
         rename_value(graph, current, wanted)
         taken.add(wanted)
+
+
+def canonical_names(model: Any) -> bool:
+    """Name the graph's nodes, internal values and initializers after their place in the graph.
+
+    tf2onnx names the nodes it adds from a counter and emits constants in the order its
+    optimizers met them, both of which change from one conversion to the next; with these
+    names (``<op>_<i>``, ``<op>_<i>:<k>``, ``const_<j>`` by first use) and the initializers in
+    that order, two conversions to the same graph are byte-identical. The graph's inputs and
+    outputs keep their names. A graph with subgraphs (If/Loop bodies) is left as it is;
+    returns whether it was renamed.
+    """
+    graph = model.graph
+    if any(a.type in (a.GRAPH, a.GRAPHS) for n in graph.node for a in n.attribute):
+        return False
+    keep = {v.name for v in graph.input} | {v.name for v in graph.output} | {""}
+    inits = {i.name for i in graph.initializer}
+    new: dict[str, str] = {}
+    for i, node in enumerate(graph.node):
+        node.name = f"{node.op_type}_{i}"
+        for name in node.input:
+            if name in inits and name not in keep and name not in new:
+                new[name] = f"const_{sum(v.startswith('const_') for v in new.values())}"
+        for k, name in enumerate(node.output):
+            if name not in keep:
+                new[name] = f"{node.op_type}_{i}:{k}"
+    for node in graph.node:
+        node.input[:] = [new.get(n, n) for n in node.input]
+        node.output[:] = [new.get(n, n) for n in node.output]
+    for init in graph.initializer:
+        init.name = new.get(init.name, init.name)
+    order = {f"const_{j}": j for j in range(len(graph.initializer))}
+    ordered = sorted(graph.initializer, key=lambda t: order.get(t.name, len(order)))
+    infos = sorted(graph.value_info, key=lambda v: new.get(v.name, v.name))
+    for info in infos:
+        info.name = new.get(info.name, info.name)
+    copies = [type(t)() for t in ordered]
+    for c, t in zip(copies, ordered, strict=True):
+        c.CopyFrom(t)
+    del graph.initializer[:]
+    graph.initializer.extend(copies)
+    info_copies = [type(v)() for v in infos]
+    for c, v in zip(info_copies, infos, strict=True):
+        c.CopyFrom(v)
+    del graph.value_info[:]
+    graph.value_info.extend(info_copies)
+    # Symbolic dims tf2onnx made up ("unk__<counter>") are numbered by first appearance too.
+    dims: dict[str, str] = {}
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param.startswith("unk__"):
+                dim.dim_param = dims.setdefault(dim.dim_param, f"unk_{len(dims)}")
+    return True

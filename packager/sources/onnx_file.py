@@ -16,10 +16,10 @@ from typing import Any
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
+from packager.formats import FORMATS, PYTHON_FILE
 from packager.repository import CHECKSUMS, CONFIG, RECORD, sha256_file
-from packager.sources import LoadedModel, Signature, register
+from packager.sources import LoadedModel, Signature, SourceOptions, register
 from packager.sources import onnx_external as ext
-from packager.sources.formats import FORMATS, PYTHON_FILE
 from packager.sources.onnx_edits import lift_scalars, scalar_names
 from packager.spec import TensorSpec
 
@@ -51,7 +51,7 @@ class OnnxSource:
             return False
         return True
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         path = Path(ref)
         model = load_proto(path, external=False)
         workdir = tempfile.TemporaryDirectory(prefix="tp-onnx-")
@@ -64,6 +64,9 @@ class OnnxSource:
                 lifted = lift_scalars(model)
                 files[FMT.artifact] = Path(workdir.name) / FMT.artifact
                 _save(model, files[FMT.artifact])  # external tensors keep their references
+            converted = None
+            if options.opset is not None:
+                model, converted = _convert(model, files, path, options, Path(workdir.name))
         except BaseException:
             workdir.cleanup()
             raise
@@ -80,10 +83,73 @@ class OnnxSource:
                     "opsets": {d.domain or "ai.onnx": d.version for d in model.opset_import},
                     "producer": f"{model.producer_name} {model.producer_version}".strip(),
                     **({"rank0_made_1": lifted} if lifted else {}),
+                    **({"converted": converted} if converted else {}),
                 },
             },
             workdir=workdir,
         )
+
+
+def _convert(
+    model: Any, files: dict[str, Path], path: Path, options: SourceOptions, workdir: Path
+) -> tuple[Any, dict[str, Any] | None]:
+    """``--opset N``: convert with ONNX's version converter, then compare with the source model.
+
+    Returns the model now in ``files`` and what was done (None when it already had that opset).
+    """
+    from packager.sources import onnx_target
+
+    opset = int(options.opset or 0)
+    before = next((d.version for d in model.opset_import if d.domain in ("", "ai.onnx")), None)
+    if before == opset and model.ir_version <= onnx_target.TARGET.onnx_ir:
+        return model, None
+    if len(files) > 1:
+        raise SourceError(
+            f"--opset {opset}: {path.name} keeps its weights in external data files over "
+            f"{ext.INLINE_LIMIT >> 20} MiB; convert it yourself (onnx.version_converter) and build "
+            "the result"
+        )
+    source = files[FMT.artifact]
+    converted = onnx_target.convert(load_proto(source, external=True), opset, path.name)
+    target = workdir / "converted" / FMT.artifact
+    target.parent.mkdir()
+    _save(converted, target)
+    files[FMT.artifact] = target
+    record: dict[str, Any] = {"from_opset": before, "to_opset": opset}
+    if options.verify:
+        record["verification"] = _verify_conversion(source, target, model, options)
+    else:
+        record["verification"] = {"skipped": True}
+    return load_proto(target, external=False), record
+
+
+def _verify_conversion(
+    source: Path, converted: Path, model: Any, options: SourceOptions
+) -> dict[str, Any]:
+    """Run the source and the converted model (in-process ONNX Runtime) on the same inputs."""
+    from packager.sources.inputs import load_npz, random_inputs
+    from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, onnx_runner, verify
+
+    sig = signature_of(model, source)
+    example = options.example
+    inputs = load_npz(example) if isinstance(example, (str, Path)) else (
+        dict(example) if isinstance(example, Mapping) else random_inputs(sig.inputs, None)
+    )  # fmt: skip
+    try:
+        reference = onnx_runner(source)
+    except Exception as exc:
+        raise SourceError(
+            f"--opset: cannot run {source.name} with this environment's ONNX Runtime to compare "
+            f"the conversion ({str(exc).strip().splitlines()[0]}); pass --no-verify to skip"
+        ) from exc
+    atol = options.atol or DEFAULT_ATOL
+    rtol = options.rtol or DEFAULT_RTOL
+    report = verify(
+        reference, onnx_runner(converted), [("random" if example is None else "example", inputs)],
+        atol=atol, rtol=rtol, what=f"model converted to opset {options.opset}",
+    )  # fmt: skip
+    worst = max((c.max_abs_err for c in report.checks), default=0.0)
+    return {"atol": atol, "rtol": rtol, "max_abs_err": worst, "passed": report.passed}
 
 
 def load_proto(path: Path, external: bool) -> Any:

@@ -31,9 +31,10 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import DTypeError, SourceError
-from packager.sources import LoadedModel, Signature
-from packager.sources.formats import FORMATS
+from packager.formats import FORMATS
+from packager.sources import LoadedModel, Signature, SourceOptions
 from packager.sources.inputs import random_inputs, resolve_examples
+from packager.sources.progress import slow_step
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL, Runner, onnx_runner, verify
 from packager.spec import TensorSpec
 
@@ -116,8 +117,12 @@ def load_saved_model(path: Path, signature: str | None = None) -> GraphModel:
         ) from exc
     try:
         name, sig = _pick_signature(meta, path, signature)
-        in_specs = tuple(_tensor(k, info, path, name) for k, info in sig.inputs.items())
-        out_specs = tuple(_tensor(k, info, path, name) for k, info in sig.outputs.items())
+        # A signature's tensors are protobuf maps, whose iteration order changes from one
+        # process to the next: sorted by key, the converted graph (and model.onnx's bytes) and
+        # the config's tensor order are the same at every build.
+        ins, outs = sorted(sig.inputs.items()), sorted(sig.outputs.items())
+        in_specs = tuple(_tensor(k, info, path, name) for k, info in ins)
+        out_specs = tuple(_tensor(k, info, path, name) for k, info in outs)
     except BaseException:
         session.close()
         raise
@@ -125,8 +130,8 @@ def load_saved_model(path: Path, signature: str | None = None) -> GraphModel:
         path,
         name,
         session,
-        {k: v.name for k, v in sig.inputs.items()},
-        {k: v.name for k, v in sig.outputs.items()},
+        {k: v.name for k, v in ins},
+        {k: v.name for k, v in outs},
         in_specs,
         out_specs,
     )
@@ -219,6 +224,9 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
     from tf2onnx import tf_loader
 
     started = time.perf_counter()
+    # tf2onnx numbers the nodes it adds from a process-wide counter: start it afresh, so that
+    # a second conversion in the same process names them as the first did.
+    tf2onnx.utils.INTERNAL_NAME = 1
     in_names, out_names = list(model.inputs.values()), list(model.outputs.values())
     rename = {v: k for k, v in model.inputs.items()} | {v: k for k, v in model.outputs.items()}
     try:
@@ -255,8 +263,12 @@ def to_onnx(model: GraphModel, target: Path, opset: int | None) -> dict[str, Any
             f"{model.path}; rewrite those layers with supported ops (tf2onnx's support_status.md "
             "lists them) or serve the model with Triton's TensorFlow backend. Nothing was written"
         )
+    from packager.sources.onnx_edits import canonical_names
+
+    canonical = canonical_names(proto)  # the same graph gives the same bytes at every build
     onnx.save(proto, str(target))
     return {
+        "canonical_names": canonical,
         "converter": f"tf2onnx {tf2onnx.__version__}",
         "tensorflow": tf.__version__,
         "onnx_opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
@@ -298,7 +310,7 @@ def _per_sample(specs: Sequence[TensorSpec], batched: bool) -> list[TensorSpec]:
 def convert_and_verify(
     model: GraphModel,
     reference: Runner,
-    options: Mapping[str, Any],
+    options: SourceOptions,
     record: dict[str, Any],
     workdir: tempfile.TemporaryDirectory[str],
 ) -> LoadedModel:
@@ -306,25 +318,27 @@ def convert_and_verify(
     from packager.sources.onnx_file import load_proto, signature_of
 
     artifact = Path(workdir.name) / FMT.artifact
-    facts = to_onnx(model, artifact, options.get("opset"))
+    with slow_step("converting to ONNX (tf2onnx)"):
+        facts = to_onnx(model, artifact, options.opset)
     signature = signature_of(load_proto(artifact, external=False), artifact)
     _check_names(model, signature)
     record = {**record, "tensorflow": facts}
-    if options.get("verify", True) is False:
+    if not options.verify:
         record["verification"] = {"skipped": True}
     else:
-        atol = DEFAULT_ATOL if options.get("atol") is None else float(options["atol"])
-        rtol = DEFAULT_RTOL if options.get("rtol") is None else float(options["rtol"])
-        cases = verification_cases(model.specs, options.get("example_inputs"))
+        atol = DEFAULT_ATOL if options.atol is None else float(options.atol)
+        rtol = DEFAULT_RTOL if options.rtol is None else float(options.rtol)
+        cases = verification_cases(model.specs, options.example)
         candidate = onnx_runner(artifact, list(model.outputs))
-        report = verify(
-            _guarded(reference, "TensorFlow"),
-            _guarded(candidate, "ONNX Runtime"),
-            cases,
-            atol=atol,
-            rtol=rtol,
-            what="converted ONNX model",
-        )
+        with slow_step("verifying the conversion against TensorFlow"):
+            report = verify(
+                _guarded(reference, "TensorFlow"),
+                _guarded(candidate, "ONNX Runtime"),
+                cases,
+                atol=atol,
+                rtol=rtol,
+                what="converted ONNX model",
+            )
         record["verification"] = report.to_record()
         record["max_abs_err"] = max((c.max_abs_err for c in report.checks), default=0.0)
     return LoadedModel(

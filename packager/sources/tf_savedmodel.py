@@ -7,13 +7,12 @@ SavedModel (see :mod:`packager.sources.tf_graph`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from packager.errors import SourceError
-from packager.sources import LoadedModel, register
-from packager.sources.formats import FORMATS
+from packager.formats import FORMATS
+from packager.sources import LoadedModel, SourceOptions, register
 from packager.sources.tf_graph import (
     convert_and_verify,
     is_saved_model,
@@ -37,8 +36,8 @@ class SavedModelSource:
     def sniff(self, ref: Any) -> bool:
         return is_saved_model(ref)
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
-        check_format(options.get("format"), self.name)
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
+        check_format(options.format, self.name)
         path = Path(ref)
         model = load_saved_model(path)
         workdir = new_workdir()

@@ -81,6 +81,7 @@ class TuneResult:
     reports: dict[str, Path] = field(default_factory=dict)
     applied_config: str | None = None  # the new config.pbtxt text after --apply
     warnings: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where the server ran the candidates: "cpu" or "gpu" (its served config)
 
     @property
     def baseline(self) -> Trial | None:
@@ -90,7 +91,10 @@ class TuneResult:
 
     def summary(self) -> str:
         """What was chosen and why, in a few lines."""
-        head = f"{len(self.trials)} candidate(s) measured in {self.elapsed_s:.0f} s" + (
+        head = (
+            f"{len(self.trials)} candidate(s) measured on {self.device.upper()} in "
+            f"{self.elapsed_s:.0f} s"
+        ) + (
             f"; budget reached, {self.skipped} left unmeasured" if self.stopped == "budget" else ""
         )
         if self.winner is None:
@@ -127,6 +131,7 @@ class TuneResult:
                 "description": self.objective.describe(),
             },
             "search": self.search,
+            "device": self.device,
             "concurrency": list(self.concurrency),
             "space": {
                 "instances": list(self.space.instances),
@@ -246,6 +251,7 @@ def tune(
     url: str | None = None,
     output_dir: str | Path | None = None,
     apply: bool = False,
+    apply_cpu_figures: bool = False,
     duration_s: float = 3.0,
     warmup_s: float = 1.0,
     protocol: str = "http",
@@ -274,6 +280,24 @@ def tune(
         )
     if config.platform == "ensemble":
         raise TuneError(f"'{config.name}' is an ensemble: tune each of its member models instead")
+    if config.model_transaction_policy.decoupled:
+        # Before any server starts: Triton answers request/response calls to a decoupled model
+        # with errors (HTTP 501), so every candidate would measure nothing.
+        raise TuneError(
+            f"model '{config.name}' is decoupled (it streams its responses); tune measures "
+            "request/response throughput and cannot measure it. Nothing was measured; for "
+            "a generative model see `triton-packager generate --stream` and "
+            "benchmarks/generation.py"
+        )
+    if config.HasField("sequence_batching"):
+        # Every request of a sequence model needs a sequence id, and its batches are the
+        # sequence batcher's: tune's batch-1 requests and dynamic batching candidates fit neither.
+        raise TuneError(
+            f"model '{config.name}' uses the sequence batcher (a stateful model); tune measures "
+            "independent requests with dynamic batching and cannot measure it. Nothing was "
+            "measured; set --instances and --max-candidate-sequences with `build` "
+            "(docs/stateful.md)"
+        )
     if search not in SEARCHES:
         raise TuneError(f"--search {search!r} is not one of: {', '.join(SEARCHES)}")
     concurrency = tuple(sorted(set(concurrency)))
@@ -313,6 +337,20 @@ def tune(
     apply_error: PackagerError | None = None
     try:
         target.open()
+        device = measured_device(target.served)
+        gpu_config = any(g.kind == g.KIND_GPU for g in config.instance_group)
+        if gpu_config and device == "cpu":
+            note = (
+                f"model '{config.name}' is configured for GPUs (KIND_GPU) but the server runs "
+                "it on the CPU (no GPU here): these are CPU figures, not what its GPUs will do"
+            )
+            if apply and not apply_cpu_figures:
+                raise TuneError(
+                    f"{note}; refusing --apply before measuring. Tune on a GPU server (--url), "
+                    "or pass --apply-cpu-figures to write CPU-measured settings anyway"
+                )
+            warnings.append(note)
+            say(f"warning: {note}")
         per_candidate = LOAD_ESTIMATE_S + len(concurrency) * (duration_s + warmup_s)
         budget = Budget(budget_s, per_candidate, started=started)
         say(
@@ -347,6 +385,7 @@ def tune(
                 "protocol": protocol,
             },
             warnings=warnings,
+            device=device,
         )
         if apply and result.winner is not None:
             # Before the server is restored: a server at --url then reloads the tuned config.
@@ -375,6 +414,14 @@ def tune(
             "nothing applied: " + result.summary().splitlines()[-1] + f"; reports in {out_dir}"
         )
     return result
+
+
+def measured_device(served: dict[str, Any]) -> str:
+    """ "gpu" when the server's own config of the model has a KIND_GPU instance group, else
+    "cpu" (Triton fills ``kind`` in; the embedded server's CPU fallback turns GPU groups into
+    KIND_CPU)."""
+    kinds = {g.get("kind", "KIND_GPU") for g in served.get("instance_group", [])}
+    return "gpu" if "KIND_GPU" in kinds else "cpu"
 
 
 class _IgnoreInterrupts:

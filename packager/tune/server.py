@@ -87,6 +87,10 @@ def override_config(served: Mapping[str, Any], user: Any, c: Candidate) -> dict[
         cfg["dynamic_batching"] = db
     else:
         cfg.pop("dynamic_batching", None)
+    # tune sends one request again and again: with the response cache on, every candidate
+    # would measure cache hits, not the model; candidates are measured without it (the
+    # applied config keeps the user's setting).
+    cfg.pop("response_cache", None)
     for w in cfg.get("model_warmup", []):
         if c.max_batch_size > 0 and int(w.get("batch_size", 1)) > c.max_batch_size:
             w["batch_size"] = c.max_batch_size

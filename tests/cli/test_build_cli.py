@@ -66,6 +66,18 @@ def test_dry_run_prints_config_and_writes_nothing(
     assert code == 0
     assert parse_config(out).name == "mlp"
     assert not (tmp_path / "r").exists()
+    # Issue 32: --dry-run --json printed the config text instead of JSON.
+    code, out = run("build", model_files["mlp"], "--name", "mlp", "--dry-run", "--json",
+                    "-o", tmp_path / "r")  # fmt: skip
+    assert code == 0, out
+    doc = json.loads(out)
+    assert doc["dry_run"] is True and doc["model"] == "mlp" and doc["version"] is None
+    assert parse_config(doc["config"]).name == "mlp" and doc["files"] == []
+    assert not (tmp_path / "r").exists()
+    code, out = run("build", model_files["mlp"], "--name", "mlp", "--json", "-o", tmp_path / "r")
+    doc = json.loads(out)
+    assert code == 0 and doc["dry_run"] is False and doc["version"] == 1
+    assert parse_config(doc["config"]).name == "mlp" and "mlp/1/model.onnx" in doc["files"]
 
 
 def test_inspect_table_and_json(model_files: dict[str, Path]) -> None:
@@ -134,7 +146,10 @@ BAD_CASES = {
         ["build", "{mlp}", "--name", "m", "--kind", "cpu", "--gpus", "0"],
         "--gpus needs",
     ),
-    "negative gpu": (["build", "{mlp}", "--name", "m", "--gpus", "-1"], "GPU ids must be >= 0"),
+    "negative gpu": (
+        ["build", "{mlp}", "--name", "m", "--gpus", "-1"],
+        "--gpus: '-1': every value must be >= 0",
+    ),
     "format conflict": (["build", "{mlp}", "--name", "m", "--format", "torchscript"], "--format"),
     "unsupported dtype": (
         ["build", "{ts}", "--name", "m", "--input", "INPUT__0:COMPLEX64:16"],

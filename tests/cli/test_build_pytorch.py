@@ -207,3 +207,12 @@ def test_checkpoint_that_runs_code_is_refused(repo: Path, project: Path) -> None
     assert "refusing to load" in out and "arbitrary" in out
     assert not marker.exists()
     assert snapshot(repo) == before
+
+
+def test_an_ordinary_mlp_build_says_what_its_fixed_axes_are(project: Path) -> None:
+    # Issue 32: every MLP build printed "the module failed with another size there".
+    code, out = run("build", f"{MODULE}:Net", "--input", "x:FP32:4", "--name", "mlp",
+                    "-o", project / "repo")  # fmt: skip
+    assert code == 0, out
+    assert "x:1: fixed at 4: the size the module requires there, like a layer's input width" in out
+    assert "fails" not in out and "failed" not in out

@@ -29,27 +29,27 @@ def test_help(command: str) -> None:
 
 def test_option_errors_before_any_call(tmp_path: Path) -> None:
     assert "give at least one --input" in run("infer", "m").output
-    assert "no such file" in run("infer", "m", "--input", f"x={tmp_path / 'no.npy'}").output
+    assert "no such file" in run("infer", "m", "--input-file", f"x={tmp_path / 'no.npy'}").output
     np.save(tmp_path / "a.npy", np.zeros(2))
-    both = run("infer", "m", "--input", str(tmp_path / "a.npy"), "--json", "--output-dir", "d")
+    both = run("infer", "m", "--input-file", str(tmp_path / "a.npy"), "--json", "--output-dir", "d")
     assert both.exit_code == 2 and "exclude each other" in both.output
-    two = run("infer", "m", "--input", str(tmp_path / "a.npy"), "--input", "b=x.npy")
+    two = run("infer", "m", "--input-file", str(tmp_path / "a.npy"), "--input-file", "b=x.npy")
     assert two.exit_code == 2 and "name each one" in two.output
     bad = run("bench", "m", "--concurrency", "1,x")
     assert bad.exit_code == 2 and "use integers" in bad.output
     assert run("bench", "m", "--concurrency", "0").exit_code == 2
     np.save(tmp_path / "o.npy", np.array([b"x"], dtype=object), allow_pickle=True)
-    pickled = run("infer", "m", "--input", f"t={tmp_path / 'o.npy'}")
+    pickled = run("infer", "m", "--input-file", f"t={tmp_path / 'o.npy'}")
     assert pickled.exit_code == 2 and "numpy str array" in pickled.output
     np.savez(tmp_path / "d.npz", input=np.zeros((1, 16), np.float32))
-    npz = run("infer", "m", "--input", f"input={tmp_path / 'd.npz'}")
+    npz = run("infer", "m", "--input-file", f"input={tmp_path / 'd.npz'}")
     assert npz.exit_code == 2 and "is an .npz archive (arrays: input)" in npz.output
 
 
 def test_unreachable_server_is_one_clear_error(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros((1, 16), np.float32))
     url = f"127.0.0.1:{free_port()}"
-    result = run("infer", "mlp", "--input", f"input={tmp_path / 'x.npy'}", "--url", url)
+    result = run("infer", "mlp", "--input-file", f"input={tmp_path / 'x.npy'}", "--url", url)
     assert result.exit_code == 1
     assert result.output.startswith("error: ") and "is tritonserver running" in result.output
     assert "Traceback" not in result.output
@@ -69,7 +69,7 @@ def test_infer_json_output_dir_and_sample(served: tuple[Any, Path], tmp_path: Pa
     np.save(tmp_path / "x.npy", x)
     expected = mlp_reference(repo, x)
 
-    result = run("infer", "mlp", "--input", f"input={tmp_path / 'x.npy'}", "--url", server.http_url,
+    result = run("infer", "mlp", "--input-file", f"input={tmp_path / 'x.npy'}", "--url", server.http_url,
                  "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)["outputs"]["output"]
@@ -77,25 +77,25 @@ def test_infer_json_output_dir_and_sample(served: tuple[Any, Path], tmp_path: Pa
     np.testing.assert_allclose(np.array(doc["data"]).reshape(3, 4), expected, rtol=1e-6)
 
     out_dir = tmp_path / "out"
-    result = run("infer", "mlp", "--input", str(tmp_path / "x.npy"), "--url",
+    result = run("infer", "mlp", "--input-file", str(tmp_path / "x.npy"), "--url",
                  f"grpc://{server.grpc_url}", "--output-dir", str(out_dir))  # fmt: skip
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(np.load(out_dir / "output.npy"), expected, rtol=1e-6)
 
     np.save(tmp_path / "x0.npy", x[0])
-    result = run("infer", "mlp", "--input", str(tmp_path / "x0.npy"), "--url", server.http_url,
+    result = run("infer", "mlp", "--input-file", str(tmp_path / "x0.npy"), "--url", server.http_url,
                  "--sample")  # fmt: skip
     assert result.exit_code == 0 and "output: float32 [4]" in result.output
 
     np.save(tmp_path / "t.npy", np.array([["ab", "cd"]]))
-    result = run("infer", "echo", "--input", f"text={tmp_path / 't.npy'}", "--url",
-                 server.http_url, "--output", "upper", "--json")  # fmt: skip
+    result = run("infer", "echo", "--input-file", f"text={tmp_path / 't.npy'}", "--url",
+                 server.http_url, "--select-output", "upper", "--json")  # fmt: skip
     assert json.loads(result.stdout)["outputs"] == {
         "upper": {"dtype": "object", "shape": [1, 2], "data": ["AB", "CD"]}
     }
 
-    big = run("infer", "mlp", "--input", str(tmp_path / "x.npy"), "--url", server.http_url,
-              "--input", "extra=x.npy")  # fmt: skip
+    big = run("infer", "mlp", "--input-file", str(tmp_path / "x.npy"), "--url", server.http_url,
+              "--input-file", "extra=x.npy")  # fmt: skip
     assert big.exit_code == 2
 
 
@@ -103,9 +103,13 @@ def test_infer_json_output_dir_and_sample(served: tuple[Any, Path], tmp_path: Pa
 def test_infer_reports_model_errors(served: tuple[Any, Path], tmp_path: Path) -> None:
     server, _ = served
     np.save(tmp_path / "x.npy", np.zeros((1, 16)))  # float64: not cast silently
-    result = run("infer", "mlp", "--input", f"input={tmp_path / 'x.npy'}", "--url", server.http_url)
+    result = run(
+        "infer", "mlp", "--input-file", f"input={tmp_path / 'x.npy'}", "--url", server.http_url
+    )
     assert result.exit_code == 1 and "astype(np.float32)" in result.output
-    result = run("infer", "nope", "--input", f"a={tmp_path / 'x.npy'}", "--url", server.http_url)
+    result = run(
+        "infer", "nope", "--input-file", f"a={tmp_path / 'x.npy'}", "--url", server.http_url
+    )
     assert result.exit_code == 1 and "'nope' is not found" in result.output
 
 
@@ -113,7 +117,7 @@ def test_infer_reports_model_errors(served: tuple[Any, Path], tmp_path: Path) ->
 def test_bench_json_and_table(served: tuple[Any, Path]) -> None:
     server, _ = served
     result = run("bench", "mlp", "--url", server.http_url, "--concurrency", "1,2",
-                 "--duration", "0.5", "--warmup", "0.1", "--batch-size", "4", "--json")  # fmt: skip
+                 "--duration-s", "0.5", "--warmup-s", "0.1", "--batch-size", "4", "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["model"] == "mlp" and doc["url"] == f"http://{server.http_url}"
@@ -128,7 +132,7 @@ def test_bench_json_and_table(served: tuple[Any, Path]) -> None:
     assert "concurrency 2: measure" in result.stderr  # progress, one line per phase off a TTY
 
     result = run("bench", "mlp", "--url", f"grpc://{server.grpc_url}", "--concurrency", "1",
-                 "--duration", "0.3", "--warmup", "0")  # fmt: skip
+                 "--duration-s", "0.3", "--warmup-s", "0")  # fmt: skip
     assert result.exit_code == 0, result.output
     header, row = result.stdout.strip().splitlines()[1:3]
     assert header.split() == ["concurrency", "infer/s", "p50", "ms", "p90", "ms", "p95", "ms",
@@ -148,7 +152,7 @@ def test_bench_ctrl_c_keeps_the_finished_levels(served: tuple[Any, Path], tmp_pa
     server, _ = served
     plot = tmp_path / "bench.png"
     command = [sys.executable, "-m", "packager", "bench", "mlp", "--url", server.http_url,
-               "--concurrency", "1,2", "--duration", "0.3", "--warmup", "600", "--json",
+               "--concurrency", "1,2", "--duration-s", "0.3", "--warmup-s", "600", "--json",
                "--plot", str(plot)]  # fmt: skip
     proc = subprocess.Popen(
         command,
@@ -200,7 +204,7 @@ def test_bench_interrupted_in_level_two_prints_level_one(
     server, _ = served
     plot = tmp_path / "bench.png"
     result = run("bench", "mlp", "--url", server.http_url, "--concurrency", "1,2",
-                 "--duration", "0.3", "--warmup", "0", "--plot", str(plot))  # fmt: skip
+                 "--duration-s", "0.3", "--warmup-s", "0", "--plot", str(plot))  # fmt: skip
     assert result.exit_code == 130, result.output
     rows = result.stdout.strip().splitlines()
     assert rows[-1].split()[0] == "1" and len(rows) == 3  # title, header, level 1

@@ -6,6 +6,7 @@ work without torch, onnxruntime or matplotlib; a command that needs one of them 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def test_core_wheel_builds_validates_and_calls_a_served_model(tmp_path: Path) ->
 
     model = affine_onnx(tmp_path / "affine.onnx")
     repo = tmp_path / "repo"
-    run = {"capture_output": True, "text": True, "cwd": tmp_path, "timeout": 300}
+    # Without PYTHONPATH: a checkout on it would be imported instead of the installed wheel.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = {"capture_output": True, "text": True, "cwd": tmp_path, "timeout": 300, "env": env}
     built = subprocess.run([cli, "build", str(model), "--name", "affine", "-o", str(repo)], **run)
     assert built.returncode == 0, built.stderr
     checked = subprocess.run([cli, "validate", str(repo)], **run)

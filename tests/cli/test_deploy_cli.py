@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from packager.cli import main
-from tests.support.deploy import mixed_repo, validate_resource
+from tests.support.deploy import BUILT, mixed_repo, validate_resource
 from tests.support.tree import snapshot
 
 
@@ -50,7 +50,7 @@ def test_docker_json(repo: Path, tmp_path: Path) -> None:
         str(tmp_path / "d" / "Dockerfile"),
         str(tmp_path / "d" / "compose.yaml"),
     ]
-    assert info["pip"] == ["numpy<2", "onnxruntime-gpu==1.19.2"]
+    assert info["pip"] == ["numpy==1.26.4", "onnxruntime-gpu==1.19.2"]
     assert info["shm_size"] == "1g"
     assert '"device=0"' in shlex.split(info["run_command"])
 
@@ -83,6 +83,8 @@ def test_k8s_writes_valid_manifests(repo: Path, tmp_path: Path) -> None:
         "ml",
         "--credentials-secret",
         "s3-creds",
+        "--image",
+        BUILT,
         "-o",
         out,
     )
@@ -104,16 +106,33 @@ def test_k8s_kserve_json(repo: Path, tmp_path: Path) -> None:
         "--kserve",
         "--gpus-per-replica",
         "2",
+        "--image",
+        BUILT,
         "-o",
         out,
         "--json",
     )
     assert code == 0, stdout + stderr
     info = json.loads(stdout)
-    assert [r["kind"] for r in info["resources"]] == ["InferenceService"]
+    assert [r["kind"] for r in info["resources"]] == ["InferenceService", "ServingRuntime"]
     assert any("workload identity" in n for n in info["notes"])
-    doc = yaml.safe_load((out / "inferenceservice.yaml").read_text())
-    assert validate_resource(doc) == []
+    for name in ("inferenceservice.yaml", "servingruntime.yaml"):
+        assert validate_resource(yaml.safe_load((out / name).read_text())) == []
+
+
+def test_k8s_refuses_the_stock_image_and_prints_the_way_out(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    for extra in ((), ("--kserve",)):
+        code, _, stderr = run(
+            "k8s", repo, "--repository-uri", "s3://b/m", *extra, "-o", out
+        )  # fmt: skip
+        assert code == 1
+        assert "pymlp need pip packages that nvcr.io/nvidia/tritonserver:24.10-py3 lacks" in stderr
+        assert f"triton-packager docker {repo} --output docker" in stderr
+        assert 'docker build -t "$REGISTRY/triton-packager/model_repository:24.10-py3"' in stderr
+        assert 'docker push "$REGISTRY/triton-packager/model_repository:24.10-py3"' in stderr
+        assert '--image "$REGISTRY/triton-packager/model_repository:24.10-py3"' in stderr
+        assert not out.exists()
 
 
 @pytest.mark.parametrize(

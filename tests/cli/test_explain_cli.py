@@ -20,7 +20,7 @@ def test_help_names_every_choice() -> None:
     code, out = run("--help")
     assert code == 0
     for option in (
-        "--input", "--text", "--output", "--target", "--method", "kernelshap", "occlusion",
+        "--input-file", "--input-text", "--select-output", "--target", "--method", "kernelshap", "occlusion",
         "--samples", "--seed", "--baseline", "--patch", "--channels", "--batch-size", "--plot",
         "--html", "--json", "--url", "--protocol",
     ):  # fmt: skip
@@ -33,12 +33,12 @@ def test_usage_errors_come_before_any_request(tmp_path: Path) -> None:
     unreachable = ["--url", "127.0.0.1:9", "--timeout", "1"]
     cases = {
         ("m", *unreachable): "give the sample to explain",
-        ("m", "--input", "nosuch.npy", *unreachable): "nosuch.npy: no such file",
-        ("m", "--text", "hi", "--html", str(tmp_path / "no" / "a.html"), *unreachable): (
+        ("m", "--input-file", "nosuch.npy", *unreachable): "nosuch.npy: no such file",
+        ("m", "--input-text", "hi", "--html", str(tmp_path / "no" / "a.html"), *unreachable): (
             "does not exist"
         ),
-        ("m", "--text", "hi", "--method", "lime", *unreachable): "'lime' is not one of",
-        ("m", "--text", "hi", "--samples", "0", *unreachable): "0 is not in the range",
+        ("m", "--input-text", "hi", "--method", "lime", *unreachable): "'lime' is not one of",
+        ("m", "--input-text", "hi", "--samples", "0", *unreachable): "0 is not in the range",
     }
     for args, message in cases.items():
         code, out = run(*args)
@@ -46,5 +46,5 @@ def test_usage_errors_come_before_any_request(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
-    code, out = run("m", "--text", "hi", "--url", "127.0.0.1:9", "--timeout", "1")
+    code, out = run("m", "--input-text", "hi", "--url", "127.0.0.1:9", "--timeout", "1")
     assert code == 1 and out.startswith("error: ") and len(out.strip().splitlines()) == 1

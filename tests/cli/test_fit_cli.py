@@ -54,8 +54,8 @@ def test_json_and_exit_status_2_when_it_does_not_fit(repo: Path) -> None:
 
 
 def test_cpu_only_and_shape_option(repo: Path, tmp_path: Path) -> None:
-    code, _, err = run(str(repo), "--gpus", "0")
-    assert code == 1 and "KIND_GPU instances but --gpus gives no GPU" in err
+    code, _, err = run(str(repo), "--gpu-count", "0")
+    assert code == 1 and "KIND_GPU instances but --gpu-count gives no GPU" in err
     code, _, err = run(str(repo), "--shape", "x:4,4")
     assert code == 1 and "has 2 dims but input 'x'" in err
     code, _, err = run(str(repo), "--shape", "x")
@@ -83,6 +83,31 @@ def test_no_models(tmp_path: Path) -> None:
 def test_help() -> None:
     code, out, _ = run("--help")
     assert code == 0
-    for option in ("--gpus", "--gpu-memory", "--host-memory", "--max-batch-size", "--shape",
+    for option in ("--gpu-count", "--gpu-memory", "--host-memory", "--max-batch-size", "--shape",
                    "--margin", "--json", "Exit status"):  # fmt: skip
         assert option in out
+
+
+def test_a_vllm_model_claims_its_share_of_each_gpu(tmp_path: Path) -> None:
+    # Issue 32: fit ignored gpu_memory_utilization (vLLM takes 90 % of each of its GPUs).
+    from packager.builder import build
+    from tests.support.gen_models import make_causal_lm
+
+    llm = make_causal_lm(tmp_path / "llm", "gpt2")
+    repo = tmp_path / "repo"
+    build(llm, name="chat", output=repo, backend="vllm", kind="gpu", gpus=[0, 1])
+    code, out, err = run(str(repo), "--gpu-memory", "80GiB", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["gpus"] == 2  # the model's tensor_parallel_size, without --gpu-count
+    gpus = [d for d in report["devices"] if d["device"].startswith("GPU")]
+    assert [d["claimed_share"] for d in gpus] == [0.9, 0.9]
+    # 90 % of 80 GiB plus the server's own CUDA context and pool: past the 10 % margin.
+    assert {d["verdicts"][0]["verdict"] for d in gpus} == {"tight"}
+    assert any("vLLM takes 90% of the memory of GPU 0,1" in n for n in report["notes"])
+
+    build(llm, name="chat", output=repo, backend="vllm", kind="gpu", gpus=[0, 1], force=True,
+          parameters={"vllm.gpu_memory_utilization": "0.995"})  # fmt: skip
+    code, out, _ = run(str(repo), "--gpu-memory", "80GiB")
+    assert code == 2 and "no (" in out and "+ 100%" in out  # 99.5 % shown rounded
+    assert run(str(repo), "--gpu-count", "1")[0] == 1  # vLLM shards over 2 GPUs

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from packager.cli import main
-from tests.support.deploy import python_model, validate_resource
+from tests.support.deploy import BUILT, python_model, validate_resource
 from tests.support.tree import snapshot
 
 
@@ -26,7 +26,10 @@ def repo(tmp_path: Path) -> Path:
     return repo
 
 
-URIS = ("--repository-uri", "s3://bucket/models/v1", "--canary-uri", "s3://bucket/models/v2")
+URIS = (
+    "--repository-uri", "s3://bucket/models/v1", "--canary-uri", "s3://bucket/models/v2",
+    "--image", BUILT,
+)  # fmt: skip
 
 
 def test_istio_writes_a_valid_set_and_says_the_split(repo: Path, tmp_path: Path) -> None:

@@ -133,6 +133,7 @@ def test_tiny_search_applies_and_prints_json(repo: Path, tmp_path: Path) -> None
     assert {k for k in after if before.get(k) != after[k]} == {
         "mlp/config.pbtxt",
         "mlp/tuning.json",
+        "mlp/SHA256SUMS",  # rewritten by the same writer: the tuned config stays verifiable
     }
     config = read_config(repo / "mlp")
     assert config.HasField("dynamic_batching") == report["winner"]["dynamic_batching"]
@@ -155,3 +156,59 @@ def test_ctrl_c_exits_130_and_leaves_the_repository_unchanged(
     assert "interrupted" in r.stderr and "not changed" in r.stderr
     assert snapshot(repo) == before
     assert not (tmp_path / "reports").exists()
+
+
+def test_a_decoupled_model_is_refused_before_any_server_starts(
+    fake_repo: Path, tmp_path: Path
+) -> None:
+    # Issue 32: tune spent its budget on HTTP 501s and wrote a blank plot.
+    write_model(fake_repo, SPEC.replace(name="streamer", decoupled=True, dynamic_batching=None),
+                {"model.onnx": b"not served"})  # fmt: skip
+    before, pids = snapshot(fake_repo), list(started_pids())
+    out = tmp_path / "reports"
+    r = run("tune", fake_repo / "streamer", "--output-dir", out, "--budget-s", "60")
+    assert r.exit_code == 1 and "is decoupled (it streams its responses)" in r.output
+    assert "Nothing was measured" in r.output
+    assert started_pids() == pids and not out.exists() and snapshot(fake_repo) == before
+
+
+def test_a_sequence_model_is_refused_before_any_server_starts(
+    fake_repo: Path, tmp_path: Path
+) -> None:
+    from packager.scheduling import SequenceBatching
+
+    spec = SPEC.replace(
+        name="stateful", dynamic_batching=None, sequence_batching=SequenceBatching()
+    )
+    write_model(fake_repo, spec, {"model.onnx": b"not served"})
+    before, pids = snapshot(fake_repo), list(started_pids())
+    r = run("tune", fake_repo / "stateful", "--output-dir", tmp_path / "r", "--budget-s", "60")
+    assert r.exit_code == 1 and "uses the sequence batcher" in r.output
+    assert "--max-candidate-sequences" in r.output
+    assert started_pids() == pids and snapshot(fake_repo) == before
+
+
+@pytest.mark.integration
+def test_gpu_config_measured_on_cpu_is_said_and_not_applied_unless_asked(
+    tmp_path: Path, model_files: dict[str, Path]
+) -> None:
+    repo = tmp_path / "repo"
+    build(model_files["mlp"], name="mlp", output=repo, max_batch_size=8, kind="gpu")
+    assert read_config(repo / "mlp").instance_group[0].kind == 1  # KIND_GPU
+    before = snapshot(repo)
+    out = tmp_path / "reports"
+    refused = run("tune", repo / "mlp", *TINY, "--output-dir", out, "--apply")
+    assert refused.exit_code == 1, refused.output
+    assert "configured for GPUs (KIND_GPU) but the server runs it on the CPU" in refused.output
+    assert "refusing --apply before measuring" in refused.output and "--apply-cpu-figures" in (
+        refused.output
+    )
+    assert snapshot(repo) == before and not out.exists()
+
+    r = run("tune", repo / "mlp", *TINY, "--output-dir", out, "--apply", "--apply-cpu-figures",
+            "--json")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.stdout)
+    assert report["device"] == "cpu" and report["applied"] is True
+    assert any("these are CPU figures" in w for w in report["warnings"])
+    assert read_config(repo / "mlp").instance_group[0].kind == 1  # still a GPU config

@@ -100,13 +100,11 @@ def classifier_folder(target: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def server(start_server: StartServer, files: dict[str, Path]) -> LocalServer:
-    from packager.sources.hf_text import build_text_pipeline
-
     repo = files["root"] / "repo"
     for name in ("affine", "mlp", "image"):
         build(files[name], name=name, output=repo)
-    build_text_pipeline(
-        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo)
+    build(
+        classifier_folder(files["root"] / "clf"), BuildOptions("sentiment", output=repo, text=True)
     )
     return start_server(repo)
 
@@ -201,6 +199,11 @@ def test_text_pipeline_words_served_equal_in_process(
     assert served.features == ["The", "weather", "is", "lovely", "today", "."]
     assert served.kind == "text" and served.exact and served.evaluations == 2**6
     assert served.target == local.target
+    from tests.support.hf_models import LABELS
+
+    # Issue 32: the class's name (the pipeline's LABEL output), not only PROBS[index].
+    assert served.target_label == LABELS[served.target] and local.target_label is None
+    assert f"sentiment: PROBS[{served.target_label}] explained by 6 text" in served.summary()
     print(f"text, baseline {baseline}: {np.round(served.attributions, 5)}")
     np.testing.assert_allclose(served.attributions, local.attributions, atol=1e-4)
     assert abs(served.additivity_gap) < 1e-6
@@ -217,7 +220,7 @@ def test_cli_json_plot_and_html(server: LocalServer, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.array([[0.5, -1.0, 2.0, 0.25]], np.float32))
     png = tmp_path / "why.png"
     code, out = cli(
-        "affine", "--input", f"x={tmp_path / 'x.npy'}", "--url", server.http_url, "--json",
+        "affine", "--input-file", f"x={tmp_path / 'x.npy'}", "--url", server.http_url, "--json",
         "--method", "occlusion", "--plot", str(png),
     )  # fmt: skip
     assert code == 0, out
@@ -226,14 +229,14 @@ def test_cli_json_plot_and_html(server: LocalServer, tmp_path: Path) -> None:
     assert abs(sum(doc["attributions"]) - (doc["prediction"] - doc["base_value"])) < 1e-5
     assert png.stat().st_size > 2000 and png.read_bytes()[:4] == b"\x89PNG"
     code, out = cli(
-        "affine", "--input", str(tmp_path / "x.npy"), "--url", server.grpc_url,
+        "affine", "--input-file", str(tmp_path / "x.npy"), "--url", server.grpc_url,
         "--protocol", "grpc", "--target", "0",
     )  # fmt: skip
     assert code == 0, out
     assert "affine: y[0] explained by 4 tabular feature(s)" in out and "x[2]" in out
     page = tmp_path / "words.html"
     code, out = cli(
-        "sentiment", "--text", TEXT, "--output", "PROBS", "--url", server.http_url,
+        "sentiment", "--input-text", TEXT, "--select-output", "PROBS", "--url", server.http_url,
         "--html", str(page), "--plot", str(tmp_path / "words.png"),
     )  # fmt: skip
     assert code == 0, out
@@ -244,14 +247,14 @@ def test_cli_json_plot_and_html(server: LocalServer, tmp_path: Path) -> None:
 def test_cli_errors_are_one_clear_line(server: LocalServer, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.zeros(4, np.float32))
     np.save(tmp_path / "bad.npy", np.zeros(5, np.float32))
-    base = ["--input", f"x={tmp_path / 'x.npy'}", "--url", server.http_url]
+    base = ["--input-file", f"x={tmp_path / 'x.npy'}", "--url", server.http_url]
     cases = {
         ("nosuch", *base): "model 'nosuch' is not on the server at http://",
-        ("affine", *base, "--output", "z"): "has no output 'z'; its outputs are: y",
+        ("affine", *base, "--select-output", "z"): "has no output 'z'; its outputs are: y",
         ("affine", *base, "--target", "3"): "target 3 is out of range: output 'y' has 3 value",
         ("affine", *base, "--baseline", str(tmp_path / "bad.npy")): "must have the input's shape",
         ("affine", *base, "--html", str(tmp_path / "a.html")): "--html renders text",
-        ("sentiment", "--text", TEXT, "--url", server.http_url, "--output", "LABEL"): (
+        ("sentiment", "--input-text", TEXT, "--url", server.http_url, "--select-output", "LABEL"): (
             "output 'LABEL' holds strings"
         ),
     }

@@ -22,7 +22,6 @@ import torch
 from packager.builder import BuildOptions, build
 from packager.client import Client
 from packager.serve.server import LocalServer
-from packager.sources.hf_text import build_text_pipeline
 from packager.sources.huggingface import describe, hf_module, load_tokenizer
 from tests.conftest import StartServer
 from tests.support import hf_models
@@ -55,7 +54,7 @@ def reference(folder: Path, texts: list[str], key: str) -> np.ndarray:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("hf")
     out = root / "repo"
-    build_text_pipeline(hf_models.minilm_folder(), BuildOptions("minilm", output=out))
+    build(hf_models.minilm_folder(), BuildOptions("minilm", output=out, text=True))
     build(hf_models.minilm_folder(), name="minilm_ts", output=out, format="torchscript")
     build(
         "tests.support.hf_models:make_user_embedder",
@@ -65,7 +64,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         example_inputs=_tokens(["a first example", "and a second, longer example"]),
     )
     clf = hf_models.tiny_classifier_folder(root / "clf")
-    build_text_pipeline(clf, BuildOptions("sentiment", output=out))
+    build(clf, BuildOptions("sentiment", output=out, text=True))
     return out
 
 
@@ -151,7 +150,7 @@ def test_bench_sends_the_shapes_it_is_told_and_refuses_to_guess(server: LocalSer
     from packager.cli import main
 
     base = ["bench", "minilm_model", "--url", server.http_url, "--concurrency", "1"]
-    quick = ["--duration", "0.5", "--warmup", "0.1"]
+    quick = ["--duration-s", "0.5", "--warmup-s", "0.1"]
     refused = CliRunner().invoke(main, [*base, *quick])
     assert refused.exit_code == 1
     assert "input 'input_ids' of model 'minilm_model' has dynamic dims [-1]" in refused.output

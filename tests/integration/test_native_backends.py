@@ -48,7 +48,8 @@ def test_setup_built_each_backend_where_it_can(fmt: str) -> None:
     assert st.ready, st.reason
     assert st.path is not None
     assert (st.path / st.backend.library).is_file()
-    # It links the environment's own runtime, and the server's own libtritonserver.
+    # It links the runtime (ONNX Runtime: the 24.10 container's, from the cache; torch: the
+    # environment's), and the server's own libtritonserver.
     link = (st.path / "libtritonserver.so").resolve()
     assert link.name.startswith("libtritonserver") and link.parent.name == "nvidia_pytriton.libs"
 

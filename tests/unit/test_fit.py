@@ -248,9 +248,9 @@ def test_clear_errors(tmp_path: Path, repo: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(PackagerError, match="no models in"):
         estimate(tmp_path / "empty")
-    with pytest.raises(PackagerError, match="pins GPU 1 but --gpus gives 1 GPU"):
+    with pytest.raises(PackagerError, match="pins GPU 1 but --gpu-count gives 1 GPU"):
         estimate(repo, gpus=1)
-    with pytest.raises(PackagerError, match="KIND_GPU instances but --gpus gives no GPU"):
+    with pytest.raises(PackagerError, match="KIND_GPU instances but --gpu-count gives no GPU"):
         estimate(repo, gpus=0)
     with pytest.raises(PackagerError, match="--gpu-memory '16 GB' is not a size"):
         parse_size("16 GB", "--gpu-memory")
@@ -271,3 +271,47 @@ def test_the_repository_is_not_written(repo: Path, tmp_path: Path) -> None:
     estimate(repo)
     assert sorted((p.relative_to(repo), p.stat().st_mtime_ns) for p in repo.rglob("*")) == before
     shutil.rmtree(repo)
+
+
+def _relu_model(repo: Path, name: str, dims: list[int]) -> None:
+    """A one-Relu ONNX model whose input x has ``dims`` (batch excluded, -1 dynamic)."""
+    folder = repo / name / "1"
+    folder.mkdir(parents=True)
+    shape: list[str | int] = ["batch", *(f"d{i}" if d < 0 else d for i, d in enumerate(dims))]
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        name,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    io = ", ".join(map(str, dims))
+    (repo / name / "config.pbtxt").write_text(
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 2\n'
+        f'input [ {{ name: "x" data_type: TYPE_FP32 dims: [ {io} ] }} ]\n'
+        f'output [ {{ name: "y" data_type: TYPE_FP32 dims: [ {io} ] }} ]\n'
+    )
+
+
+def test_shape_per_model_when_models_share_an_input_name_at_other_ranks(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _relu_model(repo, "seq", [-1, 100])
+    _relu_model(repo, "img", [3, -1, -1])
+    report = estimate(repo, gpus=0)
+    notes = "\n".join(report.notes)
+    # The note's example has the input's full rank, and is accepted as written.
+    assert "--shape img.x:3,128,128" in notes and "--shape seq.x:128,100" in notes
+    sized = estimate(repo, gpus=0, shapes={"seq.x": (128, 100), "img.x": (3, 128, 128)})
+    by_name = {m.name: m for m in sized.models}
+    assert by_name["seq"].activation_bytes == 2 * 2 * 128 * 100 * F32  # x and y at batch 2
+    assert by_name["img"].activation_bytes == 2 * 2 * 3 * 128 * 128 * F32
+    assert not any(m.unresolved for m in sized.models)
+    with pytest.raises(
+        PackagerError,
+        match=r"--shape x:7 has 1 dims but input 'x' of model 'img'.*--shape img.x:3,128,128",
+    ):
+        estimate(repo, gpus=0, shapes={"x": (7,)})
+    with pytest.raises(PackagerError, match=r"--shape other.x: no model"):
+        estimate(repo, gpus=0, shapes={"other.x": (7,)})

@@ -6,6 +6,7 @@ sampling parameters, the wire helpers, and the repositories ``--task text-genera
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -298,12 +299,21 @@ def test_grpc_request_carries_the_vllm_tensors() -> None:
 
 
 def test_text_generation_repository(folders: dict[str, Path], tmp_path: Path) -> None:
-    result = build(folders["gpt2"], name="gpt2", output=tmp_path)  # detected from architectures
+    folder = tmp_path / "src"
+    shutil.copytree(folders["gpt2"], folder)
+    (folder / "chat_template.jinja").write_text("{{ messages[0]['content'] }}")
+    tmp_path = tmp_path / "repo"
+    result = build(folder, name="gpt2", output=tmp_path)  # detected from architectures
     config = parse_config((tmp_path / "gpt2" / "config.pbtxt").read_text())
     assert config.model_transaction_policy.decoupled and config.backend == "python"
     assert config.max_batch_size == 0
     assert [i.name for i in config.input] == [
         "text_input", "stream", "sampling_parameters", "exclude_input_in_output",
+        "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens",
+        "add_special_tokens",
+    ]  # fmt: skip
+    assert [o.name for o in config.output] == [
+        "text_output", "finish_reason", "num_input_tokens", "num_output_tokens",
     ]  # fmt: skip
     assert spec_from_config(config).decoupled
     files = set(result.written.files)  # type: ignore[union-attr]
@@ -313,6 +323,8 @@ def test_text_generation_repository(folders: dict[str, Path], tmp_path: Path) ->
         "tp_sampling.py",
         "hf/config.json",
         "hf/tokenizer.json",
+        "hf/tokenizer_config.json",
+        "hf/chat_template.jinja",  # the chat template is kept (the OpenAI service renders it)
     ):
         assert f"gpt2/1/{name}" in files
     record = json.loads((tmp_path / "gpt2" / "1" / "build.json").read_text())
@@ -350,6 +362,36 @@ def test_vllm_repository(folders: dict[str, Path], tmp_path: Path) -> None:
               parameters={"vllm.enforce_eagr": "true"})  # fmt: skip
     assert _snapshot(tmp_path) == before  # a failed build leaves the repository as it was
     assert NGC_VLLM_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-vllm-python-py3"
+
+
+def test_a_causal_lm_sharded_as_bin_files_builds(folders: dict[str, Path], tmp_path: Path) -> None:
+    """Shards + pytorch_model.bin.index.json (what save_pretrained wrote before safetensors):
+    the same folder list as the Hugging Face source, so it builds, and the engine loads it."""
+    import torch
+    from safetensors.torch import load_file
+
+    src, folder = folders["gpt2"], tmp_path / "sharded"
+    folder.mkdir()
+    weights = load_file(str(src / "model.safetensors"))
+    names = sorted(weights)
+    weight_map = {}
+    for i, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :]), 1):
+        shard = f"pytorch_model-0000{i}-of-00002.bin"
+        torch.save({n: weights[n] for n in part}, folder / shard)
+        weight_map.update(dict.fromkeys(part, shard))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    for f in src.glob("*.json"):
+        (folder / f.name).write_bytes(f.read_bytes())
+    result = build(folder, name="sharded", output=tmp_path / "repo")
+    files = set(result.written.files)  # type: ignore[union-attr]
+    assert "sharded/1/hf/pytorch_model.bin.index.json" in files
+    assert {f"sharded/1/hf/pytorch_model-0000{i}-of-00002.bin" for i in (1, 2)} <= files
+    engine = Engine.load(str(tmp_path / "repo" / "sharded" / "1" / "hf")).start()
+    try:
+        assert "".join(run(engine, PROMPTS[0], max_tokens=4, ignore_eos=True))
+    finally:
+        engine.stop()
 
 
 def test_engine_argument_names_come_from_the_kept_list() -> None:
@@ -393,7 +435,7 @@ def test_vllm_docker_and_k8s_assets(folders: dict[str, Path], tmp_path: Path) ->
     assert '"device=0,1"' in " ".join(assets.run_command) and assets.notes == ()
     with pytest.raises(PackagerError, match="chat needs 2"):
         render_docker(repo, tmp_path / "docker", gpus="0")
-    manifests = render_k8s(repo, K8sOptions("s3://bucket/models", gpus_per_replica=2))
+    manifests = render_k8s(repo, K8sOptions("pvc://models/repo", gpus_per_replica=2))
     deployment = yaml.safe_load(manifests.files["deployment.yaml"])
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == NGC_VLLM_IMAGE

@@ -13,6 +13,7 @@ from packager.deploy import footprint
 from packager.deploy.k8s import ALL_FILES, K8sOptions, StorageUri, render_k8s, write_k8s
 from packager.errors import PackagerError
 from tests.support.deploy import (
+    BUILT,
     mixed_repo,
     native_cpu_repo,
     python_model,
@@ -22,6 +23,11 @@ from tests.support.deploy import (
 from tests.support.tree import snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def opts(repository_uri: str, **changes: Any) -> K8sOptions:
+    return K8sOptions(repository_uri, **{"image": BUILT, **changes})
+
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "s3-1gpu": {"repository_uri": "s3://bucket/models", "replicas": 2, "gpus_per_replica": 1},
@@ -86,7 +92,7 @@ def repo(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("config", sorted(CONFIGS))
 def test_every_resource_passes_its_schema(repo: Path, tmp_path: Path, config: str) -> None:
-    manifests = render_k8s(repo, K8sOptions(**CONFIGS[config]), tmp_path / "out")
+    manifests = render_k8s(repo, opts(**CONFIGS[config]), tmp_path / "out")
     assert manifests.resources
     for name, text in manifests.files.items():
         [doc] = list(yaml.safe_load_all(text))  # one resource per file, parses back
@@ -114,7 +120,7 @@ def test_validators_catch_a_broken_resource(
 ) -> None:
     """The schema checks can fail: one wrong field is reported."""
     config = "kserve-s3" if kind == "InferenceService" else "s3-secret-monitor"
-    doc = copy.deepcopy(_docs(render_k8s(repo, K8sOptions(**CONFIGS[config]), tmp_path))[kind])
+    doc = copy.deepcopy(_docs(render_k8s(repo, opts(**CONFIGS[config]), tmp_path))[kind])
     node = doc
     for key in path[:-1]:
         node = node[key]
@@ -128,9 +134,7 @@ def test_example_repository_validates_with_one_and_several_gpus(tmp_path: Path) 
         pytest.skip("model_repository/ is not built yet")
     for gpus in (1, 2, 4):
         for kserve in (False, True):
-            options = K8sOptions(
-                "s3://bucket/models", replicas=2, gpus_per_replica=gpus, kserve=kserve
-            )
+            options = opts("s3://bucket/models", replicas=2, gpus_per_replica=gpus, kserve=kserve)
             for doc in render_k8s(repo, options, tmp_path).resources:
                 assert validate_resource(doc) == []
 
@@ -141,7 +145,7 @@ def test_example_repository_validates_with_one_and_several_gpus(tmp_path: Path) 
 def test_deployment_runs_triton_on_the_uri_with_gpus_probes_and_shm(
     repo: Path, tmp_path: Path
 ) -> None:
-    docs = _docs(render_k8s(repo, K8sOptions(**CONFIGS["s3-1gpu"]), tmp_path))
+    docs = _docs(render_k8s(repo, opts(**CONFIGS["s3-1gpu"]), tmp_path))
     deployment = docs["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
     c = _container(docs)
@@ -166,7 +170,7 @@ def test_deployment_runs_triton_on_the_uri_with_gpus_probes_and_shm(
 
 
 def test_service_and_hpa(repo: Path, tmp_path: Path) -> None:
-    options = K8sOptions("s3://b/m", replicas=2, min_replicas=1, max_replicas=5)
+    options = opts("s3://b/m", replicas=2, min_replicas=1, max_replicas=5)
     docs = _docs(render_k8s(repo, options, tmp_path))
     service, hpa = docs["Service"], docs["HorizontalPodAutoscaler"]
     assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [
@@ -183,14 +187,14 @@ def test_service_and_hpa(repo: Path, tmp_path: Path) -> None:
 
 
 def test_queue_metric_scales_on_pending_requests(repo: Path, tmp_path: Path) -> None:
-    docs = _docs(render_k8s(repo, K8sOptions(**CONFIGS["az-queue"]), tmp_path))
+    docs = _docs(render_k8s(repo, opts(**CONFIGS["az-queue"]), tmp_path))
     [metric] = docs["HorizontalPodAutoscaler"]["spec"]["metrics"]
     assert metric["pods"]["metric"]["name"] == "nv_inference_pending_request_count"
     assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "4"}
 
 
 def test_s3_credentials_come_from_the_secret(repo: Path, tmp_path: Path) -> None:
-    manifests = render_k8s(repo, K8sOptions(**CONFIGS["s3-secret-monitor"]), tmp_path)
+    manifests = render_k8s(repo, opts(**CONFIGS["s3-secret-monitor"]), tmp_path)
     env = {e["name"]: e for e in _container(_docs(manifests))["env"]}
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": key}
@@ -202,7 +206,7 @@ def test_s3_credentials_come_from_the_secret(repo: Path, tmp_path: Path) -> None
 
 
 def test_gcs_credentials_are_a_mounted_secret_file(repo: Path, tmp_path: Path) -> None:
-    docs = _docs(render_k8s(repo, K8sOptions(**CONFIGS["gs-2gpu-secret"]), tmp_path))
+    docs = _docs(render_k8s(repo, opts(**CONFIGS["gs-2gpu-secret"]), tmp_path))
     c = _container(docs)
     env = {e["name"]: e for e in c["env"]}
     path = env["GOOGLE_APPLICATION_CREDENTIALS"]["value"]
@@ -221,24 +225,34 @@ def test_azure_uri_is_spelled_for_triton_and_kserve() -> None:
 
 
 def test_pvc_repository_is_mounted_read_only(repo: Path, tmp_path: Path) -> None:
-    docs = _docs(render_k8s(repo, K8sOptions(**CONFIGS["pvc-4gpu"]), tmp_path))
+    docs = _docs(render_k8s(repo, opts(**CONFIGS["pvc-4gpu"]), tmp_path))
     c = _container(docs)
-    assert "--model-repository=/models/triton" in c["args"]
+    # The claim's folder is the repository itself at /models (a subPath), as docker mounts it:
+    # paths written at build time (vLLM's model.json) hold in both.
+    assert "--model-repository=/models" in c["args"]
     volumes = docs["Deployment"]["spec"]["template"]["spec"]["volumes"]
     claim = next(v for v in volumes if v["name"] == "model-repository")["persistentVolumeClaim"]
     assert claim == {"claimName": "model-store", "readOnly": True}
-    assert {"name": "model-repository", "mountPath": "/models", "readOnly": True} in c[
-        "volumeMounts"
-    ]
+    mount = {"name": "model-repository", "mountPath": "/models", "readOnly": True}
+    assert {**mount, "subPath": "triton"} in c["volumeMounts"]
 
 
 def test_kserve_inference_service(repo: Path, tmp_path: Path) -> None:
-    manifests = render_k8s(repo, K8sOptions(**CONFIGS["kserve-gs-secret"]), tmp_path)
+    manifests = render_k8s(repo, opts(**CONFIGS["kserve-gs-secret"]), tmp_path)
     docs = _docs(manifests)
     predictor = docs["InferenceService"]["spec"]["predictor"]
     model = predictor["model"]
-    assert model["modelFormat"] == {"name": "triton"}
-    assert model["runtimeVersion"] == "24.10-py3"
+    assert model["modelFormat"] == {"name": "triton", "version": "2"}
+    # KServe's way to run a custom image: our own ServingRuntime, named by the model.
+    runtime = docs["ServingRuntime"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    [container] = runtime["spec"]["containers"]
+    assert container["image"] == BUILT
+    assert "--model-repository=/mnt/models" in container["args"]
+    assert "--http-port=8080" in container["args"] and "--grpc-port=9000" in container["args"]
+    assert runtime["spec"]["supportedModelFormats"] == [
+        {"name": "triton", "version": "2", "autoSelect": False}
+    ]
     assert model["storageUri"] == "gs://bucket/m"
     assert model["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert model["resources"]["requests"]["nvidia.com/gpu"] == 2
@@ -246,7 +260,9 @@ def test_kserve_inference_service(repo: Path, tmp_path: Path) -> None:
     assert predictor["serviceAccountName"] == docs["ServiceAccount"]["metadata"]["name"]
     assert docs["ServiceAccount"]["secrets"] == [{"name": "gcs"}]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in model["volumeMounts"]
-    assert sorted(manifests.files) == ["inferenceservice.yaml", "serviceaccount.yaml"]
+    assert sorted(manifests.files) == [
+        "inferenceservice.yaml", "serviceaccount.yaml", "servingruntime.yaml",
+    ]  # fmt: skip
 
 
 def test_resources_follow_the_repository(tmp_path: Path) -> None:
@@ -254,10 +270,10 @@ def test_resources_follow_the_repository(tmp_path: Path) -> None:
     small, big = tmp_path / "small", tmp_path / "big"
     python_model(small, "m", "model.onnx", "{ kind: KIND_CPU count: 1 }", size=1 << 20)
     python_model(big, "m", "model.onnx", "{ kind: KIND_CPU count: 4 }", size=300 << 20)
-    opts = K8sOptions("s3://b/m", gpus_per_replica=0)
+    options = opts("s3://b/m", gpus_per_replica=0)
 
     def requests(repo: Path) -> dict[str, str]:
-        return _container(_docs(render_k8s(repo, opts, tmp_path)))["resources"]["requests"]
+        return _container(_docs(render_k8s(repo, options, tmp_path)))["resources"]["requests"]
 
     assert requests(small) == {"cpu": "1500m", "memory": "1Gi"}
     # 4 stubs x (300 MiB x 1.5 + 256 MiB) + 512 MiB = 3336 MiB -> 3584 MiB (256 MiB steps)
@@ -265,7 +281,7 @@ def test_resources_follow_the_repository(tmp_path: Path) -> None:
 
 
 def test_memory_limit_leaves_room_for_shm(repo: Path, tmp_path: Path) -> None:
-    c = _container(_docs(render_k8s(repo, K8sOptions(**CONFIGS["overrides"]), tmp_path)))
+    c = _container(_docs(render_k8s(repo, opts(**CONFIGS["overrides"]), tmp_path)))
     assert c["resources"]["requests"] == {"cpu": "2500m", "memory": "8Gi"}
     assert c["resources"]["limits"]["memory"] == "10Gi"  # 8Gi + 2g of /dev/shm
 
@@ -304,14 +320,14 @@ def test_footprint_counts_instances_versions_and_bytes(tmp_path: Path) -> None:
     cpu_only = {m.name: m for m in footprint.scan(repo, gpus=0)}
     assert (cpu_only["auto"].cpu_instances, cpu_only["auto"].gpu_instances) == (1, 0)
     with pytest.raises(PackagerError, match="pins GPU 2 but --gpus-per-replica gives 2 GPUs"):
-        render_k8s(repo, K8sOptions("s3://b/m", gpus_per_replica=2), tmp_path)
+        render_k8s(repo, opts("s3://b/m", gpus_per_replica=2), tmp_path)
 
 
 # --------------------------------------------------------------------------- determinism, writing
 
 
 def test_output_is_deterministic(repo: Path, tmp_path: Path) -> None:
-    options = K8sOptions(**CONFIGS["gs-2gpu-secret"], service_monitor=True)
+    options = opts(**CONFIGS["gs-2gpu-secret"], service_monitor=True)
     write_k8s(repo, options, tmp_path / "a")
     write_k8s(repo, options, tmp_path / "b")
     assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
@@ -325,10 +341,12 @@ def test_output_is_deterministic(repo: Path, tmp_path: Path) -> None:
 
 def test_rerun_removes_our_stale_files_only(repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "deploy"
-    write_k8s(repo, K8sOptions("s3://b/m", service_monitor=True), out)
+    write_k8s(repo, opts("s3://b/m", service_monitor=True), out)
     (out / "notes.yaml").write_text("mine: true\n")
-    write_k8s(repo, K8sOptions("s3://b/m", kserve=True), out)
-    assert sorted(p.name for p in out.iterdir()) == ["inferenceservice.yaml", "notes.yaml"]
+    write_k8s(repo, opts("s3://b/m", kserve=True), out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "inferenceservice.yaml", "notes.yaml", "servingruntime.yaml",
+    ]  # fmt: skip
     assert set(ALL_FILES) >= {"inferenceservice.yaml", "servicemonitor.yaml"}
 
 
@@ -338,7 +356,7 @@ def test_foreign_file_is_not_overwritten(repo: Path, tmp_path: Path) -> None:
     (out / "service.yaml").write_text("apiVersion: v1\nkind: Service\n")
     before = snapshot(out)
     with pytest.raises(PackagerError, match="not generated by triton-packager"):
-        write_k8s(repo, K8sOptions("s3://b/m"), out)
+        write_k8s(repo, opts("s3://b/m"), out)
     assert snapshot(out) == before
 
 
@@ -358,7 +376,8 @@ BAD = [
     ({"namespace": "ML"}, "--namespace"),
     ({"scale_target": 0}, "--scale-target"),
     ({"kserve": True, "scale_metric": "queue"}, "with --kserve use cpu"),
-    ({"kserve": True, "image": "example.com/triton:1"}, "only its tag can change"),
+    ({"image": "nvcr.io/nvidia/tritonserver:24.10-py3"}, "need pip packages that nvcr.io"),
+    ({"kserve": True, "image": "nvcr.io/nvidia/tritonserver:24.10-py3"}, "docker build -t"),
     ({"kserve": True, "repository_uri": "s3://minio:9000/b/m"}, "s3-endpoint"),
     ({"cpu": "lots"}, "--cpu"),
     ({"memory": "8 GB"}, "--memory"),
@@ -372,7 +391,7 @@ def test_bad_options_fail_clearly_and_write_nothing(
     repo: Path, tmp_path: Path, changes: dict[str, Any], message: str
 ) -> None:
     out = tmp_path / "deploy"
-    options = K8sOptions(**{"repository_uri": "s3://b/m", **changes})
+    options = opts(**{"repository_uri": "s3://b/m", **changes})
     with pytest.raises(PackagerError, match=message.replace("(", r"\(")):
         write_k8s(repo, options, out)
     assert not out.exists()
@@ -380,7 +399,7 @@ def test_bad_options_fail_clearly_and_write_nothing(
 
 def test_cpu_only_repository_needs_no_gpu(tmp_path: Path) -> None:
     repo = native_cpu_repo(tmp_path)
-    docs = _docs(render_k8s(repo, K8sOptions("s3://b/m", gpus_per_replica=0), tmp_path))
+    docs = _docs(render_k8s(repo, opts("s3://b/m", gpus_per_replica=0), tmp_path))
     c = _container(docs)
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert "tolerations" not in docs["Deployment"]["spec"]["template"]["spec"]

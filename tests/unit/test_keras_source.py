@@ -150,4 +150,32 @@ def test_only_onnx_is_a_target_and_the_extra_is_named(made: dict[str, Path]) -> 
         inspect(made["mlp"], format="torchscript")
     for module in ("tensorflow", "tf2onnx", "keras"):
         err = missing_extra(ModuleNotFoundError(name=module))
-        assert err is not None and "triton-packager[tensorflow]" in str(err)
+        assert err is not None and "[tensorflow]' (extras: [tensorflow]" in str(err)
+
+
+def test_a_keras2_hdf5_model_builds_through_the_legacy_loader(tmp_path: Path) -> None:
+    """An .h5 written by Keras' legacy HDF5 writer (what Keras 2's model.save('m.h5') made):
+    read by Keras 3's legacy loader, converted and verified, also under another file name."""
+    model = keras_models.sequential_mlp()
+    h5 = tmp_path / "mlp.h5"
+    model.save(h5)
+    assert sources.detect(h5).name == "keras"
+    renamed = tmp_path / "mlp.model"  # HDF5 content, no .h5 name
+    renamed.write_bytes(h5.read_bytes())
+    for path in (h5, renamed):
+        result = build(path, name="mlp", output=tmp_path / f"repo_{path.suffix[1:]}")
+        assert result.record["verification"]["passed"] is True
+        assert result.record["source"]["file_format"] == "hdf5 (Keras 2)"
+
+
+def test_hdf5_weights_only_and_tflite_are_named(tmp_path: Path) -> None:
+    model = keras_models.sequential_mlp()
+    weights = tmp_path / "mlp.weights.h5"
+    model.save_weights(weights)
+    with pytest.raises(SourceError, match=r"HDF5 file without a Keras model.*save_weights"):
+        build(weights, name="w", output=tmp_path / "repo")
+    lite = tmp_path / "m.tflite"
+    lite.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    with pytest.raises(SourceError, match=r"TensorFlow Lite model.*tf2onnx.convert --tflite"):
+        build(lite, name="l", output=tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()

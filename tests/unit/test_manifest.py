@@ -154,7 +154,7 @@ def test_unknown_key_is_named_with_a_suggestion(example: Path, output: Path) -> 
         m,
         output,
         "deploy.yaml:10: models[0].max_batch_sise: unknown key (did you mean 'max_batch_size'?); "
-        "expected one of: name, max_batch_size,",
+        "expected one of: name, source, version, format, backend, max_batch_size,",
     )
 
 

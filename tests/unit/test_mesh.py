@@ -13,11 +13,18 @@ from packager.deploy.k8s import K8sOptions
 from packager.deploy.mesh import ALL_FILES, ROUTE_FILES, MeshOptions, render_mesh, write_mesh
 from packager.deploy.mesh_check import check_set
 from packager.errors import PackagerError
-from tests.support.deploy import CRD_SCHEMAS, mixed_repo, python_model, validate_resource
+from tests.support.deploy import (
+    BUILT,
+    CRD_SCHEMAS,
+    mixed_repo,
+    python_model,
+    validate_resource,
+)
 from tests.support.tree import snapshot
 
 STABLE, CANARY = "s3://bucket/models/v1", "s3://bucket/models/v2"
 GATEWAY_ONLY = ("gateway_httproute_v1.schema.json", "gateway_grpcroute_v1.schema.json")
+
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "istio-10": {"mesh": "istio", "canary_weight": 10},
@@ -31,7 +38,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "istio-all-canary-cpu": {
         "mesh": "istio",
         "canary_weight": 100,
-        "canary_image": "nvcr.io/nvidia/tritonserver:24.11-py3",
+        "canary_image": "registry.example.com/ml/triton-packager/model_repository:24.11-py3",
         "k8s": {"gpus_per_replica": 2, "scale_metric": "queue", "replicas": 3},
     },
     "gateway-50": {"mesh": "gateway", "canary_weight": 50, "canary_replicas": 2},
@@ -53,7 +60,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 def options(config: dict[str, Any] | str, **changes: Any) -> MeshOptions:
     c = copy.deepcopy(CONFIGS[config] if isinstance(config, str) else config)
     c.update(changes)
-    k8s = {"repository_uri": STABLE, **c.pop("k8s", {})}
+    k8s = {"repository_uri": STABLE, "image": BUILT, **c.pop("k8s", {})}
     return MeshOptions(k8s=K8sOptions(**k8s), **{"canary_uri": CANARY, **c})
 
 
@@ -352,17 +359,28 @@ def test_bad_options_fail_clearly_and_write_nothing(
 
 
 def test_a_canary_image_alone_makes_a_canary(repo: Path, tmp_path: Path) -> None:
-    o = options("istio-10", canary_uri=STABLE, canary_image="nvcr.io/nvidia/tritonserver:24.11-py3")
+    newer = BUILT.replace(":24.10-py3", ":24.11-py3")
+    o = options("istio-10", canary_uri=STABLE, canary_image=newer)
     manifests = render_mesh(repo, o, tmp_path)
     images = {
         d["metadata"]["labels"]["track"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
         for d in by_kind(manifests.resources)["Deployment"]
     }
-    assert images == {
-        "stable": "nvcr.io/nvidia/tritonserver:24.10-py3",
-        "canary": "nvcr.io/nvidia/tritonserver:24.11-py3",
-    }
+    assert images == {"stable": BUILT, "canary": newer}
     assert any("24.11-py3 is not" in n for n in manifests.notes)
+
+
+def test_a_stock_canary_image_is_refused_with_the_way_out(repo: Path, tmp_path: Path) -> None:
+    """The Python-backend model needs packages: never on NVIDIA's stock image, either track."""
+    stock = "nvcr.io/nvidia/tritonserver:24.11-py3"
+    o = options("istio-10", canary_uri=STABLE, canary_image=stock)
+    with pytest.raises(PackagerError) as info:
+        render_mesh(repo, o, tmp_path / "out")
+    message = str(info.value)
+    assert f"need pip packages that {stock} lacks" in message
+    assert 'docker push "$REGISTRY/triton-packager/model_repository:24.11-py3"' in message
+    assert '--canary-image "$REGISTRY/triton-packager/model_repository:24.11-py3"' in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_canary_identical_to_stable_is_noted_for_promotion(repo: Path, tmp_path: Path) -> None:

@@ -9,9 +9,21 @@ from pathlib import Path
 import pytest
 
 from packager.errors import ServerError
+from packager.releases import TARGET
 from packager.serve import native
+from packager.sources import onnx_target
 
 ORT = native.BACKENDS["onnx"]
+# The container's ONNX Runtime that setup installed into the real cache: linked into each test's
+# own cache, so that no test installs it again from PyPI.
+INSTALLED_RUNTIME = onnx_target.runtime_folder()
+
+
+def _cache_with_runtime(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
+    assert (INSTALLED_RUNTIME / "ok").is_file(), "scripts/setup.sh installs it"
+    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(cache))
+    (cache / "runtimes").mkdir(parents=True)
+    (cache / "runtimes" / INSTALLED_RUNTIME.name).symlink_to(INSTALLED_RUNTIME)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +51,7 @@ def test_missing_tools_are_named_with_their_package(
 def test_without_tools_status_says_what_is_missing_and_builds_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path / "cache"))
+    _cache_with_runtime(monkeypatch, tmp_path / "cache")
     monkeypatch.setenv("PATH", str(tmp_path))
     st = native.status(ORT, build=True)
     assert not st.ready
@@ -50,21 +62,18 @@ def test_without_tools_status_says_what_is_missing_and_builds_nothing(
 def test_cache_folder_names_release_backend_and_runtime(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import onnxruntime
-
-    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path))
+    _cache_with_runtime(monkeypatch, tmp_path)
     folder = native.cache_folder(ORT)
     assert folder.parent == tmp_path
-    assert folder.name.startswith(
-        f"native-2.51.0-onnxruntime-onnxruntime{onnxruntime.__version__}-"
-    )
+    # The container's ONNX Runtime, not the environment's own onnxruntime.
+    assert folder.name.startswith(f"native-2.51.0-onnxruntime-onnxruntime{TARGET.onnxruntime}-")
     assert native.cache_folder(native.BACKENDS["torchscript"]) != folder
 
 
 def test_not_built_yet_is_a_status_not_an_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path))
+    _cache_with_runtime(monkeypatch, tmp_path)
     st = native.status(ORT)
     if native.missing_tools(ORT):
         assert "missing" in st.reason
@@ -77,7 +86,7 @@ def test_not_built_yet_is_a_status_not_an_error(
 def test_a_failed_build_is_remembered_and_forced_again(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path))
+    _cache_with_runtime(monkeypatch, tmp_path)
     monkeypatch.setenv("CXX", "false")  # a "compiler" that fails every check
     st = native.status(ORT, build=True)
     assert not st.ready
@@ -92,6 +101,7 @@ def test_a_failed_build_is_remembered_and_forced_again(
     again = native.status(ORT, build=True)
     assert again.reason == failed.read_text(encoding="utf-8").strip()
     assert "triton-packager backends --build --force" in again.reason
+    assert not list(tmp_path.glob("runtimes/.install-*"))  # nothing was installed again
     # --force forgets it and tries again (failing the same way here).
     [forced, _] = native.backends_status(force=True)
     assert "cmake's configure step exited" in forced.reason
@@ -117,3 +127,14 @@ def test_the_archive_ships_with_its_licenses() -> None:
         "onnxruntime_c_api.LICENSE",
         "pytorch_backend.LICENSE",
     ]
+
+
+def test_without_the_containers_onnx_runtime_status_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRITON_PACKAGER_CACHE", str(tmp_path))
+    st = native.status(ORT)  # without build: nothing is installed
+    assert not st.ready
+    assert f"ONNX Runtime {TARGET.onnxruntime} (the container's) is not installed" in st.reason
+    assert "backends --build" in st.reason
+    assert not (tmp_path / "runtimes").exists()

@@ -12,8 +12,8 @@ import pytest
 
 from packager.builder import build
 from packager.errors import PackagerError
+from packager.render import python_runtime_files as runtime_files
 from packager.repository import read_config
-from packager.serve.pyruntime import runtime_files
 from packager.serve.shadow import needs_shadow, shadow_repository
 from tests.support.tree import snapshot
 
@@ -208,3 +208,19 @@ def test_runtime_model_py_has_no_undefined_names(fmt: str, tmp_path: Path) -> No
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_a_model_with_implicit_state_is_not_shadowed_but_explained(
+    tmp_path: Path, model_files: dict[str, Path]
+) -> None:
+    from packager.errors import ServerError
+
+    repo = tmp_path / "repo"
+    build(model_files["mlp"], name="m", output=repo)
+    config = read_config(repo / "m")
+    config.ClearField("dynamic_batching")
+    state = config.sequence_batching.state.add()
+    state.input_name, state.output_name = "h", "h_out"
+    (repo / "m" / "config.pbtxt").write_text(str(config))
+    with pytest.raises(ServerError, match=r"keeps implicit state.*TRITON_PACKAGER_NATIVE=0"):
+        shadow_repository(repo, tmp_path / "served")

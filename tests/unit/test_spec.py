@@ -103,3 +103,20 @@ def test_default_warmup_covers_every_input_with_concrete_dims() -> None:
     ]
     assert problems(s.replace(warmup=(w,))) == []
     assert problems(s.replace(warmup=(default_warmup(s, 64),)))  # above max_batch_size
+
+
+def test_latest_0_means_the_same_everywhere() -> None:
+    """One rule (VersionPolicy.served) for versions, validate, fit and footprint: latest:0
+    serves no version (and is a config problem), wherever the policy comes from."""
+    from packager.deploy.footprint import _served_versions
+    from packager.manifest.versions import served_versions
+    from packager.render import parse_config, version_policy_of
+
+    policy = VersionPolicy("latest", 0)
+    assert policy.served([1, 2, 3]) == []
+    assert served_versions(policy, [1, 2, 3]) == []
+    config = parse_config('name: "m"\nversion_policy { latest { num_versions: 0 } }\n')
+    assert version_policy_of(config) == policy
+    assert _served_versions(config, [1, 2, 3]) == []
+    assert VersionPolicy("latest", 2).served([3, 1, 2]) == [2, 3]
+    assert _served_versions(parse_config('name: "m"\n'), [1, 2]) == [2]  # Triton's latest:1

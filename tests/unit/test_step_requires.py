@@ -42,7 +42,7 @@ def test_requirements_are_recorded_and_reach_the_image(tmp_path: Path) -> None:
     record = json.loads((repo / "double" / "1" / "build.json").read_text())
     assert record["requires"] == ["tokenizers==0.23.3"]
     packages = footprint.pip_packages(footprint.scan(repo, gpus=0))
-    assert packages == ("numpy<2", "tokenizers==0.23.3")
+    assert packages == ("numpy==1.26.4", "tokenizers==0.23.3")
 
 
 def test_a_requirement_a_shell_would_interpret_is_refused(tmp_path: Path) -> None:
@@ -59,3 +59,37 @@ def test_requires_must_be_a_list_of_strings(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ManifestError, match="requires"):
         build_manifest(path, tmp_path / "repo")
+
+
+def step_manifest(tmp_path: Path, source: str, requires: list[str]) -> Path:
+    path = manifest(tmp_path, requires)
+    (tmp_path / "step.py").write_text(source)
+    return path
+
+
+def test_an_import_without_requires_is_named_at_build_time(tmp_path: Path) -> None:
+    # Issue 32: such a step built, and docker did not list the package.
+    source = (
+        "import json\nimport numpy as np\nimport scipy.special\n\n"
+        "def double(x):\n    from sklearn import base\n    return {'y': x * 2}\n\n"
+        "def other(x):\n    import torch  # another step's code: not this one's\n"
+    )
+    repo = tmp_path / "repo"
+    with pytest.raises(PackagerError) as err:
+        build_manifest(step_manifest(tmp_path, source, []), repo)
+    text = str(err.value)
+    assert "step.py:3: imports 'scipy', which the step's requires: does not list" in text
+    assert "step.py:6: imports 'sklearn'" in text
+    assert "json" not in text.replace("step.py", "") and "torch" not in text
+    assert not repo.exists()
+
+    built = build_manifest(step_manifest(tmp_path, source, ["scipy==1.13.1", "scikit-learn"]), repo)
+    assert [m.name for m in built.models] == ["double"]
+
+
+def test_optional_imports_are_not_required(tmp_path: Path) -> None:
+    source = (
+        "try:\n    import orjson as fast\nexcept ImportError:\n    fast = None\n\n"
+        "def double(x):\n    return {'y': x * 2}\n"
+    )
+    build_manifest(step_manifest(tmp_path, source, []), tmp_path / "repo")

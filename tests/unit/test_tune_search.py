@@ -10,7 +10,7 @@ import pytest
 
 from packager.errors import SpecError, TuneError
 from packager.render import parse_config, render_config
-from packager.repository import read_config, write_model
+from packager.repository import read_config, verify_repository, write_model
 from packager.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec, Warmup, WarmupInput
 from packager.tune.apply import TUNING_RECORD, apply_candidate, config_text, tuned_config
 from packager.tune.run import search_space
@@ -275,6 +275,12 @@ def test_override_changes_only_the_tuned_knobs() -> None:
     off = override_config(served, user, Candidate(1, 32, False))
     assert "dynamic_batching" not in off
     json.dumps(off)  # what the load request sends
+    # tune repeats one request: a cached model is measured without the cache, or every
+    # candidate would time cache hits
+    cached = override_config(
+        {**served, "response_cache": {"enable": True}}, user, Candidate(1, 32, False)
+    )
+    assert "response_cache" not in cached
 
 
 def test_request_inputs_are_one_sample_of_each_input() -> None:
@@ -315,7 +321,9 @@ def test_apply_rewrites_config_and_records_beside_it(tmp_path: Path) -> None:
     text = apply_candidate(repo / "mlp", Candidate(2, 32, True, 1000), {"winner": "i2-b32-q1000"})
     after = snapshot(repo)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert changed == {"mlp/config.pbtxt", f"mlp/{TUNING_RECORD}"}
+    # The model-level SHA256SUMS is rewritten by the same writer: the edit stays verifiable.
+    assert changed == {"mlp/config.pbtxt", f"mlp/{TUNING_RECORD}", "mlp/SHA256SUMS"}
+    assert verify_repository(repo) == ([], [])
     config = read_config(repo / "mlp")
     assert (repo / "mlp" / "config.pbtxt").read_text() == text
     assert config.instance_group[0].count == 2

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from packager import sources
 from packager.errors import SourceError
 from packager.repository import sha256_file
+from packager.sources import SourceOptions
 from packager.sources.pytorch.module import PyTorchModuleSource
 from packager.sources.pytorch.weights import (
     import_reference,
@@ -191,12 +192,12 @@ def test_source_load_with_weights_records_sha(user_project: Path) -> None:
     save_file(net.state_dict(), str(weights))
     loaded = PyTorchModuleSource().load(
         "userpkg_weights_test.models:make_model",
-        {
-            "weights": str(weights),
-            "input_specs": ["x:FP32:3"],
-            "format": "torchscript",
-            "max_batch_size": 8,
-        },
+        SourceOptions(
+            weights=str(weights),
+            input_specs=("x:FP32:3",),
+            format="torchscript",
+            max_batch_size=8,
+        ),
     )
     try:
         source = loaded.record["source"]
@@ -217,10 +218,46 @@ def test_source_load_with_weights_records_sha(user_project: Path) -> None:
 
 def test_source_load_live_module_defaults_to_onnx() -> None:
     loaded = PyTorchModuleSource().load(
-        _net(), {"example_inputs": np.ones((2, 3), np.float32), "format": "auto"}
+        _net(), SourceOptions(example_inputs=np.ones((2, 3), np.float32), format="auto")
     )
     try:
         assert loaded.format == "onnx" and list(loaded.files) == ["model.onnx"]
         assert loaded.record["source"]["class"] == "torch.nn.modules.container.Sequential"
     finally:
         loaded.close()
+
+
+def test_weight_norm_checkpoint_is_renamed_by_torchs_own_hooks(tmp_path: Path) -> None:
+    """Old nn.utils.weight_norm checkpoints keep weight_g/weight_v; the parametrized weight
+    norm of today stores them elsewhere, and its load hook renames them: torch decides."""
+    old = torch.nn.Conv1d(2, 3, 3)
+    with torch.no_grad():
+        g, v = torch.rand(3, 1, 1) + 0.5, torch.randn(3, 2, 3)
+    path = tmp_path / "wn.pt"
+    torch.save({"weight_g": g, "weight_v": v, "bias": torch.zeros(3)}, path)
+    new = torch.nn.utils.parametrizations.weight_norm(torch.nn.Conv1d(2, 3, 3))
+    assert load_weights(new, path) == []
+    expected = g * v / v.norm(dim=(1, 2), keepdim=True)
+    assert torch.allclose(new.weight, expected, atol=1e-6)
+    del old
+
+
+def test_model_state_checkpoint_with_training_only_keys(tmp_path: Path) -> None:
+    """resemblyzer's layout: {"step", "model_state": {..., "similarity_weight"}, "optimizer_state"}."""
+    trained = _net()
+    state = dict(trained.state_dict()) | {"similarity_weight": torch.ones(1)}
+    path = tmp_path / "ckpt.pt"
+    torch.save({"step": 7, "model_state": state, "optimizer_state": {"lr": 0.1}}, path)
+    fresh = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    assert load_weights(fresh, path) == ["similarity_weight"]
+    assert torch.equal(fresh[0].weight, trained[0].weight)
+
+
+def test_a_checkpoint_without_a_known_layout_lists_its_keys(tmp_path: Path) -> None:
+    path = tmp_path / "ckpt.pt"
+    torch.save({"epoch": 3, "gen": {"w": torch.zeros(1), "n": 2}}, path)
+    with pytest.raises(
+        SourceError,
+        match=r"its keys: 'epoch' \(int\), 'gen' \(mapping of 2, 1 tensors\).*ckpt\[KEY\]",
+    ):
+        read_state_dict(path)

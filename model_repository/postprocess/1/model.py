@@ -11,6 +11,8 @@ Calling convention (also documented in docs/manifest.md):
 - a function that declares a `context` parameter gets a StepContext (folders, parameters, label
   lists); a class is constructed once per model instance, with the StepContext when its
   __init__ takes an argument, and is then called like the function;
+- a step that declares a `sequence` parameter (a model with the sequence batcher) gets a
+  StepSequence(id, start, end) per request: its requests are then called one at a time;
 - the result is a dict {output name: array}, a tuple in the config's output order, or a single
   array when there is one output; values are cast to the declared dtype (same kind only) and str
   becomes UTF-8 bytes for TYPE_STRING outputs.
@@ -152,12 +154,18 @@ class StepCaller:
         else:
             self.fn = target
             self.pass_context = "context" in _parameter_names(target)
+        # An input named "sequence" keeps its meaning: the flags go only to steps without one.
+        self.pass_sequence = (
+            "sequence" in _parameter_names(self.fn) and "sequence" not in self.inputs
+        )
 
-    def __call__(self, inputs, batch_size=None):
+    def __call__(self, inputs, batch_size=None, sequence=None):
         """Outputs {name: array} for ``inputs``; ``batch_size`` is checked on every output."""
         kwargs = dict(inputs)
         if self.pass_context:
             kwargs["context"] = self.context
+        if self.pass_sequence:
+            kwargs["sequence"] = sequence
         return self.outputs_of(self.fn(**kwargs), batch_size)
 
     def outputs_of(self, result, batch_size):
@@ -242,19 +250,20 @@ class TritonPythonModel:
             except Exception as exc:
                 responses[i] = _error(step.name, exc)
                 continue
-            if step.max_batch_size > 0:
+            sequence = _sequence_of(request) if step.pass_sequence else None
+            if step.max_batch_size > 0 and sequence is None:
                 # One call per shape signature: requests that agree are concatenated.
                 key = tuple(sorted((n, a.shape[1:]) for n, a in feeds.items()))
             else:
-                key = ("request", i)  # no batch dim: nothing to concatenate
-            groups.setdefault(key, []).append((i, feeds, wanted, size))
+                key = ("request", i)  # no batch dim, or one sequence per call
+            groups.setdefault(key, []).append((i, feeds, wanted, size, sequence))
         for members in groups.values():
             try:
                 for i, response in self._run_group(members):
                     responses[i] = response
             except Exception as exc:
-                for i, _, _, _ in members:
-                    responses[i] = _error(step.name, exc)
+                for member in members:
+                    responses[member[0]] = _error(step.name, exc)
         return responses
 
     def _run_group(self, members):
@@ -264,9 +273,9 @@ class TritonPythonModel:
         else:
             feeds = {n: np.concatenate([m[1][n] for m in members]) for n in members[0][1]}
             total = sum(m[3] for m in members)
-        results = step(feeds, total)
+        results = step(feeds, total, members[0][4])
         out, start = [], 0
-        for i, _, wanted, size in members:
+        for i, _, wanted, size, _ in members:
             tensors = []
             for name in wanted:
                 value = results[name]
@@ -279,6 +288,24 @@ class TritonPythonModel:
 
     def finalize(self):
         self.step.close()
+
+
+class StepSequence:
+    """The sequence a request belongs to: its id (int or str) and whether it starts or ends it."""
+
+    def __init__(self, id, start, end):
+        self.id = id
+        self.start = start
+        self.end = end
+
+    def __repr__(self):
+        return f"StepSequence(id={self.id!r}, start={self.start}, end={self.end})"
+
+
+def _sequence_of(request):
+    # Triton's request flags: TRITONSERVER_REQUEST_FLAG_SEQUENCE_START = 1, _END = 2.
+    flags = request.flags()
+    return StepSequence(request.correlation_id(), bool(flags & 1), bool(flags & 2))
 
 
 def _error(name, exc):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -31,8 +32,9 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import ExportError, PackagerError, VerificationError
+from packager.formats import FORMATS
 from packager.sources import LoadedModel
-from packager.sources.formats import FORMATS
+from packager.sources.progress import slow_step
 from packager.sources.pytorch.export_inputs import (
     Examples,
     grow_small_dynamic,
@@ -94,12 +96,16 @@ class _Job:
     ref1: Arrays  # source outputs on the examples
     case2: dict[str, np.ndarray]  # another batch size (and shrunk dynamic axes)
     ref2: Arrays
+    case3: dict[str, np.ndarray]  # batch 1 with grown dynamic axes (the other side, other parity)
+    ref3: Arrays
     opset: int | None
     workdir: Path
     # Axes found to take other sizes (made dynamic without being asked), and those that did
     # not (name -> {axis: size}), for the build record and the notes printed.
     free_axes: dict[str, frozenset[int]] = field(default_factory=dict)
     fixed_axes: dict[str, dict[int, int]] = field(default_factory=dict)
+    # Why each probed or pinned axis ended up dynamic or fixed: name -> {axis: reason}.
+    why: dict[str, dict[int, str]] = field(default_factory=dict)
     # More example sets the user gave (other shapes): (label, arrays, module outputs).
     extra: list[tuple[str, dict[str, np.ndarray], Arrays]] = field(default_factory=list)
 
@@ -112,6 +118,7 @@ def export_module(
     input_specs: Sequence[Any] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_axes: Mapping[str, Sequence[int] | int] | Sequence[str] | None = None,
+    fixed_axes: Mapping[str, Sequence[int] | int] | Sequence[str] | None = None,
     opset: int | None = None,
     torchscript_mode: str = "trace",
     verify: bool = True,
@@ -126,7 +133,14 @@ def export_module(
     ``example_inputs``: dict name -> array/tensor (names are forward()'s arguments), one
     array/tensor, a list/tuple (positional) or a ``.npz`` path; or ``input_specs`` such as
     ``"x:FP32:3,224,224"`` (random data, ``batch_size`` rows). ``dynamic_axes``: name -> axes
-    beyond the batch axis (``{"input_ids": [1]}`` or ``["input_ids:1"]``).
+    beyond the batch axis (``{"input_ids": [1]}`` or ``["input_ids:1"]``); ``fixed_axes`` (same
+    forms): input axes kept at the example's size without probing them.
+
+    Other input axes are decided by the model: each is run at several sizes around the
+    example's (smaller and larger, both parities); an axis that fails or changes nothing it
+    should is fixed, one that runs at all of them is left to torch.export's shape logic (ONNX)
+    and verified on the artifact at a smaller and a larger size. ``record["axis_decisions"]``
+    says what was decided and why.
     Returns a :class:`LoadedModel` whose files live in a temporary directory it holds; the
     caller closes it. Raises :class:`ExportError` / :class:`VerificationError`.
     """
@@ -145,14 +159,16 @@ def export_module(
         raise PackagerError(f"atol and rtol must be >= 0, got atol={atol}, rtol={rtol}")
     examples = resolve(module, example_inputs, input_specs, batch_size)
     axes = normalize_dynamic_axes(dynamic_axes)
+    pinned = normalize_dynamic_axes(fixed_axes, "--fixed-axis")
     others = [resolve(module, more, None, batch_size) for more in more_examples]
     axes = _differing_axes(examples, others, axes)
+    _check_pinned(examples, axes, pinned)
 
     was_training = module.training
     module.eval()  # dropout off, batch norm on running stats: what serving means
     workdir = tempfile.TemporaryDirectory(prefix="tp-export-")
     try:
-        plan = (module, fmt, torchscript_mode, examples, axes, output_names, opset)
+        plan = (module, fmt, torchscript_mode, examples, axes, pinned, output_names, opset)
         job = _plan(*plan, Path(workdir.name), others, probe=True)
         if verify:
             again = _run_module(module, examples, examples.arrays, "the example inputs")
@@ -166,11 +182,18 @@ def export_module(
                 raise
             # The eager module took other sizes on those axes, but the exported one does not
             # (the exporter or the tracer specialized them): export with them fixed instead.
-            found = job.free_axes
+            found, before = job.free_axes, job.fixed_axes
+            why = {n: dict(a) for n, a in job.why.items()}
             job = _plan(*plan, Path(workdir.name), others, probe=False)
-            job.fixed_axes = {
-                n: {ax: int(examples.arrays[n].shape[ax]) for ax in axs} for n, axs in found.items()
-            }
+            job.fixed_axes = {n: dict(a) for n, a in before.items()}
+            for n, axs in found.items():
+                for ax in axs:
+                    job.fixed_axes.setdefault(n, {})[ax] = int(examples.arrays[n].shape[ax])
+                    why.setdefault(n, {})[ax] = (
+                        "the module ran at other sizes, but the exported model did not: the "
+                        "exporter fixed it"
+                    )
+            job.why = why
             loaded = _run_export(job, verify, atol, rtol)
     except BaseException:
         workdir.cleanup()
@@ -188,6 +211,7 @@ def _plan(
     mode: str,
     examples: Examples,
     axes: Mapping[str, frozenset[int]],
+    pinned: Mapping[str, frozenset[int]],
     output_names: Sequence[str] | None,
     opset: int | None,
     workdir: Path,
@@ -197,7 +221,12 @@ def _plan(
 ) -> _Job:
     dynamic = _input_dynamic(examples, axes)
     first = _run_module(module, examples, examples.arrays, "the example inputs")
-    free, fixed = _probe_axes(module, examples, dynamic) if probe else ({}, {})
+    with slow_step("running the module at other input sizes to decide its axes"):
+        free, fixed, why = _probe_axes(module, examples, dynamic, pinned) if probe else ({}, {}, {})
+    for name, axs in pinned.items():
+        for ax in axs:
+            fixed.setdefault(name, {})[ax] = int(examples.arrays[name].shape[ax])
+            why.setdefault(name, {})[ax] = "pinned (--fixed-axis)"
     dynamic = {n: dynamic[n] | free.get(n, frozenset()) for n in dynamic}
     paths = [p for p, _ in first]
     names = _output_names(paths, output_names, fmt)
@@ -208,10 +237,6 @@ def _plan(
             f"({', '.join(examples.arrays)}) nor outputs ({', '.join(names)})"
         )
     ref1 = dict(zip(names, (a for _, a in first), strict=True))
-    batch2 = examples.batch + 1
-    case2 = with_axes(examples.arrays, batch2, dynamic)
-    second = _run_module(module, examples, case2, f"batch size {batch2}")
-    ref2 = dict(zip(names, (a for _, a in second), strict=True))
     out_dynamic = _output_dynamic(axes, names, output_names, ref1)
     job = _Job(
         module,
@@ -223,14 +248,51 @@ def _plan(
         names,
         out_dynamic,
         ref1,
-        case2,
-        ref2,
+        {},
+        {},
+        {},
+        {},
         opset,
         workdir,
     )
-    job.free_axes, job.fixed_axes = free, fixed
+    job.free_axes, job.fixed_axes, job.why = free, fixed, why
+    _other_sizes(job)
     job.extra = [_extra_case(module, job, other, i) for i, other in enumerate(others, 2)]
     return job
+
+
+def _other_sizes(job: _Job) -> None:
+    """The two verification cases beside the examples, run through the source module: one
+    batch more with every dynamic axis one smaller, and batch 1 with each one larger."""
+    batch2 = job.examples.batch + 1
+    job.case2 = with_axes(job.examples.arrays, batch2, job.dynamic)
+    second = _run_module(job.module, job.examples, job.case2, f"batch size {batch2}")
+    job.ref2 = dict(zip(job.names, (a for _, a in second), strict=True))
+    job.case3 = with_axes(job.examples.arrays, 1, job.dynamic, grow=True)
+    third = _run_module(job.module, job.examples, job.case3, "batch size 1, larger dynamic axes")
+    job.ref3 = dict(zip(job.names, (a for _, a in third), strict=True))
+
+
+def _check_pinned(
+    examples: Examples, axes: Mapping[str, frozenset[int]], pinned: Mapping[str, frozenset[int]]
+) -> None:
+    for name, axs in pinned.items():
+        if name not in examples.arrays:
+            raise PackagerError(
+                f"--fixed-axis names {name!r}, which is not an input ({', '.join(examples.arrays)})"
+            )
+        ndim = examples.arrays[name].ndim
+        bad = sorted(a for a in axs if not 1 <= a < ndim)
+        if bad:
+            raise PackagerError(
+                f"--fixed-axis {name}:{bad[0]} is out of range: axis 0 is the batch and "
+                f"{name!r} has {ndim} axes"
+            )
+        both = sorted(axs & (axes.get(name, frozenset()) | examples.dynamic.get(name, frozenset())))
+        if both:
+            raise PackagerError(
+                f"axis {both[0]} of {name!r} is declared both dynamic and fixed; keep one"
+            )
 
 
 def _differing_axes(
@@ -270,40 +332,65 @@ def _extra_case(
     )
 
 
+def probe_sizes(size: int) -> list[int]:
+    """Sizes an axis of ``size`` is tried at: smaller and larger, of both parities.
+
+    One size is not enough: a ceil-mode pooling gives 47 and 48 the same output, and a stride-2
+    network may take only even sizes. Sizes below 2 are left out (torch.export fixes them)."""
+    return [s for s in (size - 1, size + 1, size + 2) if s >= 2 and s != size]
+
+
 def _probe_axes(
-    module: Any, examples: Examples, dynamic: Mapping[str, frozenset[int]]
-) -> tuple[dict[str, frozenset[int]], dict[str, dict[int, int]]]:
+    module: Any,
+    examples: Examples,
+    dynamic: Mapping[str, frozenset[int]],
+    pinned: Mapping[str, frozenset[int]],
+) -> tuple[dict[str, frozenset[int]], dict[str, dict[int, int]], dict[str, dict[int, str]]]:
     """Which non-batch axes of the inputs take other sizes: run the module with each one changed.
 
     Axes of equal size across the inputs change together (a sequence length shared by
-    input_ids and attention_mask). An axis the module runs with at another size becomes
-    dynamic without being asked; one it fails with stays fixed, and is reported.
+    input_ids and attention_mask). An axis the module runs with at every size of
+    :func:`probe_sizes` becomes dynamic without being asked; one it fails with at any of them
+    stays fixed, and is reported with the first failure.
     """
     groups: dict[int, list[tuple[str, int]]] = {}
     for name, arr in examples.arrays.items():
         for ax in range(1, arr.ndim):
             # A size-1 axis is left alone: it is a singleton or broadcast axis far more often
             # than a length (a model that "runs" with 2 there may only be broadcasting).
-            if ax not in dynamic.get(name, ()) and arr.shape[ax] > 1:
+            skip = ax in dynamic.get(name, ()) or ax in pinned.get(name, ())
+            if not skip and arr.shape[ax] > 1:
                 groups.setdefault(int(arr.shape[ax]), []).append((name, ax))
     free: dict[str, set[int]] = {}
     fixed: dict[str, dict[int, int]] = {}
+    why: dict[str, dict[int, str]] = {}
     for size, members in sorted(groups.items()):
-        other = size - 1 if size >= 3 else size + 1
-        case = dict(examples.arrays)
+        reason = ""
+        tried = probe_sizes(size)
+        for other in tried:
+            case = dict(examples.arrays)
+            for name, ax in members:
+                case[name] = np.take(case[name], np.arange(other) % size, axis=ax)
+            try:
+                _run_module(module, examples, case, f"axis size {other}")
+            except ExportError as exc:
+                cause = exc.__cause__ or exc
+                # Most models have such axes (a layer's input width): worded as the fact it
+                # is, with the evidence, not as a failure of the build.
+                reason = (
+                    f"fixed at {size}: the size the module requires there, like a layer's "
+                    f"input width (at {other}: {type(cause).__name__}: "
+                    f"{first_line(cause)[:160]})"
+                )
+                break
+        reason = reason or f"dynamic: the module runs at sizes {', '.join(map(str, tried))} too"
         for name, ax in members:
-            case[name] = np.take(case[name], np.arange(other) % size, axis=ax)
-        try:
-            _run_module(module, examples, case, f"axis size {other}")
-            runs = True
-        except ExportError:
-            runs = False
-        for name, ax in members:
-            if runs:
-                free.setdefault(name, set()).add(ax)
-            else:
+            if reason.startswith("fixed"):
                 fixed.setdefault(name, {})[ax] = size
-    return {n: frozenset(v) for n, v in free.items()}, fixed
+            else:
+                free.setdefault(name, set()).add(ax)
+            why.setdefault(name, {})[ax] = reason
+    return {n: frozenset(v) for n, v in free.items()}, fixed, why
 
 
 def _input_dynamic(
@@ -347,19 +434,16 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         export_arrays = grow_small_dynamic(job.examples.arrays, job.dynamic)
         args = tuple(torch.from_numpy(export_arrays[n]) for n in job.examples.arrays)
         record: dict[str, Any] = {"torch": torch.__version__, "export_format": job.fmt}
-        if job.free_axes:  # made dynamic because the module ran with other sizes there
-            record["axes_found_dynamic"] = {n: sorted(a) for n, a in job.free_axes.items()}
-        if job.fixed_axes:
-            record["axes_fixed"] = {
-                n: {str(ax): size for ax, size in sorted(a.items())}
-                for n, a in job.fixed_axes.items()
-            }
         notes: list[str] = []
         candidate: Runner
         if job.fmt == "onnx":
-            files, real_opset = export_onnx(
-                wrapper, args, job.names, job.dynamic, job.opset, job.workdir
-            )
+            declared = {n: a - job.free_axes.get(n, frozenset()) for n, a in job.dynamic.items()}
+            with slow_step("exporting to ONNX (torch.export, then the ONNX translation)"):
+                files, real_opset, specialised = export_onnx(
+                    wrapper, args, job.names, declared, job.opset, job.workdir, auto=job.free_axes
+                )
+            if specialised:
+                _fix_specialised(job, specialised)
             artifact = files[FORMATS["onnx"].artifact]
             signature = onnx_signature(artifact, job.out_dynamic)
             record["onnx_opset"] = real_opset
@@ -367,9 +451,10 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
         else:
             artifact = job.workdir / FORMATS["torchscript"].artifact
             files = {artifact.name: artifact}
-            notes = export_torchscript(wrapper, args, job.mode, artifact)
+            with slow_step(f"exporting to TorchScript (torch.jit.{job.mode})"):
+                notes = export_torchscript(wrapper, args, job.mode, artifact)
             signature = observed_signature(
-                job.examples.arrays, job.dynamic, job.ref1, job.ref2, job.out_dynamic
+                job.examples.arrays, job.dynamic, [job.ref1, job.ref2, job.ref3], job.out_dynamic
             )
             record["torchscript_mode"] = job.mode
             if notes:  # each may mean the trace is right only for inputs like the examples
@@ -377,14 +462,25 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
             candidate = torchscript_runner(artifact, list(job.examples.arrays), job.names)
     finally:
         sys.modules.pop(type(wrapper).__module__, None)
+    if job.free_axes:  # made dynamic because the module ran with other sizes there
+        record["axes_found_dynamic"] = {n: sorted(a) for n, a in job.free_axes.items()}
+    if job.fixed_axes:
+        record["axes_fixed"] = {
+            n: {str(ax): size for ax, size in sorted(a.items())} for n, a in job.fixed_axes.items()
+        }
+    if job.why:
+        record["axis_decisions"] = {
+            f"{n}:{ax}": text for n, a in job.why.items() for ax, text in sorted(a.items())
+        }
     record["inputs"] = {
         n: {"dtype": dtypes.from_numpy(a.dtype).wire, "example_shape": list(a.shape)}
         for n, a in job.examples.arrays.items()
     }
     record["outputs"] = list(job.names)
-    record["verification"] = (
-        _verify(job, candidate, notes, atol, rtol) if check else {"skipped": True}
-    )
+    with slow_step("verifying the export against the module"):
+        record["verification"] = (
+            _verify(job, candidate, notes, atol, rtol) if check else {"skipped": True}
+        )
     return LoadedModel(
         format=job.fmt,
         platform=FORMATS[job.fmt].platform,
@@ -394,10 +490,27 @@ def _run_export(job: _Job, check: bool, atol: float, rtol: float) -> LoadedModel
     )
 
 
+def _fix_specialised(job: _Job, specialised: Mapping[str, Mapping[int, int]]) -> None:
+    """Axes the module ran with at other sizes but torch.export fixed: fixed, and said why."""
+    for name, axs in specialised.items():
+        job.free_axes[name] = job.free_axes.get(name, frozenset()) - set(axs)
+        if not job.free_axes[name]:
+            del job.free_axes[name]
+        job.dynamic[name] = job.dynamic[name] - set(axs)
+        for ax, size in axs.items():
+            job.fixed_axes.setdefault(name, {})[ax] = size
+            job.why.setdefault(name, {})[ax] = (
+                f"fixed at {size}: torch.export specialised it (the model's code fixes this size, "
+                "e.g. an nn.LSTM unrolled over the time steps or a reshape to a constant); "
+                "--format torchscript may keep it dynamic"
+            )
+    _other_sizes(job)  # the verification cases, with those axes at the example's size
+
+
 def _verify(
     job: _Job, candidate: Runner, notes: list[str], atol: float, rtol: float
 ) -> dict[str, Any]:
-    refs = {id(job.examples.arrays): job.ref1, id(job.case2): job.ref2}
+    refs = {id(job.examples.arrays): job.ref1, id(job.case2): job.ref2, id(job.case3): job.ref3}
     refs.update({id(arrays): ref for _, arrays, ref in job.extra})
     batch2 = job.examples.batch + 1
     # The second case also changes every dynamic axis: say to which sizes.
@@ -406,9 +519,15 @@ def _verify(
         for n, a in job.case2.items()
         if job.dynamic.get(n) and a.shape[1:] != job.examples.arrays[n].shape[1:]
     ]
+    grown = [
+        f"{n} {list(a.shape)}"
+        for n, a in job.case3.items()
+        if job.dynamic.get(n) and a.shape[1:] != job.examples.arrays[n].shape[1:]
+    ]
     cases = [
         (f"example (batch {job.examples.batch})", job.examples.arrays),
         (f"batch {batch2}" + (f": {', '.join(changed)}" if changed else ""), job.case2),
+        ("batch 1" + (f": {', '.join(grown)}" if grown else ""), job.case3),
         *((label, arrays) for label, arrays, _ in job.extra),
     ]
     what = f"exported {'ONNX' if job.fmt == 'onnx' else 'TorchScript'} model"
@@ -569,8 +688,15 @@ def _make_wrapper(job: _Job) -> Any:
         outputs = f"({', '.join(access)})"
     source = _WRAPPER_SOURCE.format(params=params, returns=returns, call=call, outputs=outputs)
     name = f"packager_export_wrapper_{hashlib.sha256(source.encode()).hexdigest()[:12]}"
-    path = job.workdir / f"{name}.py"
-    path.write_text(source)
+    # A path that depends only on the source: TorchScript's debug records name the file, and
+    # a fresh temporary folder per export would make two exports of one model differ.
+    folder = Path(tempfile.gettempdir()) / "triton-packager-wrappers"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.py"
+    if not path.is_file() or path.read_text() != source:
+        part = path.with_name(f"{name}.{os.getpid()}.part")
+        part.write_text(source)
+        os.replace(part, path)  # atomic: a concurrent export reads a whole file
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a file we just wrote
         raise ExportError(f"cannot load the generated wrapper {path}")

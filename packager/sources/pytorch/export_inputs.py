@@ -216,6 +216,7 @@ def _check_specs(
 
 def normalize_dynamic_axes(
     dynamic_axes: Mapping[str, Sequence[int] | int] | Sequence[str] | None,
+    option: str = "--dynamic-axis",
 ) -> dict[str, frozenset[int]]:
     """``{"ids": [1]}``, ``["ids:1"]`` (the CLI's NAME:AXIS strings) -> ``{"ids": {1}}``."""
     out: dict[str, set[int]] = {}
@@ -229,31 +230,36 @@ def normalize_dynamic_axes(
         for text in dynamic_axes:
             name, sep, axis = str(text).rpartition(":")
             if not sep or not name:
-                raise PackagerError(f"--dynamic-axis {text!r} is not NAME:AXIS (e.g. input_ids:1)")
+                raise PackagerError(f"{option} {text!r} is not NAME:AXIS (e.g. input_ids:1)")
             items.append((name, axis))
     for name, axes in items:
         for ax in [axes] if isinstance(axes, (int, str)) else axes:
             try:
                 value = int(ax)
             except (TypeError, ValueError):
-                raise PackagerError(f"dynamic axis {ax!r} of {name!r} is not an integer") from None
+                raise PackagerError(f"{option} axis {ax!r} of {name!r} is not an integer") from None
             out.setdefault(name, set()).add(value)
     return {k: frozenset(v) for k, v in out.items()}
 
 
 def with_axes(
-    arrays: Mapping[str, np.ndarray], batch: int, shrink: Mapping[str, frozenset[int]]
+    arrays: Mapping[str, np.ndarray],
+    batch: int,
+    shrink: Mapping[str, frozenset[int]],
+    grow: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Real example rows repeated/cut to ``batch`` rows, and each axis in ``shrink`` cut by one.
+    """Real example rows repeated/cut to ``batch`` rows, and each axis in ``shrink`` cut by one
+    (or, with ``grow``, made one longer by repeating the example's values).
 
-    Used for the second verification case (another batch size, other dynamic sizes) and to
-    lift 1-sized dynamic dims to 2 before export (torch.export fixes dims of size 0 and 1).
+    Used for the verification cases (other batch sizes, other dynamic sizes on both sides).
     """
     out = {}
     for name, arr in arrays.items():
         a = np.take(arr, np.arange(batch) % arr.shape[0], axis=0)
         for ax in sorted(shrink.get(name, ())):
-            if ax < a.ndim and a.shape[ax] >= 3:
+            if ax < a.ndim and grow and a.shape[ax] >= 1:
+                a = np.take(a, np.arange(a.shape[ax] + 1) % a.shape[ax], axis=ax)
+            elif ax < a.ndim and a.shape[ax] >= 3:
                 a = np.take(a, np.arange(a.shape[ax] - 1), axis=ax)
         out[name] = np.ascontiguousarray(a)
     return out

@@ -12,7 +12,7 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from packager import dtypes
 from packager.errors import ExportError
+from packager.formats import FORMATS
 from packager.sources import Signature
-from packager.sources.formats import FORMATS
 from packager.sources.onnx_edits import set_output_names
 from packager.sources.onnx_external import ONNX_SINGLE_FILE_LIMIT, external_locations
 from packager.spec import TensorSpec
@@ -75,19 +75,26 @@ def export_onnx(
     dynamic: Mapping[str, frozenset[int]],
     opset: int | None,
     workdir: Path,
-) -> tuple[dict[str, Path], int]:
-    """Export with torch.export; returns the files for the version folder and the real opset.
+    auto: Mapping[str, frozenset[int]] | None = None,
+) -> tuple[dict[str, Path], int, dict[str, dict[int, int]]]:
+    """Export with torch.export; returns the files for the version folder, the real opset and
+    the ``auto`` axes torch.export specialised (name -> {axis: size}).
 
-    Axis 0 of every input, and the axes in ``dynamic``, become symbolic dims. The weights are
-    stored inside ``model.onnx`` (one self-contained file) unless that would pass protobuf's
-    2 GB limit; then the external data file the graph names is returned beside it.
+    Axis 0 of every input, and the axes in ``dynamic``, become symbolic dims. The axes in
+    ``auto`` (found dynamic by running the module) are left to torch.export's own shape logic
+    (``Dim.AUTO``): it keeps them symbolic unless the model's code fixes them (a reshape to a
+    constant, an unrolled nn.LSTM), and then they are exported at the example's size.
+    The weights are stored inside ``model.onnx`` (one self-contained file) unless that would
+    pass protobuf's 2 GB limit; then the external data file the graph names is returned beside it.
     """
     import onnx
     import torch
 
     input_names = list(dynamic)
+    auto = auto or {}
     shapes = {
         n: {ax: torch.export.Dim.DYNAMIC for ax in sorted({0} | set(dynamic[n]))}
+        | {ax: torch.export.Dim.AUTO for ax in sorted(auto.get(n, ()))}
         for n in input_names
     }
     # Exported under placeholder names, renamed afterwards: the exporter names internal values
@@ -96,15 +103,20 @@ def export_onnx(
     caught: list[warnings.WarningMessage] = []
     try:
         with quiet(caught):
+            # torch.export first (the ONNX exporter would run it too): its program says which
+            # axes the model's shape logic fixed, and the ONNX translation reuses it.
+            exported = torch.export.export(
+                wrapper, args, kwargs=None, dynamic_shapes=shapes, strict=False
+            )
+            specialised = _specialised(exported, input_names, auto)
             program = torch.onnx.export(
-                wrapper,
+                exported,
                 args,
                 None,
                 input_names=input_names,
                 output_names=placeholders,
                 opset_version=opset,
                 dynamo=True,
-                dynamic_shapes=shapes,
                 verbose=False,
             )
     except Exception as exc:
@@ -119,6 +131,11 @@ def export_onnx(
     program.save(str(dst), external_data=size >= ONNX_SINGLE_FILE_LIMIT)
     model = onnx.load(str(dst), load_external_data=False)
     set_output_names(model, dict(zip(placeholders, output_names, strict=True)))
+    _drop_stack_traces(model.graph)
+    # The ONNX translation still names a specialised dim with a symbol: the graph says its size.
+    for value in model.graph.input:
+        for ax, size in specialised.get(value.name, {}).items():
+            value.type.tensor_type.shape.dim[ax].dim_value = size
     onnx.save(model, str(dst))  # external weights, if any, keep their file and location
     files = {dst.name: dst}
     for loc in external_locations(model):
@@ -134,7 +151,47 @@ def export_onnx(
             f"the ONNX exporter could not produce opset {opset} (it made opset {real}); "
             f"use --opset {real} or leave --opset out"
         )
-    return files, int(real)
+    return files, int(real), specialised
+
+
+def _drop_stack_traces(graph: Any) -> None:
+    """Remove the exporter's per-node Python stack traces: they name this machine's paths (the
+    export's temporary folder, the user's source files), so two builds of one model would
+    differ in their bytes and the artifact would carry local paths into a deployment."""
+    for node in graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        if len(kept) != len(node.metadata_props):
+            copies = [type(p)() for p in kept]
+            for c, p in zip(copies, kept, strict=True):
+                c.CopyFrom(p)
+            del node.metadata_props[:]
+            node.metadata_props.extend(copies)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                _drop_stack_traces(attr.g)
+            for sub in attr.graphs:
+                _drop_stack_traces(sub)
+
+
+def _specialised(
+    exported: Any, input_names: list[str], auto: Mapping[str, frozenset[int]]
+) -> dict[str, dict[int, int]]:
+    """The ``auto`` axes whose size the exported program holds as a number, not a symbol."""
+    from torch.fx.experimental.symbolic_shapes import is_concrete_int
+
+    placeholders = [
+        n for n in exported.graph.nodes if n.op == "placeholder" and n.name in set(input_names)
+    ]
+    found: dict[str, dict[int, int]] = {}
+    for node in placeholders:
+        val = node.meta.get("val")
+        if val is None:
+            continue
+        for ax in sorted(auto.get(node.name, ())):
+            # A specialised dim can still be a SymInt whose expression is a constant.
+            if ax < len(val.shape) and is_concrete_int(val.shape[ax]):
+                found.setdefault(node.name, {})[ax] = int(val.shape[ax])
+    return found
 
 
 def _onnx_hint(root: BaseException) -> str:
@@ -199,6 +256,7 @@ def export_torchscript(wrapper: Any, args: tuple[Any, ...], mode: str, dst: Path
                 # check_trace off: verification compares the saved file on two batch sizes instead.
                 compiled = torch.jit.trace(wrapper, args, check_trace=False)
             compiled.save(str(dst))
+        stable_serialization_id(dst)
     except Exception as exc:
         root = root_cause(exc)
         advice = (
@@ -219,15 +277,60 @@ def export_torchscript(wrapper: Any, args: tuple[Any, ...], mode: str, dst: Path
     return list(dict.fromkeys(notes))
 
 
+def stable_serialization_id(path: Path) -> None:
+    """Replace the random ``.data/serialization_id`` torch.jit.save writes into every archive
+    with one derived from the archive's other contents, so that two exports of one model are
+    byte-identical. The member is stored uncompressed: its bytes and CRC are patched in place
+    (local header or data descriptor, and the central directory), the layout is untouched."""
+    import hashlib
+    import struct
+    import zipfile
+    import zlib
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        target = next((i for i in infos if i.filename.endswith(".data/serialization_id")), None)
+        if target is None or target.compress_type != zipfile.ZIP_STORED:
+            return
+        digest = hashlib.sha256()
+        for info in infos:
+            if info is not target:
+                digest.update(info.filename.encode())
+                digest.update(zf.read(info))
+    size = target.file_size
+    new = str(int(digest.hexdigest(), 16))[:size].rjust(size, "0").encode()
+    old_crc, crc = struct.pack("<I", target.CRC), struct.pack("<I", zlib.crc32(new))
+    head = target.header_offset
+    name_len, extra_len = struct.unpack("<HH", data[head + 26 : head + 30])
+    start = head + 30 + name_len + extra_len
+    data[start : start + size] = new
+    if data[head + 14 : head + 18] == old_crc:
+        data[head + 14 : head + 18] = crc
+    if target.flag_bits & 0x08:  # a data descriptor after the bytes holds the CRC
+        at = start + size + (4 if data[start + size : start + size + 4] == b"PK\x07\x08" else 0)
+        if data[at : at + 4] == old_crc:
+            data[at : at + 4] = crc
+    name = target.filename.encode()
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        n = struct.unpack("<H", data[at + 28 : at + 30])[0]
+        if data[at + 46 : at + 46 + n] == name and data[at + 16 : at + 20] == old_crc:
+            data[at + 16 : at + 20] = crc
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+
+
 def observed_signature(
     arrays: Mapping[str, np.ndarray],
     dynamic: Mapping[str, frozenset[int]],
-    ref1: Mapping[str, np.ndarray],
-    ref2: Mapping[str, np.ndarray],
+    runs: Sequence[Mapping[str, np.ndarray]],
     out_dynamic: Mapping[str, frozenset[int]],
 ) -> Signature:
-    """TorchScript records no shapes: inputs from the examples; outputs from two runs, where a
-    dim that changed with the batch size (or a dynamic input axis) is dynamic."""
+    """TorchScript records no shapes: inputs from the examples; outputs from several runs (other
+    batch sizes, dynamic input axes smaller and larger), where a dim that changed in any of
+    them is dynamic. (One smaller size is not enough: a ceil-mode pooling maps 12 and 11 to the
+    same output size, 13 to another.)"""
     inputs = tuple(
         TensorSpec(
             n,
@@ -237,15 +340,15 @@ def observed_signature(
         for n, a in arrays.items()
     )
     outputs = []
-    for name, a in ref1.items():
-        b = ref2[name]
-        if a.ndim != b.ndim:
+    for name, a in runs[0].items():
+        shapes = [r[name].shape for r in runs]
+        if len({len(s) for s in shapes}) > 1:
             raise ExportError(
-                f"output {name!r} changes rank with the batch size ({a.shape} vs {b.shape})"
+                f"output {name!r} changes rank with the input sizes ({', '.join(map(str, shapes))})"
             )
         dims = tuple(
-            -1 if x != y or i in out_dynamic.get(name, ()) else x
-            for i, (x, y) in enumerate(zip(a.shape, b.shape, strict=True))
+            -1 if len({s[i] for s in shapes}) > 1 or i in out_dynamic.get(name, ()) else x
+            for i, x in enumerate(a.shape)
         )
         outputs.append(TensorSpec(name, dtypes.from_numpy(a.dtype), dims))
     return Signature(inputs, tuple(outputs))

@@ -8,12 +8,11 @@ torch is imported only inside ``load``: the registry imports this module eagerly
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from packager.errors import SourceError
-from packager.sources import LoadedModel, register
+from packager.sources import LoadedModel, SourceOptions, register
 from packager.sources.pytorch.weights import (
     import_reference,
     instantiate,
@@ -21,12 +20,6 @@ from packager.sources.pytorch.weights import (
     load_weights,
 )
 from packager.sources.verify import DEFAULT_ATOL, DEFAULT_RTOL
-
-# Option keys this source understands (the builder passes others, e.g. max_batch_size, too).
-OPTIONS = (
-    "format", "weights", "example_inputs", "input_specs", "output_names", "dynamic_axes",
-    "opset", "torchscript_mode", "verify", "atol", "rtol", "batch_size", "prune", "more_examples",
-)  # fmt: skip
 
 
 class PyTorchModuleSource:
@@ -39,7 +32,7 @@ class PyTorchModuleSource:
             return True
         return is_reference(ref)
 
-    def load(self, ref: Any, options: Mapping[str, Any]) -> LoadedModel:
+    def load(self, ref: Any, options: SourceOptions) -> LoadedModel:
         from packager.repository import sha256_file
         from packager.sources.pytorch.export import export_module
 
@@ -54,29 +47,32 @@ class PyTorchModuleSource:
             raise SourceError(
                 f"{ref!r} is neither an nn.Module nor a module.path:factory reference"
             )
-        weights = options.get("weights")
+        weights = options.weights
         if weights:
-            load_weights(module, weights)
+            unused = load_weights(module, weights)
             source["weights"] = Path(weights).name
+            if unused:  # in the checkpoint but not in the model (e.g. training-only tensors)
+                source["weights_unused"] = unused
             source["weights_sha256"] = sha256_file(Path(weights))
         # build --prune: a pruned copy of the module is exported (packager.compress.prune)
         from packager.compress.prune import prune_for_export
 
-        module, pruned = prune_for_export(module, options.get("prune"))
+        module, pruned = prune_for_export(module, options.prune)
         return export_module(
             module,
-            format=_target(options.get("format")),
-            example_inputs=options.get("example_inputs"),
-            more_examples=options.get("more_examples") or (),
-            input_specs=options.get("input_specs"),
-            output_names=options.get("output_names"),
-            dynamic_axes=options.get("dynamic_axes"),
-            opset=options.get("opset"),
-            torchscript_mode=options.get("torchscript_mode") or "trace",
-            verify=options.get("verify", True) is not False,
-            atol=_number(options.get("atol"), DEFAULT_ATOL),
-            rtol=_number(options.get("rtol"), DEFAULT_RTOL),
-            batch_size=int(options.get("batch_size") or 2),
+            format=_target(options.format),
+            example_inputs=options.example,
+            more_examples=options.more_examples,
+            input_specs=options.input_specs,
+            output_names=options.output_names,
+            dynamic_axes=options.dynamic_axes,
+            fixed_axes=options.fixed_axes,
+            opset=options.opset,
+            torchscript_mode=options.torchscript_mode,
+            verify=options.verify,
+            atol=_number(options.atol, DEFAULT_ATOL),
+            rtol=_number(options.rtol, DEFAULT_RTOL),
+            batch_size=options.batch_size,
             record={"source": source, **pruned},
         )
 

@@ -24,7 +24,10 @@ from packager.errors import SourceError
 # module.path:attr or module.path:Outer.attr — what `python -c "from m import a"` could name.
 REFERENCE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 # Where the tensors of a training checkpoint usually live, when it holds more than a state_dict.
-_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
+_NESTED_KEYS = (
+    "state_dict", "model_state_dict", "model_state", "model", "module", "net", "network",
+    "weights", "params", "ema",
+)  # fmt: skip
 
 
 def is_reference(ref: Any) -> bool:
@@ -159,15 +162,41 @@ def _state_dict_of(data: Any, p: Path) -> dict[str, Any]:
                 and all(isinstance(v, torch.Tensor) for v in inner.values())
             ):
                 return dict(inner)
+    found = ""
+    if isinstance(data, Mapping):
+        found = (
+            "; its keys: "
+            + ", ".join(f"{k!r} ({_kind(v)})" for k, v in list(data.items())[:12])
+            + (" ..." if len(data) > 12 else "")
+        )
     raise SourceError(
         f"{p} holds a {type(data).__name__} with no state_dict in it (looked for a mapping of "
-        f"tensors at the top level or under {', '.join(repr(k) for k in _NESTED_KEYS)}); "
-        "save it with torch.save(model.state_dict(), path)"
+        f"tensors at the top level or under {', '.join(repr(k) for k in _NESTED_KEYS)}){found}. "
+        "Save the weights with torch.save(model.state_dict(), path), or save the entry that "
+        "holds them: torch.save(ckpt[KEY], path)"
     )
 
 
-def load_weights(model: Any, path: Path | str) -> None:
-    """Load a state_dict into ``model`` strictly; name missing/unexpected keys when it does not fit."""
+def _kind(value: Any) -> str:
+    """A few words on a checkpoint entry, for the list of what a checkpoint holds."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"tensor {list(value.shape)}"
+    if isinstance(value, Mapping):
+        tensors = sum(isinstance(v, torch.Tensor) for v in value.values())
+        return f"mapping of {len(value)}, {tensors} tensors"
+    return type(value).__name__
+
+
+def load_weights(model: Any, path: Path | str) -> list[str]:
+    """Load a state_dict into ``model`` with torch's own ``load_state_dict``, so that the
+    module's load hooks run (e.g. weight norm renaming old ``weight_g``/``weight_v`` keys).
+
+    Every parameter and buffer the model expects must be found: a missing key raises, naming
+    them. Keys the model does not use (training-only tensors such as a loss's parameters) are
+    returned, for the build record and a note, instead of refusing the checkpoint.
+    """
     state = read_state_dict(path)
     expected = set(model.state_dict())
     # nn.DataParallel / DDP checkpoints prefix every key with "module.".
@@ -178,29 +207,27 @@ def load_weights(model: Any, path: Path | str) -> None:
     # so drop them, as transformers does, instead of refusing the checkpoint.
     stale = {k for k in set(state) - expected if k in _non_persistent_buffers(model)}
     state = {k: v for k, v in state.items() if k not in stale}
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(
-                f"missing {len(missing)} key(s): {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-            )
-        if unexpected:
-            parts.append(
-                f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}"
-            )
-        raise SourceError(
-            f"weights {path} do not fit the model ({'; '.join(parts)}); check that the reference builds "
-            "the same architecture the checkpoint was trained with"
-        )
     try:
-        model.load_state_dict(state, strict=True)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         first = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
         raise SourceError(
             f"weights {path} do not fit the model: {'; '.join(first) or str(exc).splitlines()[0]}"
         ) from exc
+    missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    if missing:
+        parts = [f"missing {len(missing)} key(s): {_few(missing)}"]
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s): {_few(unexpected)}")
+        raise SourceError(
+            f"weights {path} do not fit the model ({'; '.join(parts)}); check that the reference "
+            "builds the same architecture the checkpoint was trained with"
+        )
+    return unexpected
+
+
+def _few(keys: list[str]) -> str:
+    return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
 
 
 def _non_persistent_buffers(model: Any) -> set[str]:

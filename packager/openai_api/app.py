@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hmac
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +24,7 @@ from packager.openai_api.catalog import EMBED, GENERATE, Catalog, Model
 from packager.openai_api.errors import ApiError, bad, from_client
 
 OWNER = "triton-packager"
+DISCONNECT_CHECK_S = 0.05  # how often a non-streamed request looks for its client's departure
 
 
 def create_app(
@@ -129,7 +131,7 @@ async def _completions(request: Request, catalog: Catalog) -> Response:
     prompt = protocol.completion_prompt(body)
     sampling = protocol.sampling(body, 16)  # OpenAI's default for completions
     echo = prompt if body.get("echo") else ""
-    return await _generate(catalog, model, prompt, sampling, body, chat=False, echo=echo)
+    return await _generate(request, catalog, model, prompt, sampling, body, chat=False, echo=echo)
 
 
 async def _chat(request: Request, catalog: Catalog) -> Response:
@@ -140,10 +142,13 @@ async def _chat(request: Request, catalog: Catalog) -> Response:
     special = False if model.special_tokens else None
     room = catalog.room(model, prompt, special is not False)
     sampling = protocol.sampling(body, room)
-    return await _generate(catalog, model, prompt, sampling, body, chat=True, special=special)
+    return await _generate(
+        request, catalog, model, prompt, sampling, body, chat=True, special=special
+    )
 
 
 async def _generate(
+    request: Request,
     catalog: Catalog,
     model: Model,
     prompt: str,
@@ -178,11 +183,16 @@ async def _generate(
         return StreamingResponse(events, media_type="text/event-stream")
     counts = _Counts()
     parts = [echo]
+    looked = 0.0  # look at the first chunk already
     try:
         chunk: Chunk | None = first
         while chunk is not None:
             counts.add(chunk)
             parts.append(chunk.text)
+            if time.monotonic() - looked > DISCONNECT_CHECK_S:  # the client gave up: stop too
+                looked = 0.0  # look at the first chunk already
+                if await request.is_disconnected():
+                    return Response(status_code=499)  # nobody reads it; the stream is closed
             chunk = await anext(chunks, None)
     except ClientError as exc:
         raise from_client(exc, model.name) from None

@@ -282,3 +282,23 @@ def test_serve_command_starts_the_service_beside_triton(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
+
+
+def test_a_client_leaving_a_non_streamed_request_cancels_it(
+    served: tuple[LocalServer, OpenAIService],
+) -> None:
+    import json
+    import socket
+
+    server, service = served
+    before = metric(server, "tp_generation_requests_cancelled_total", "llama")
+    body = json.dumps({"model": "llama", "prompt": "Once", "max_tokens": 120, "temperature": 0,
+                       "ignore_eos": True}).encode()  # fmt: skip
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", service.port)) as sock:
+        sock.sendall(head.encode() + body)  # and leave at once, without reading the answer
+    deadline = time.monotonic() + 20
+    while metric(server, "tp_generation_requests_cancelled_total", "llama") == before:
+        assert time.monotonic() < deadline, "the server did not see the cancellation"
+        time.sleep(0.1)

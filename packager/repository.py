@@ -91,12 +91,37 @@ def server_flags(repo: Path | str) -> list[str]:
     return flags_for(read_config(d) for d in list_models(repo))
 
 
+def triton_version(name: str) -> int | None:
+    """The version Triton reads from a folder name, or None when it ignores the folder.
+
+    Triton's rule (its model repository manager): skip ``warmup`` and ``initial_state``, skip
+    names longer than one character that start with ``0``, then parse with C++ ``std::stoll``:
+    leading whitespace, an optional sign, then ASCII digits only (``²`` and ``٣`` are not
+    digits to it), and the number ends at the first other character, within int64.
+    """
+    if name in ("warmup", "initial_state") or (len(name) > 1 and name[0] == "0"):
+        return None
+    text = name.lstrip(" \t\n\v\f\r")
+    sign = text[:1] if text[:1] in "+-" else ""
+    digits = text[len(sign) :]
+    end = 0
+    while end < len(digits) and "0" <= digits[end] <= "9":
+        end += 1
+    if end == 0:
+        return None
+    value = int(sign + digits[:end])
+    return value if -(2**63) <= value < 2**63 else None
+
+
 def versions(model_dir: Path | str) -> list[int]:
-    """Numeric version folders, ascending. Triton ignores other names; so do we."""
+    """Version folders, ascending: names that are exactly a version number (``1``, ``12``).
+    Names Triton would also read as a version (``3abc`` as 3: see :func:`triton_version`)
+    are not listed; ``validate`` reports them."""
     out = []
     for p in Path(model_dir).iterdir():
-        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0"):
-            out.append(int(p.name))
+        v = triton_version(p.name)
+        if p.is_dir() and v is not None and v > 0 and p.name == str(v):
+            out.append(v)
     return sorted(out)
 
 

@@ -28,6 +28,7 @@ from packager.repository import (
     bytecode_problems,
     list_models,
     read_config,
+    triton_version,
     verify_checksums,
     verify_model_checksums,
     versions,
@@ -127,6 +128,13 @@ def _check_model(model_dir: Path, checksums: bool) -> ModelReport:
         )
     report.problems.extend(specs.problems(spec))
     report.versions = versions(model_dir)
+    for odd in sorted(model_dir.iterdir()):
+        v = triton_version(odd.name)
+        if odd.is_dir() and v is not None and odd.name != str(v):
+            report.problems.append(
+                f"folder {odd.name!r}: Triton reads it as version {v}; rename it to {v}/ "
+                "(or move it out of the model folder)"
+            )
     if not report.versions:
         report.problems.append("no version folder (a positive integer such as 1/)")
     for v in report.versions:

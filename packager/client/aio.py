@@ -30,6 +30,7 @@ from packager.client.core import (
     split_batches,
 )
 from packager.client.genwire import Chunk
+from packager.client.guard import check_seconds, guard_public
 from packager.client.httpwire import HttpCall
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient"]
 
 
+@guard_public
 class AsyncClient(ClientBase):
     """``async with AsyncClient("grpc://localhost:8001") as c: await c.infer(...)``.
 
@@ -104,7 +106,7 @@ class AsyncClient(ClientBase):
         await self._transport.close()
 
     async def _send(self, call: Any, timeout_s: float | None = None, headers: Any = None) -> Any:
-        return await self._transport.send(call, timeout_s or self.timeout_s, headers)
+        return await self._transport.send(call, self._timeout(timeout_s), headers)
 
     # -- health and repository ---------------------------------------------------------------
 
@@ -133,7 +135,8 @@ class AsyncClient(ClientBase):
         interval_s: float = 0.1,
     ) -> None:
         """Poll until the server (or ``model``) is ready; raise a ClientError saying why not."""
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + check_seconds("timeout_s", timeout_s)
+        interval_s = check_seconds("interval_s", interval_s)
         while True:
             if await self.is_ready(model, version=version):
                 return
@@ -218,7 +221,7 @@ class AsyncClient(ClientBase):
         seq = SequenceFlags.of(sequence_id, sequence_start, sequence_end)
         call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters, seq)
         try:
-            return await self._transport.send(call, timeout_s or self.timeout_s, headers)
+            return await self._transport.send(call, self._timeout(timeout_s), headers)
         except (ModelNotReady, ModelNotFound):
             self.clear_cache(model)
             raise
@@ -283,7 +286,7 @@ class AsyncClient(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"generate {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
                 prompt, sampling, stream=False, include_prompt=include_prompt
@@ -314,7 +317,7 @@ class AsyncClient(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
             path = genwire.generate_path(model, v, stream=True)
@@ -345,7 +348,7 @@ class AsyncClient(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
                 prompt, sampling, stream=True, include_prompt=False, details=True,

@@ -2,7 +2,8 @@
 
 Both bound the requests in flight with a semaphore (``max_in_flight``), so that
 ``asyncio.gather`` over thousands of calls queues them here instead of opening thousands of
-connections. Everything is created lazily inside the running event loop.
+connections. ``timeout_s`` bounds the whole call: the wait for a free slot, every attempt and
+the pauses between them. Everything is created lazily inside the running event loop.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class AioHttpTransport:
             )
             if self._sem is None:
                 self._sem = asyncio.Semaphore(self._max_in_flight)
-            async with self._sem:
+            async with asyncio.timeout(timeout_s), self._sem:
                 attempt = 0
                 while True:
                     try:
@@ -238,13 +239,17 @@ class AioGrpcTransport:
         if headers:
             metadata += tuple((k.lower(), v) for k, v in headers.items())
         rpc = getattr(self._stub, call.rpc)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         with translating(call.what, self.url):
-            async with self._sem:
+            async with asyncio.timeout_at(deadline), self._sem:
                 attempt = 0
                 while True:
                     try:
                         response = await rpc(
-                            call.request, timeout=timeout_s, metadata=metadata or None
+                            call.request,
+                            timeout=max(deadline - loop.time(), 0.001),
+                            metadata=metadata or None,
                         )
                         break
                     except Exception as exc:

@@ -21,6 +21,7 @@ from packager.client.core import (
     parse_url,
     prepare_inputs,
 )
+from packager.client.guard import check_seconds
 from packager.errors import (
     ClientError,
     InvalidInput,
@@ -36,6 +37,22 @@ __all__ = [
     "strip_batch_dim",
     "version_text",
 ]
+
+
+def check_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """Header names and values: strings, printable ASCII names, no line breaks."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise InvalidInput(f"headers must be a mapping of str to str; got {headers!r}")
+    for k, v in headers.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidInput(f"headers must map str to str; got {k!r}: {v!r}")
+        if not k or not k.isascii() or not k.isprintable() or any(c in k for c in " :"):
+            raise InvalidInput(f"header name {k!r} must be printable ASCII without ':' or spaces")
+        if "\r" in v or "\n" in v or "\x00" in v or not v.isprintable():
+            raise InvalidInput(f"header {k!r} has a line break or control character in its value")
+    return dict(headers)
 
 
 def version_text(version: int | str | None) -> str:
@@ -64,13 +81,13 @@ class ClientBase:
         tls: TLSOptions | None = None,
     ) -> None:
         self.endpoint: Endpoint = parse_url(url, protocol)
-        if timeout_s <= 0 or connect_timeout_s <= 0:
-            raise InvalidInput("timeout_s and connect_timeout_s must be positive")
-        if retries < 0:
-            raise InvalidInput(f"retries must be 0 or more; got {retries}")
-        self.timeout_s = float(timeout_s)
-        self.connect_timeout_s = float(connect_timeout_s)
-        self.headers = dict(headers or {})
+        self.timeout_s = check_seconds("timeout_s", timeout_s)
+        self.connect_timeout_s = check_seconds("connect_timeout_s", connect_timeout_s)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"retries must be an integer, 0 or more; got {retries!r}")
+        if retry_backoff_s != 0:
+            check_seconds("retry_backoff_s", retry_backoff_s)
+        self.headers = check_headers(headers)
         self.retry = RetryPolicy(retries, retry_backoff_s)
         self.tls = tls
         self._facts: dict[tuple[str, str], ModelFacts] = {}
@@ -82,6 +99,10 @@ class ClientBase:
             from packager.client.grpcwire import GrpcCodec
 
             self._codec = GrpcCodec()
+
+    def _timeout(self, timeout_s: float | None) -> float:
+        """A call's ``timeout_s``: the client's when None (or 0), else checked."""
+        return self.timeout_s if not timeout_s else check_seconds("timeout_s", timeout_s)
 
     @property
     def url(self) -> str:

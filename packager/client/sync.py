@@ -29,6 +29,7 @@ from packager.client.core import (
     split_batches,
 )
 from packager.client.genwire import Chunk
+from packager.client.guard import check_seconds, guard_public
 from packager.client.transport import GrpcTransport, HttpTransport
 from packager.errors import ClientError, ModelNotFound, ModelNotReady, ServerUnavailable
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["Client"]
 
 
+@guard_public
 class Client(ClientBase):
     """A numpy-native Triton client over HTTP (default) or gRPC.
 
@@ -95,7 +97,7 @@ class Client(ClientBase):
         self._transport.close()
 
     def _send(self, call: Any, timeout_s: float | None = None, headers: Any = None) -> Any:
-        return self._transport.send(call, timeout_s or self.timeout_s, headers)
+        return self._transport.send(call, self._timeout(timeout_s), headers)
 
     # -- health and repository ---------------------------------------------------------------
 
@@ -124,7 +126,8 @@ class Client(ClientBase):
         interval_s: float = 0.1,
     ) -> None:
         """Poll until the server (or ``model``) is ready; raise a ClientError saying why not."""
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + check_seconds("timeout_s", timeout_s)
+        interval_s = check_seconds("interval_s", interval_s)
         while True:
             if self.is_ready(model, version=version):
                 return
@@ -211,7 +214,7 @@ class Client(ClientBase):
         seq = SequenceFlags.of(sequence_id, sequence_start, sequence_end)
         call = self._infer_call(facts, inputs, outputs, request_id, priority, parameters, seq)
         try:
-            return self._transport.send(call, timeout_s or self.timeout_s, headers)
+            return self._transport.send(call, self._timeout(timeout_s), headers)
         except (ModelNotReady, ModelNotFound):
             self.clear_cache(model)  # it may come back with another config
             raise
@@ -276,7 +279,7 @@ class Client(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"generate {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
                 prompt, sampling, stream=False, include_prompt=include_prompt
@@ -305,7 +308,7 @@ class Client(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
             path = genwire.generate_path(model, v, stream=True)
@@ -336,7 +339,7 @@ class Client(ClientBase):
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
-        timeout = timeout_s or self.timeout_s
+        timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
                 prompt, sampling, stream=True, include_prompt=False, details=True,

@@ -197,15 +197,20 @@ class HttpTransport:
             head = render_head(
                 call.method, self._base + call.path, self._host, body_length(call.body), extra
             )
+            deadline = time.monotonic() + timeout_s  # retries included: one bound per call
             attempt = 0
             while True:
                 try:
-                    status, resp_headers, body = self._exchange(head, call.body, timeout_s)
+                    left = timeout_s if attempt == 0 else _left(deadline)  # no setsockopt
+                    status, resp_headers, body = self._exchange(head, call.body, left)
                     break
                 except RETRYABLE:
+                    pause = self._retry.delay(attempt)
                     if attempt >= self._retry.retries or self._closed:
                         raise
-                    time.sleep(self._retry.delay(attempt))
+                    if time.monotonic() + pause >= deadline:
+                        raise
+                    time.sleep(pause)
                     attempt += 1
             return call.parse(status, resp_headers, body)
 
@@ -307,15 +312,20 @@ class GrpcTransport:
         metadata = self._metadata + _metadata(headers) if headers else self._metadata
         rpc = getattr(self._stub, call.rpc)
         with translating(call.what, self.url):
+            deadline = time.monotonic() + timeout_s  # retries included: one bound per call
             attempt = 0
             while True:
                 try:
-                    response = rpc(call.request, timeout=timeout_s, metadata=metadata or None)
+                    left = _left(deadline)
+                    response = rpc(call.request, timeout=left, metadata=metadata or None)
                     break
                 except Exception as exc:
                     if not self._retryable(exc) or attempt >= self._retry.retries:
                         raise
-                    time.sleep(self._retry.delay(attempt))
+                    pause = self._retry.delay(attempt)
+                    if time.monotonic() + pause >= deadline:
+                        raise
+                    time.sleep(pause)
                     attempt += 1
             return call.parse(response)
 
@@ -328,6 +338,14 @@ class GrpcTransport:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _left(deadline: float) -> float:
+    """Seconds until ``deadline``; TimeoutError (-> InferenceTimeout) once it has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
 
 
 def _metadata(headers: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:

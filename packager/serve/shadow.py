@@ -224,7 +224,9 @@ def _complete_from_onnx(config: Any, path: Path) -> bool:
 
 
 def _is_version_dir(path: Path) -> bool:
-    return path.is_dir() and path.name.isdigit()
+    from packager.repository import triton_version
+
+    return path.is_dir() and triton_version(path.name) is not None
 
 
 def _to_python_backend(config: Any, artifact: str) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 
 from packager.errors import SourceError
 from packager.sources import LoadedModel, SourceOptions, register
+from packager.sources.progress import slow_step
 
 TASKS = ("feature-extraction", "sequence-classification")  # exported by this source
 GENERATION_TASK = "text-generation"  # a causal LM served by packager.generate (Optimum's name)
@@ -172,23 +173,24 @@ def hf_module(info: FolderInfo) -> Any:
     from packager.sources import hf_modules
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
-    import transformers
+    with slow_step(f"loading the Hugging Face model in {info.folder.name} (transformers)"):
+        import transformers
 
-    transformers.utils.logging.disable_progress_bar()  # build prints its own progress
-    transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # build prints its own progress
+        transformers.utils.logging.set_verbosity_error()
 
-    auto = (
-        transformers.AutoModelForSequenceClassification
-        if info.task == "sequence-classification"
-        else transformers.AutoModel
-    )
-    try:
-        model = auto.from_pretrained(str(info.folder), local_files_only=True)
-    except Exception as exc:  # transformers raises many kinds for unreadable folders
-        raise SourceError(
-            f"transformers cannot build the model in {info.folder}: {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
-        ) from exc
+        auto = (
+            transformers.AutoModelForSequenceClassification
+            if info.task == "sequence-classification"
+            else transformers.AutoModel
+        )
+        try:
+            model = auto.from_pretrained(str(info.folder), local_files_only=True)
+        except Exception as exc:  # transformers raises many kinds for unreadable folders
+            raise SourceError(
+                f"transformers cannot build the model in {info.folder}: {type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+            ) from exc
     model.eval()
     wrapped: torch.nn.Module
     if info.task == "sequence-classification":

@@ -162,6 +162,9 @@ def test_bench_ctrl_c_keeps_the_finished_levels(served: tuple[Any, Path], tmp_pa
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        # A test run in the background inherits an ignored SIGINT, and Python then installs no
+        # Ctrl-C handler: give the child the default disposition, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stderr is not None

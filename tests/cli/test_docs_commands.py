@@ -8,7 +8,9 @@ that cannot run here is marked on the line before its fence::
 
     <!-- docs-test: skip needs a GPU host -->
 
-and is reported as skipped with that reason (``pytest -rs`` lists them).
+and is reported as skipped with that reason (``pytest -rs`` lists them). Every
+``triton-packager`` line of any fenced block (synopses too) is also checked for options that do
+not exist under that name (renamed or removed ones).
 """
 
 from __future__ import annotations
@@ -124,3 +126,53 @@ def test_block_runs_as_written(block: Block, workspace: Path) -> None:
         f"{block.id} failed as written (exit {result.returncode}):\n{block.text}\n"
         f"--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
     )
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(where, command line) for every ``triton-packager ...`` line in any fenced block of the
+    docs, tagged or not (synopses included), continuation lines joined."""
+    out = []
+    for path in DOCS:
+        rel = str(path.relative_to(ROOT))
+        fenced, pending, start = False, "", 0
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.startswith("```"):
+                fenced, pending = not fenced, ""
+                continue
+            if not fenced:
+                continue
+            text = line.split(" #", 1)[0].strip() if not pending else line.strip()
+            if pending:
+                pending += " " + text.split(" #", 1)[0]
+            elif re.match(r"^(\$ )?triton-packager [a-z]", text):
+                pending, start = text.removeprefix("$ "), n
+            if pending and not pending.endswith("\\"):
+                out.append((f"{rel}:{start}", pending))
+                pending = ""
+            elif pending:
+                pending = pending[:-1].rstrip()
+    return out
+
+
+def test_every_documented_option_exists_under_its_name() -> None:
+    # Untagged synopses are not run, but a renamed or removed option in them still misleads.
+    import click
+
+    from packager.cli import main
+
+    ctx = click.Context(main)
+    problems = []
+    for where, line in command_lines():
+        words = line.split()
+        command = main.get_command(ctx, words[1])
+        if command is None:
+            problems.append(f"{where}: no command {words[1]!r}")
+            continue
+        visible = {o for p in command.params if not getattr(p, "hidden", False)
+                   for o in (*p.opts, *p.secondary_opts)}  # fmt: skip
+        visible.add("--help")
+        for word in words[2:]:
+            for token in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", word):
+                if token not in visible:
+                    problems.append(f"{where}: triton-packager {words[1]} has no {token}")
+    assert not problems, "\n".join(problems)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import SourceError
+from packager.sources.progress import slow_step
 
 # module.path:attr or module.path:Outer.attr — what `python -c "from m import a"` could name.
 REFERENCE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -56,7 +57,7 @@ def import_reference(ref: str) -> Any:
             f"{ref!r} is not a model reference of the form module.path:factory_or_class"
         )
     module_name, _, attr_path = ref.partition(":")
-    with _cwd_on_path():
+    with _cwd_on_path(), slow_step(f"importing {module_name} (and torch)"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -125,11 +126,13 @@ def read_state_dict(path: Path | str) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         try:
-            return dict(load_file(str(p), device="cpu"))
+            with slow_step(f"reading the weights in {p.name}"):
+                return dict(load_file(str(p), device="cpu"))
         except (SafetensorError, OSError, ValueError) as exc:
             raise SourceError(f"{p} is not a readable safetensors file: {exc}") from exc
     try:
-        data = torch.load(str(p), map_location="cpu", weights_only=True)
+        with slow_step(f"reading the weights in {p.name}"):
+            data = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
         text = str(exc)
         if "Weights only load failed" in text or "Unsupported global" in text:

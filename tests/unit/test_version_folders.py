@@ -1,0 +1,28 @@
+"""Version folders follow Triton's rule (std::stoll after its leading-zero and warmup checks):
+non-ASCII digits are not versions, and names Triton reads as a version are reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from packager.repository import triton_version, versions
+
+
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [
+        ("1", 1), ("12", 12), ("0", 0), ("01", None), ("00", None), ("²", None), ("٣", None),
+        ("3abc", 3), ("+4", 4), ("-2", -2), (" 7", 7), ("abc", None), ("", None),
+        ("warmup", None), ("initial_state", None), (str(2**63), None), (str(2**63 - 1), 2**63 - 1),
+    ],
+)  # fmt: skip
+def test_triton_version_follows_stoll(name: str, version: int | None) -> None:
+    assert triton_version(name) == version
+
+
+def test_versions_lists_exact_names_only(tmp_path: Path) -> None:
+    for name in ("1", "3", "²", "٣", "3abc", "01", "0", "warmup"):
+        (tmp_path / name).mkdir()
+    assert versions(tmp_path) == [1, 3]

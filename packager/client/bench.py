@@ -3,7 +3,9 @@
 Closed loop: ``concurrency`` threads share one :class:`~packager.client.Client` and send the
 same request back to back. Requests that finish during the warm-up are discarded; the
 measurement window has a fixed length and counts the requests that *finish* inside it
-(as perf_analyzer does), so throughput is completions / window length.
+(as perf_analyzer does), so throughput is completions / window length. A window in which no
+request finished (a model slower than the window, a loaded machine) stays open until the first
+one does: ``window_s`` is then longer than ``duration_s``, and no level reports no figures.
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ class LoadResult:
     """One measurement window at one concurrency level."""
 
     concurrency: int
-    duration_s: float
+    duration_s: float  # the window asked for
     requests: int  # successful requests that finished inside the window
     errors: int  # failed requests that finished inside the window
     batch_size: int
-    throughput: float  # inferences (samples) per second = requests * batch_size / duration_s
+    throughput: float  # inferences (samples) per second = requests * batch_size / window_s
     requests_per_s: float
     p50_ms: float
     p90_ms: float
@@ -57,6 +59,8 @@ class LoadResult:
     max_ms: float
     first_error: str = ""
     sent: tuple[str, ...] = ()  # what each request carried: "name DTYPE [shape]"
+    # The window measured: duration_s, or until the first completion when none came within it.
+    window_s: float = 0.0
 
     @property
     def count(self) -> int:
@@ -235,6 +239,20 @@ def _measure(
     first_error: list[str] = []
     done = [0] * concurrency
     stop = threading.Event()  # set on Ctrl-C: workers finish their request and return
+    window = {"end": end, "counted": 0}  # end moves to the first completion if none came by end
+    lock = threading.Lock()
+
+    def inside(t1: float) -> bool:
+        """Whether a request finishing at ``t1`` counts (and counts it)."""
+        if t1 < begin:
+            return False
+        with lock:
+            if t1 >= window["end"]:
+                if window["counted"]:
+                    return False
+                window["end"] = t1  # nothing finished in time: the window closes with this one
+            window["counted"] += 1
+            return True
 
     def worker(i: int) -> None:
         lat = latencies[i]
@@ -242,7 +260,7 @@ def _measure(
         clock = time.perf_counter
         while True:
             t0 = clock()
-            if t0 >= end or stop.is_set():
+            if stop.is_set() or (t0 >= end and window["counted"]):
                 return
             try:
                 infer(model, inputs, version=version)
@@ -253,7 +271,7 @@ def _measure(
                     first_error.append(f"{type(exc).__name__}: {exc}")
             t1 = clock()
             done[i] += 1
-            if begin <= t1 < end:
+            if inside(t1):
                 if ok:
                     lat.append(t1 - t0)
                 else:
@@ -263,17 +281,27 @@ def _measure(
         threading.Thread(target=worker, args=(i,), name=f"load-{i}", daemon=True)
         for i in range(concurrency)
     ]
+    reached = {"warmup": warmup_s <= 0}  # phases drawn at least once
+
+    def draw(now: float) -> None:
+        if progress is None:
+            return
+        if now < begin:
+            reached["warmup"] = True
+            progress("warmup", now - start, warmup_s, sum(done))
+            return
+        if not reached["warmup"]:  # a loaded machine woke this thread only after the warm-up
+            reached["warmup"] = True
+            progress("warmup", warmup_s, warmup_s, sum(done))
+        reached["measure"] = True
+        progress("measure", min(now, end) - begin, duration_s, sum(done))
+
     for t in threads:
         t.start()
     try:
         for t in threads:
             while t.is_alive():
-                now = time.perf_counter()
-                if progress is not None:
-                    if now < begin:
-                        progress("warmup", now - start, warmup_s, sum(done))
-                    else:
-                        progress("measure", min(now, end) - begin, duration_s, sum(done))
+                draw(time.perf_counter())
                 t.join(timeout=0.1)  # wakes every 0.1 s to draw progress
     except BaseException:  # Ctrl-C: the unfinished level is dropped, its workers stopped
         stop.set()
@@ -281,8 +309,12 @@ def _measure(
             t.join(timeout=5)
         raise
     if progress is not None:
+        if not reached.get("measure"):  # every phase is drawn, however late this thread woke
+            draw(end)
         progress("done", duration_s, duration_s, sum(done))
-    return summarize(latencies, errors, concurrency, duration_s, batch, first_error)
+    window_s = max(window["end"], end) - begin
+    result = summarize(latencies, errors, concurrency, window_s, batch, first_error)
+    return replace(result, duration_s=duration_s, window_s=window_s)
 
 
 def summarize(
@@ -293,7 +325,8 @@ def summarize(
     batch: int,
     first_error: list[str],
 ) -> LoadResult:
-    """Percentiles (ms) and rates from per-worker latency lists (seconds)."""
+    """Percentiles (ms) and rates from per-worker latency lists (seconds) measured over a
+    window of ``duration_s``."""
     lat = np.fromiter((x for per in latencies for x in per), dtype=np.float64)
     n = int(lat.size)
     if n:
@@ -316,6 +349,7 @@ def summarize(
         mean_ms=mean,
         max_ms=top,
         first_error=first_error[0] if first_error else "",
+        window_s=duration_s,
     )
 
 

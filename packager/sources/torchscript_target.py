@@ -4,8 +4,9 @@ The container's PyTorch backend links libtorch 2.5 (NVIDIA's 24.10 build); no CP
 be installed here, so the embedded server runs the environment's torch instead. What can be
 checked without it:
 
-- the archive's ``version`` record: ``torch.jit.save`` writes the highest operator version the
-  code needs (operator upgraders bump it); libtorch 2.5 reads versions up to 10;
+- the archive's version record (``.data/version``; ``version`` below 6): ``torch.jit.save``
+  writes the highest operator version the code needs (operator upgraders bump it); libtorch 2.5
+  reads versions up to 10;
 - custom operators (``torch.ops.<namespace>.<op>`` outside PyTorch's own namespaces): the
   container loads no custom-op library for them.
 
@@ -40,6 +41,18 @@ UNCHECKED = (
 )
 
 
+def version_record(names: list[str]) -> str | None:
+    """The member holding the archive's version, read as libtorch reads it: every member sits
+    under one root folder (named after the file torch.jit.save wrote); ``<root>/.data/version``
+    if present (written for versions >= 6, e.g. any module using gelu: version 10), else
+    ``<root>/version`` (older versions)."""
+    if not names or "/" not in names[0]:
+        return None
+    root = names[0].split("/", 1)[0]
+    present = set(names)
+    return next((r for r in (f"{root}/.data/version", f"{root}/version") if r in present), None)
+
+
 def check(path: Path, label: str | None = None) -> TargetCheck:
     """Archive version and custom operators of the TorchScript file ``path``."""
     label = label or path.name
@@ -47,8 +60,8 @@ def check(path: Path, label: str | None = None) -> TargetCheck:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            records = [n for n in names if n.count("/") == 1 and n.endswith("/version")]
-            version = int(zf.read(records[0]).strip()) if records else None
+            record = version_record(names)
+            version = int(zf.read(record).strip()) if record else None
             ops = set()
             for n in names:
                 if "/code/" in n and n.endswith(".py"):

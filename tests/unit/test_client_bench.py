@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
 
-from packager.client.bench import summarize, synthetic_inputs
+from packager.client.bench import _measure, summarize, synthetic_inputs
 from packager.errors import InvalidInput
 from tests.unit.test_client_core import MLP, TEXT, TWO
 
@@ -43,3 +44,21 @@ def test_synthetic_inputs_follow_the_model() -> None:
     assert s.shape == (2, 1) and s.dtype == object
     with pytest.raises(InvalidInput, match="batch size must be 1 to 8"):
         synthetic_inputs(MLP, batch_size=9)
+
+
+class _SlowModel:
+    """A stand-in for a client whose model answers in 0.3 s: slower than the window asked."""
+
+    def infer(self, model: str, inputs: object, version: str = "") -> dict[str, object]:
+        time.sleep(0.3)
+        return {}
+
+
+def test_a_window_no_request_finished_in_stays_open_until_one_does() -> None:
+    phases: list[str] = []
+    r = _measure(_SlowModel(), "m", {}, "", concurrency=1, duration_s=0.05, warmup_s=0, batch=2,
+                 progress=lambda phase, *_: phases.append(phase))  # type: ignore[arg-type]  # fmt: skip
+    assert r.requests == 1 and r.errors == 0 and r.duration_s == 0.05
+    assert r.window_s >= 0.3 - 0.05  # the first request finished 0.3 s after the window opened
+    assert r.throughput == pytest.approx(2 / r.window_s) and r.p50_ms >= 300
+    assert "measure" in phases and phases[-1] == "done"

@@ -48,3 +48,42 @@ def test_a_custom_operator_is_named(tmp_path: Path) -> None:
 
     problems = torchscript_target.check(_save(UsesCustom(), tmp_path / "c.pt"), "model.pt").problems
     assert any("op tp_acme::twice is a custom operator" in p for p in problems), problems
+
+
+def _rewrite(src: Path, dst: Path, drop: str | None = None, version: int | None = None) -> Path:
+    """A copy of archive ``src`` without members ending in ``drop``, its version set to ``version``."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            if drop and item.filename.endswith(drop):
+                continue
+            data = zin.read(item)
+            if version is not None and item.filename.endswith("version"):
+                data = f"{version}\n".encode()
+            zout.writestr(item, data)
+    return dst
+
+
+def test_a_version_6_or_later_archive_is_read_from_its_data_folder(tmp_path: Path) -> None:
+    # gelu's upgrader makes torch.jit.save write version 10, as ``<root>/.data/version`` (not
+    # ``<root>/version``): every transformer with gelu (all-MiniLM-L6-v2) saves so.
+    traced = torch.jit.trace(torch.nn.GELU(), torch.zeros(2))
+    path = tmp_path / "all-MiniLM-L6-v2.model.pt"
+    torch.jit.save(traced, str(path))
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert any(n.endswith("/.data/version") for n in names)
+    assert not any(n.endswith("/version") and "/.data/" not in n for n in names)
+    assert torchscript_target.check(path).problems == []
+    newer = _rewrite(path, tmp_path / "newer.pt", version=TARGET.torchscript_max_file_version + 1)
+    problems = torchscript_target.check(newer, "model.pt").problems
+    assert len(problems) == 1 and "archive version 11" in problems[0], problems
+
+
+def test_an_archive_without_a_version_record_is_refused(tmp_path: Path) -> None:
+    for i, module in enumerate((torch.nn.Linear(3, 2), torch.nn.GELU())):
+        src = _save(module, tmp_path / f"m{i}.pt")
+        gone = _rewrite(src, tmp_path / f"gone{i}.pt", drop="version")
+        problems = torchscript_target.check(gone, "model.pt").problems
+        assert problems == [
+            "model.pt: the archive has no version record; save it with torch.jit.save"
+        ]

@@ -501,8 +501,8 @@ def _fix_specialised(job: _Job, specialised: Mapping[str, Mapping[int, int]]) ->
             job.fixed_axes.setdefault(name, {})[ax] = size
             job.why.setdefault(name, {})[ax] = (
                 f"fixed at {size}: torch.export specialised it (the model's code fixes this size, "
-                "e.g. an nn.LSTM unrolled over the time steps or a reshape to a constant); "
-                "--format torchscript may keep it dynamic"
+                "e.g. an int() of it, a reshape to a constant, or nn.LSTM, whose export steps "
+                "through each time step); --format torchscript may keep it dynamic"
             )
     _other_sizes(job)  # the verification cases, with those axes at the example's size
 

@@ -68,6 +68,23 @@ _WORKLOAD_OPTIONS = (
     click.option("--shm-size", default=None, help="Size of /dev/shm, e.g. 2g (default: derived)."),
     click.option("--cpu", default=None, help="CPU request, e.g. 4 (default: derived)."),
     click.option("--memory", default=None, help="Memory request, e.g. 16Gi (default: derived)."),
+    click.option(
+        "--openai-port",
+        type=int,
+        default=None,
+        help="Also run the OpenAI-compatible API as a sidecar on this port (in the Service); "
+        "needs --openai-image and --api-key-secret.",
+    ),
+    click.option(
+        "--openai-image",
+        default=None,
+        help="Image of the sidecar: built from `docker --openai-port`'s Dockerfile.openai, pushed.",
+    ),
+    click.option(
+        "--api-key-secret",
+        default=None,
+        help="Secret whose key api-key holds the sidecar's API key; never inlined.",
+    ),
 )
 
 
@@ -124,6 +141,13 @@ def _print_resources(
     help="Size of /dev/shm, e.g. 2g. Default: 1g or more with Python-backend models, else 256m.",
 )
 @click.option("--image", default=rel.NGC_IMAGE, show_default=True, help="Base image.")
+@click.option(
+    "--openai-port",
+    type=int,
+    default=None,
+    help="Also run the OpenAI-compatible API on this port: Dockerfile.openai and an `openai` "
+    "compose service (needs $TRITON_PACKAGER_API_KEY when compose starts).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that triton-packager did not write.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def docker(
@@ -133,6 +157,7 @@ def docker(
     pip: tuple[str, ...],
     shm_size: str | None,
     image: str,
+    openai_port: int | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -143,7 +168,14 @@ def docker(
     from packager.deploy.docker import write_docker
 
     assets = write_docker(
-        repository, output, gpus=gpus, pip=pip, shm_size=shm_size, image=image, force=force
+        repository,
+        output,
+        gpus=gpus,
+        pip=pip,
+        shm_size=shm_size,
+        image=image,
+        openai_port=openai_port,
+        force=force,
     )
     paths = [str(output / name) for name in sorted(assets.files)]
     if as_json:

@@ -23,6 +23,7 @@ import jinja2
 from packager import releases as rel
 from packager import render
 from packager.deploy import footprint
+from packager.deploy import openai_sidecar as oai
 from packager.errors import PackagerError
 from packager.generate import vllm
 from packager.repository import server_flags
@@ -195,15 +196,19 @@ def render_docker(
     pip: Sequence[str] = (),
     shm_size: str | None = None,
     image: str = rel.NGC_IMAGE,
+    openai_port: int | None = None,
 ) -> DockerAssets:
     """Dockerfile + compose.yaml for ``repo``, as they would be written to ``output_dir``.
 
+    ``openai_port``: also Dockerfile.openai and an ``openai`` compose service on that port.
     Reads the repository (configs and file sizes) but writes nothing.
     """
     repo = Path(repo)
     out = Path(output_dir)
     gpu = gpus if isinstance(gpus, Gpus) else Gpus.parse(gpus)
     check_image(image)
+    if openai_port is not None:
+        oai.check_port(openai_port)
     image = vllm.deploy_image(repo, image)  # vLLM models need NVIDIA's vLLM image
     vllm.check_gpus(repo, gpu.count, "--gpus")
     vllm.check_model_paths(repo, CONTAINER_REPOSITORY, f"docker (-v ...:{CONTAINER_REPOSITORY})")
@@ -226,6 +231,8 @@ def render_docker(
         regen += ["--shm-size", shm]
     if image != rel.NGC_IMAGE:
         regen += ["--image", image]
+    if openai_port is not None:
+        regen += ["--openai-port", str(openai_port)]
     python_models = [m.name for m in models if m.python]
     context = {
         "marker": MARKER,
@@ -248,11 +255,19 @@ def render_docker(
         "ulimits": ULIMITS,
         "gpu_all": gpu.all,
         "gpu_ids": [str(i) for i in gpu.ids],
+        "openai": _openai_context(openai_port, tag),
     }
     files = {
         DOCKERFILE: render_template(DOCKERFILE + ".j2", **context),
         COMPOSE: render_template(COMPOSE + ".j2", **context),
     }
+    notes: tuple[str, ...] = ()
+    if openai_port is not None:
+        files[oai.DOCKERFILE] = oai.dockerfile(MARKER, shlex.join(regen), openai_port)
+        notes = (
+            f"the OpenAI service ({oai.DOCKERFILE}) needs {oai.KEY_ENV} set when compose "
+            f"starts; its image installs {oai.requirement()} (see the file for another source)",
+        )
     run = ["docker", "run", "--rm"]
     if gpu.docker_arg():
         run += ["--gpus", str(gpu.docker_arg())]
@@ -272,12 +287,27 @@ def render_docker(
         run_command=tuple(run),
         compose_command=("docker", "compose", "-f", str(out / COMPOSE), "up", "--build", "-d"),
         notes=image_notes(image)
+        + notes
         + tuple(
             f"--pip {p} is not pinned with ==: a later build may install another version"
             for p in pip
             if "==" not in p
         ),
     )
+
+
+def _openai_context(port: int | None, triton_tag: str) -> dict[str, object] | None:
+    if port is None:
+        return None
+    return {
+        "port": port,
+        "image": f"{triton_tag.rpartition(':')[0]}-openai:{oai.requirement().partition('==')[2]}",
+        "dockerfile": oai.DOCKERFILE,
+        "command": json.dumps(oai.command(port, "triton", CONTAINER_REPOSITORY)),
+        "health_test": json.dumps(["CMD", *oai.health_cmd(port)]),
+        # Compose refuses to start when the variable is unset: the key is never in the file.
+        "key_env": oai.KEY_ENV,
+    }
 
 
 def write_docker(

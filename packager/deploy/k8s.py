@@ -27,6 +27,7 @@ import yaml
 from packager import releases as rel
 from packager.deploy import footprint
 from packager.deploy import k8s_resources as res
+from packager.deploy import openai_sidecar as oai
 from packager.deploy.docker import (
     MARKER,
     check_cluster_image,
@@ -75,6 +76,9 @@ class K8sOptions:
     shm_size: str | None = None
     cpu: str | None = None  # overrides the derived CPU request
     memory: str | None = None  # overrides the derived memory request
+    openai_port: int | None = None  # the OpenAI-compatible API as a sidecar on this port
+    openai_image: str | None = None  # the image built from docker's Dockerfile.openai
+    api_key_secret: str | None = None  # Secret whose key "api-key" the sidecar accepts
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,8 @@ def plan_for(repo: Path | str, options: K8sOptions, *, image_option: str = "--im
     if problems:
         raise PackagerError("; ".join(problems))
     check_image(o.image)
+    if o.openai_image:
+        check_image(o.openai_image)
     image = vllm.deploy_image(repo, o.image)  # vLLM models need NVIDIA's vLLM image
     vllm.check_gpus(repo, o.gpus_per_replica, "--gpus-per-replica")
     if o.kserve:
@@ -168,6 +174,9 @@ def plan_for(repo: Path | str, options: K8sOptions, *, image_option: str = "--im
         startup_failures=30 + 6 * math.ceil(total_gib),
         server_args=tuple(server_flags(repo)),
         notes=image_notes,
+        openai=(o.openai_port, o.openai_image or "", o.api_key_secret or "")
+        if o.openai_port
+        else None,
     )
 
 
@@ -249,6 +258,34 @@ def _option_problems(o: K8sOptions, uri: StorageUri) -> list[str]:
         problems.append(f"--cpu {o.cpu!r} is not a CPU quantity like 4, 2.5 or 500m")
     if o.memory is not None and not _MEMORY.match(o.memory):
         problems.append(f"--memory {o.memory!r} is not a memory quantity like 16Gi or 512Mi")
+    return problems + _openai_problems(o)
+
+
+def _openai_problems(o: K8sOptions) -> list[str]:
+    if o.openai_port is None:
+        given = [f for f, v in (("--openai-image", o.openai_image), ("--api-key-secret",
+                 o.api_key_secret)) if v]  # fmt: skip
+        return [f"{', '.join(given)} need --openai-port"] if given else []
+    problems = []
+    try:
+        oai.check_port(o.openai_port)
+    except PackagerError as exc:
+        problems.append(str(exc))
+    if o.kserve:
+        problems.append("--openai-port runs a sidecar of a Deployment; with --kserve leave it out")
+    if not o.openai_image:
+        problems.append(
+            f"--openai-port needs --openai-image: the image built from `triton-packager docker "
+            f"--openai-port {o.openai_port}`'s {oai.DOCKERFILE}, pushed to your registry"
+        )
+    secret = o.api_key_secret
+    if not secret:
+        problems.append(
+            f"--openai-port needs --api-key-secret: a Secret with key {oai.SECRET_KEY!r} (the "
+            "service listens on the pod's address, so it refuses to start without a key)"
+        )
+    elif not (res.DNS_SUBDOMAIN.match(secret) and len(secret) <= 253):
+        problems.append(f"--api-key-secret {secret!r} is not a Secret name (lowercase DNS name)")
     return problems
 
 
@@ -284,6 +321,9 @@ def _regenerate(repo_rel: str, o: K8sOptions) -> str:
         ("--shm-size", o.shm_size),
         ("--cpu", o.cpu),
         ("--memory", o.memory),
+        ("--openai-port", o.openai_port),
+        ("--openai-image", o.openai_image),
+        ("--api-key-secret", o.api_key_secret),
     ]
     for flag, value in optional:
         if value is not None:

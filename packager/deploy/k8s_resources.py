@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager import releases as rel
+from packager.deploy import openai_sidecar
 from packager.deploy.docker import CONTAINER_REPOSITORY
 from packager.errors import PackagerError
 from packager.releases import TRITON_PORTS
@@ -122,6 +123,7 @@ class Plan:
     track: str | None = None  # stable | canary: one of two Deployments behind a mesh route
     server_args: tuple[str, ...] = ()  # what the models need: --cache-config, --rate-limit
     notes: tuple[str, ...] = ()  # what the user must check that the manifests cannot
+    openai: tuple[int, str, str] | None = None  # sidecar (port, image, API key Secret)
 
     @property
     def resource_name(self) -> str:
@@ -246,10 +248,20 @@ def deployment(plan: Plan) -> dict[str, Any]:
         "securityContext": _container_security(),
         "volumeMounts": mounts,
     }
+    containers = [container]
+    if plan.openai:
+        port, image, secret = plan.openai
+        # A PVC is mounted: the sidecar reads chat templates from it. Object storage is read by
+        # Triton alone: the sidecar then serves completions and embeddings, not chat.
+        local = MOUNT if plan.uri.scheme == "pvc" else None
+        sidecar = openai_sidecar.k8s_container(image, port, secret, local)
+        if local:
+            sidecar["volumeMounts"] = [dict(m) for m in mounts if m["name"] == "model-repository"]
+        containers.append(sidecar)
     pod: dict[str, Any] = {
         "securityContext": _pod_security(),
         "terminationGracePeriodSeconds": 45,  # > --exit-timeout-secs: in-flight requests finish
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
     }
     if _gpu_tolerations(plan):
@@ -281,6 +293,11 @@ def service(plan: Plan) -> dict[str, Any]:
         if key == "grpc":
             entry["appProtocol"] = "kubernetes.io/h2c"  # lets meshes/gateways balance per request
         ports.append(entry)
+    if plan.openai:
+        port = plan.openai[0]
+        # appProtocol: meshes (Istio) treat the port as HTTP, so routes and mTLS apply to it.
+        entry = {"name": "openai", "port": port, "targetPort": "openai", "protocol": "TCP"}
+        ports.append({**entry, "appProtocol": "http"})
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -40,7 +40,10 @@ MESHES = ("istio", "linkerd", "gateway")
 SERVICE, VIRTUAL_SERVICE = "service.yaml", "virtualservice.yaml"
 DESTINATION_RULE, PEER_AUTHENTICATION = "destinationrule.yaml", "peerauthentication.yaml"
 HTTP_ROUTE, GRPC_ROUTE = "httproute.yaml", "grpcroute.yaml"
-ROUTE_FILES = (VIRTUAL_SERVICE, DESTINATION_RULE, PEER_AUTHENTICATION, HTTP_ROUTE, GRPC_ROUTE)
+OPENAI_ROUTE = "httproute-openai.yaml"  # with --openai-port
+ROUTE_FILES = (
+    VIRTUAL_SERVICE, DESTINATION_RULE, PEER_AUTHENTICATION, HTTP_ROUTE, GRPC_ROUTE, OPENAI_ROUTE,
+)  # fmt: skip
 TRACK_FILES = tuple(f"{kind}-{t}.yaml" for kind in ("deployment", "hpa", "service") for t in TRACKS)
 ALL_FILES = (SERVICE, *TRACK_FILES, *ROUTE_FILES)
 # HTTP/2 and gRPC metadata keys are lowercase tokens (RFC 9113 8.2, the gRPC wire spec).
@@ -131,6 +134,8 @@ def render_mesh(
     else:
         docs[HTTP_ROUTE] = mres.http_route(stable, traffic)
         docs[GRPC_ROUTE] = mres.grpc_route(stable, traffic)
+        if stable.openai:
+            docs[OPENAI_ROUTE] = mres.openai_route(stable, traffic)
 
     inconsistent = check_set(docs.values())
     if inconsistent:  # a bug here, not the user's input: say what, so it can be reported
@@ -305,6 +310,9 @@ def _regenerate(repo_rel: str, output_dir: Path | str, o: MeshOptions) -> str:
         ("--shm-size", k.shm_size),
         ("--cpu", k.cpu),
         ("--memory", k.memory),
+        ("--openai-port", k.openai_port),
+        ("--openai-image", k.openai_image),
+        ("--api-key-secret", k.api_key_secret),
     ]
     for flag, value in optional:
         if value is not None:

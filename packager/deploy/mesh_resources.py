@@ -54,8 +54,7 @@ def virtual_service(plan: Plan, traffic: Traffic) -> dict[str, Any]:
         return {"host": host, "subset": track, "port": {"number": port}}
 
     http: list[dict[str, Any]] = []
-    for key in ROUTED:
-        port = TRITON_PORTS[key]
+    for key, port in routed_ports(plan).items():
         if traffic.header:
             name, value = traffic.header
             http.append(
@@ -85,6 +84,14 @@ def virtual_service(plan: Plan, traffic: Traffic) -> dict[str, Any]:
         "metadata": plan.metadata(),
         "spec": {"hosts": [host], "http": http},
     }
+
+
+def routed_ports(plan: Plan) -> dict[str, int]:
+    """The ports a route carries: Triton's HTTP and gRPC, and the OpenAI sidecar's if any."""
+    ports = {key: TRITON_PORTS[key] for key in ROUTED}
+    if plan.openai:
+        ports["openai"] = plan.openai[0]
+    return ports
 
 
 def destination_rule(plan: Plan) -> dict[str, Any]:
@@ -127,8 +134,13 @@ def grpc_route(plan: Plan, traffic: Traffic) -> dict[str, Any]:
     return _route(plan, traffic, "GRPCRoute", "grpc")
 
 
+def openai_route(plan: Plan, traffic: Traffic) -> dict[str, Any]:
+    """The OpenAI sidecar's port, split like Triton's (:func:`routed_ports`)."""
+    return _route(plan, traffic, "HTTPRoute", "openai")
+
+
 def _route(plan: Plan, traffic: Traffic, kind: str, key: str) -> dict[str, Any]:
-    port = TRITON_PORTS[key]
+    port = routed_ports(plan)[key]
 
     def backend(track: str) -> dict[str, Any]:
         return {"group": "", "kind": "Service", "name": f"{plan.name}-{track}", "port": port}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -57,6 +58,31 @@ CONTROL_MODES: tuple[str, ...] = ("none", "explicit", "poll")
 # Strong references: a running server forgotten by its owner is still stopped at exit.
 _LIVE: set[LocalServer] = set()
 _STARTED_PIDS: list[int] = []  # every tritonserver pid this process started (tests check them)
+
+
+# Shared-memory regions of the Python backend's stubs are named after a prefix per start
+# (``tp_shm_<our pid>_<start>_``): a server killed before its own cleanup leaves them in
+# /dev/shm (1 MiB or more each); stop() and the next start remove exactly these.
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "tp_shm_"
+_STARTS = itertools.count()
+
+
+def shm_regions(prefix: str) -> list[Path]:
+    """This prefix's regions in /dev/shm (none where there is no /dev/shm)."""
+    try:
+        return sorted(p for p in SHM_DIR.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return []
+
+
+def _remove_orphan_regions() -> None:
+    """Regions of servers whose owning Python process is gone (killed before it cleaned up)."""
+    for path in shm_regions(SHM_PREFIX):
+        owner = path.name[len(SHM_PREFIX) :].split("_", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def started_pids() -> list[int]:
@@ -143,6 +169,7 @@ class LocalServer:
         self.native_unavailable: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
+        self.shm_prefix = ""  # this start's shared-memory prefix (see SHM_PREFIX)
         self._log_path: Path | None = None
         self._final_log = ""
         self._lock = threading.Lock()
@@ -198,6 +225,10 @@ class LocalServer:
         with self._lock:
             if self.is_running:
                 return self
+            if self._proc is not None:  # a server that died: its stubs and regions go now
+                self._terminate(grace_s=0.0)
+                self._cleanup()
+            _remove_orphan_regions()
             if not self.repository.is_dir():
                 raise ServerError(
                     f"model repository {str(self.repository)!r} is not a directory; "
@@ -205,6 +236,8 @@ class LocalServer:
                 )
             self._check_ports_free()
             self._workdir = Path(tempfile.mkdtemp(prefix="triton-packager-server-"))
+            own = not any("shm-region-prefix-name" in a for a in self.extra_args)
+            self.shm_prefix = f"{SHM_PREFIX}{os.getpid()}_{next(_STARTS)}_" if own else ""
             try:
                 native = self._native_backends()
                 served = self._served_repository(native)
@@ -315,6 +348,8 @@ class LocalServer:
             f"--model-control-mode={self.model_control_mode}",
             f"--log-verbose={self.log_verbose}",
         ]
+        if self.shm_prefix:
+            args.append(f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}")
         if not any(a.startswith("--exit-timeout-secs") for a in self.extra_args):
             # Triton waits up to this long for clients to close keep-alive connections on
             # SIGTERM (default 30 s); in-flight inferences still get this long to finish.
@@ -432,6 +467,10 @@ class LocalServer:
         proc.wait()
 
     def _cleanup(self) -> None:
+        if self.shm_prefix:  # after _terminate: nothing of this start uses them any more
+            for path in shm_regions(self.shm_prefix):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         if self._log_path is not None and self._log_path.exists():
             self._final_log = self._log_path.read_text(encoding="utf-8", errors="replace")
         self._log_path = None

@@ -26,6 +26,7 @@ from packager.manifest.builder import build_manifest
 from packager.serve.server import LocalServer
 from packager.spec import QueuePolicy
 from tests.conftest import StartServer
+from tests.support.polling import settled
 
 torch = pytest.importorskip("torch")
 
@@ -91,13 +92,27 @@ def test_repeated_requests_are_answered_from_the_cache_byte_identical(server: Lo
         before = client.statistics("cached").model_stats[0].inference_stats
         first = client.infer("cached", {"x": x})["y"]
         again = [client.infer("cached", {"x": x})["y"] for _ in range(3)]
-        after = client.statistics("cached").model_stats[0].inference_stats
+        after = settled(
+            lambda: client.statistics("cached").model_stats[0].inference_stats,
+            lambda s: (
+                s.cache_hit.count - before.cache_hit.count >= 3
+                and s.cache_miss.count - before.cache_miss.count >= 1
+            ),
+        )
     assert all(a.tobytes() == first.tobytes() for a in again)
     assert after.cache_hit.count - before.cache_hit.count == 3
     assert after.cache_miss.count - before.cache_miss.count == 1
-    metrics = urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=10).read()
-    hits = re.search(rb'nv_cache_num_hits_per_model\{model="cached",version="1"\} (\d+)', metrics)
-    assert hits is not None and int(hits.group(1)) >= 3
+
+    def metric_hits() -> int | None:
+        url = f"http://{server.metrics_url}/metrics"
+        metrics = urllib.request.urlopen(url, timeout=10).read()
+        found = re.search(
+            rb'nv_cache_num_hits_per_model\{model="cached",version="1"\} (\d+)', metrics
+        )
+        return int(found.group(1)) if found else None
+
+    hits = settled(metric_hits, lambda n: n is not None and n >= 3)
+    assert hits is not None and hits >= 3
 
 
 def test_models_sharing_one_resource_unit_never_execute_at_once(

@@ -17,6 +17,7 @@ from packager.errors import InferenceTimeout, ServerUnavailable
 from packager.serve.embedded import free_port
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import write_repository
+from tests.support.polling import settled
 
 pytestmark = pytest.mark.integration
 
@@ -36,13 +37,11 @@ def test_errors_the_server_answers_with_are_not_retried(server: Any) -> None:
         before = client.statistics("echo").model_stats[0].inference_stats.queue.count
         with pytest.raises(Exception, match="asked to fail"):
             client.infer("echo", np.array([["fail"]], dtype=object))
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            seen = client.statistics("echo").model_stats[0].inference_stats.queue.count
-            if seen > before:
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
+        settled(
+            lambda: client.statistics("echo").model_stats[0].inference_stats.queue.count,
+            lambda seen: seen > before,
+        )
+        time.sleep(0.2)  # a retry, had there been one, would be counted by now
         after = client.statistics("echo").model_stats[0].inference_stats.queue.count
         assert after == before + 1
 

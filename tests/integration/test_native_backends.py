@@ -27,6 +27,7 @@ from packager.errors import ServerError
 from packager.repository import read_config
 from packager.serve import native
 from packager.serve.server import LocalServer
+from tests.support.polling import settled
 from tests.support.tree import snapshot
 
 pytestmark = pytest.mark.integration
@@ -146,7 +147,10 @@ def test_instance_groups_and_dynamic_batching(server: LocalServer) -> None:
                     lambda i: client.infer("batched", {"input": X[i % 5 : i % 5 + 1]}), range(8)
                 )
             )
-        after = client.statistics("batched").model_stats[0]
+        after = settled(
+            lambda: client.statistics("batched").model_stats[0],
+            lambda s: s.inference_count - before.inference_count >= 8,
+        )
     assert all(o["output"].shape == (1, 4) for o in outs)
     assert after.inference_count - before.inference_count == 8
     executions = after.execution_count - before.execution_count

@@ -20,6 +20,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from packager.builder import build
 from packager.serve.server import LocalServer
+from tests.support.polling import settled
 
 pytestmark = pytest.mark.integration
 
@@ -255,7 +256,10 @@ def test_dynamic_batch_runs_once_and_splits_back(
     for x, request in zip(xs, pending, strict=True):
         got = {"output": request.get_result().as_numpy("output")}
         assert_same(got, ort_run(runtime_repo["files"]["mlp"], {"input": x}))
-    after = _stats(http, "mlp")
+    after = settled(
+        lambda: _stats(http, "mlp"),
+        lambda s: s["inference_count"] - before["inference_count"] >= sum(sizes),
+    )
     requests = after["inference_count"] - before["inference_count"]
     runs = after["execution_count"] - before["execution_count"]
     assert requests == sum(sizes)

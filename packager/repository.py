@@ -379,6 +379,17 @@ def _stage_one(root: Path, stage: Path, w: ModelWrite, config: str, force: bool)
 def _check_model_files(staged: Path, w: ModelWrite) -> None:
     """Refuse compiled Python among the files to write or already in the model, and model-level
     files changed since their build that this write would otherwise checksum as if built."""
+    shadowing = sorted(
+        n
+        for n in w.model_files or {}
+        if n in (CONFIG, CHECKSUMS, RECORD) or triton_version(n) is not None or "/" in n
+    )
+    if shadowing:
+        raise RepositoryError(
+            f"{w.spec.name}: a model-level file (a label file) cannot be named "
+            f"{', '.join(repr(n) for n in shadowing)}: it would replace the model's own "
+            f"{CONFIG}, {CHECKSUMS}, {RECORD} or a version folder; rename the file"
+        )
     named = [*w.files, *(w.model_files or {})]
     bad = [n for n in named if "__pycache__" in n.split("/") or n.endswith(BYTECODE_SUFFIXES)]
     if bad:

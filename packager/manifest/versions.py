@@ -92,6 +92,11 @@ def served_versions(policy: VersionPolicy | None, available: Sequence[int]) -> l
 
 def _model_dir(repo: Path | str, name: str) -> Path:
     root = Path(repo)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise RepositoryError(
+            f"model {name!r} is not a model name (a folder directly inside {root}): names hold "
+            "no path separators and are not '.' or '..'"
+        )
     model_dir = root / name
     if not (model_dir / CONFIG).is_file():
         have = ", ".join(p.name for p in list_models(root)) or "none"

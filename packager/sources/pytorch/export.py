@@ -691,12 +691,16 @@ def _make_wrapper(job: _Job) -> Any:
     # A path that depends only on the source: TorchScript's debug records name the file, and
     # a fresh temporary folder per export would make two exports of one model differ.
     folder = Path(tempfile.gettempdir()) / "triton-packager-wrappers"
-    folder.mkdir(exist_ok=True)
     path = folder / f"{name}.py"
-    if not path.is_file() or path.read_text() != source:
-        part = path.with_name(f"{name}.{os.getpid()}.part")
-        part.write_text(source)
-        os.replace(part, path)  # atomic: a concurrent export reads a whole file
+    try:
+        folder.mkdir(exist_ok=True)
+        if not path.is_file() or path.read_text() != source:
+            part = path.with_name(f"{name}.{os.getpid()}.part")
+            part.write_text(source)
+            os.replace(part, path)  # atomic: a concurrent export reads a whole file
+    except OSError:  # another user's folder, a read-only /tmp: the export's own folder
+        path = job.workdir / f"{name}.py"
+        path.write_text(source)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - a file we just wrote
         raise ExportError(f"cannot load the generated wrapper {path}")

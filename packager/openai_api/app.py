@@ -55,13 +55,19 @@ def create_app(
 
         return endpoint
 
+    async def health(_request: Request) -> Response:
+        # No key: probes (docker HEALTHCHECK, Kubernetes readiness) call it unauthenticated.
+        # An async def: Starlette runs a plain function (a lambda) in a thread and would get a
+        # coroutine back instead of a response.
+        return await _health(catalog())
+
     routes = [
         Route("/v1/models", route(_models), methods=["GET"]),
         Route("/v1/models/{model:path}", route(_model), methods=["GET"]),
         Route("/v1/completions", route(_completions), methods=["POST"]),
         Route("/v1/chat/completions", route(_chat), methods=["POST"]),
         Route("/v1/embeddings", route(_embeddings), methods=["POST"]),
-        Route("/health", lambda r: _health(catalog()), methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -161,6 +161,16 @@ def test_models_list(client: openai.OpenAI) -> None:
     assert client.models.retrieve("llama").id == "llama"
 
 
+def test_health_answers_probes_without_a_key(served: tuple[LocalServer, OpenAIService]) -> None:
+    """What docker's HEALTHCHECK and the sidecar's readiness probe call (no Authorization)."""
+    import json
+    import urllib.request
+
+    health = served[1].url.removesuffix("/v1") + "/health"
+    with urllib.request.urlopen(health, timeout=30) as response:
+        assert response.status == 200 and json.load(response) == {"triton": "live"}
+
+
 def test_closing_a_stream_cancels_it_on_the_server(
     client: openai.OpenAI, served: tuple[LocalServer, OpenAIService]
 ) -> None:

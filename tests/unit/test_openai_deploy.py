@@ -155,3 +155,41 @@ def test_cli_docker_and_k8s_write_the_sidecar(tmp_path: Path) -> None:
     refused = runner.invoke(main, [*args[:-5], "-o", str(k8s_out), "--json"])  # no secret
     assert refused.exit_code != 0 and "--api-key-secret" in refused.output
     assert snapshot(k8s_out) == before
+
+
+def test_the_container_command_needs_a_key_and_answers_health(tmp_path: Path) -> None:
+    """The sidecar's command line, run for real (no Triton behind it): refused without a key on
+    0.0.0.0; with one, /health says 503 (Triton down), which keeps the pod unready."""
+    import os
+    import socket
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port, triton = s.getsockname()[1], s.getsockname()[1]
+    args = [sys.executable, "-m", "packager", *oai.command(port, "127.0.0.1", None)[1:]]
+    args = [a.replace(":8001", f":{triton}") for a in args]  # a closed port: Triton is down
+    env = {k: v for k, v in os.environ.items() if k != oai.KEY_ENV}
+    refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and oai.KEY_ENV in refused.stderr
+    proc = subprocess.Popen(args, env={**env, oai.KEY_ENV: "sk-test"}, stderr=subprocess.PIPE)
+    try:
+        status = None
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{oai.HEALTH_PATH}", timeout=5)
+                status = 200
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.1)
+                continue
+            break
+        assert status == 503
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)

@@ -13,6 +13,7 @@ from packager.client import AsyncClient
 from packager.client.core import ModelInfo
 from packager.openai_api import chat
 from packager.openai_api.errors import ApiError, bad, from_client
+from packager.repository import versions
 
 GENERATE, EMBED = "generate", "embed"
 
@@ -62,10 +63,10 @@ class Catalog:
     def _folder(self, name: str) -> Path | None:
         if self.repository is None or not (self.repository / name).is_dir():
             return None
-        versions = [p for p in (self.repository / name).iterdir() if p.name.isdigit()]
-        for version in sorted(versions, key=lambda p: int(p.name), reverse=True):
-            if (version / "hf").is_dir():
-                return version / "hf"
+        model_dir = self.repository / name
+        for version in reversed(versions(model_dir)):
+            if (model_dir / str(version) / "hf").is_dir():
+                return model_dir / str(version) / "hf"
         return None
 
     def template(self, model: Model) -> chat.ChatTemplate:

@@ -108,3 +108,16 @@ def test_serve_refuses_an_open_service_off_loopback_before_starting(
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 1
     assert "without an API key" in result.output and "starting tritonserver" not in result.output
+
+
+def test_catalog_reads_the_newest_version_folder_by_tritons_rule(tmp_path: Path) -> None:
+    """Only folders Triton reads as versions count: ``²`` and ``٣`` (``str.isdigit`` says yes)
+    and ``05`` are not versions, so their ``hf`` folder is never the model's."""
+    from packager.openai_api.catalog import Catalog
+
+    for name in ("1", "2", "²", "٣", "05", "3abc"):
+        (tmp_path / "lm" / name / "hf").mkdir(parents=True)
+    catalog = Catalog(client=None, repository=tmp_path)  # type: ignore[arg-type]
+    assert catalog._folder("lm") == tmp_path / "lm" / "2" / "hf"
+    (tmp_path / "lm" / "2" / "hf").rmdir()
+    assert catalog._folder("lm") == tmp_path / "lm" / "1" / "hf"

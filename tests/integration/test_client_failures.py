@@ -18,6 +18,7 @@ from packager.serve.embedded import free_port
 from tests.support.client_facade import MODES, client_for
 from tests.support.client_models import write_repository
 from tests.support.polling import settled
+from tests.support.timing import hung_after
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,8 @@ def test_stopped_server_gives_server_unavailable_within_the_timeout(server: Any)
             start = time.monotonic()
             with pytest.raises(ServerUnavailable, match=r"is tritonserver running|closed the"):
                 client.infer("spare", X)
-            assert time.monotonic() - start < 10, mode  # well inside timeout_s=20
+            # Refused, not timed out: it ends before its timeout_s=20 (however loaded the machine).
+            assert time.monotonic() - start < 20, mode
             assert not client.is_live() and not client.is_ready("spare")
             with pytest.raises(ServerUnavailable, match="did not become reachable within"):
                 client.wait_until_ready("spare", timeout_s=0.3)
@@ -76,8 +78,8 @@ def test_nothing_listening(mode: str) -> None:
         start = time.monotonic()
         with pytest.raises(ServerUnavailable) as info:
             client.metadata("m")
-        elapsed = time.monotonic() - start
-        assert elapsed < 5
+        # Refused after its 2 retries, not after its timeout_s=20.
+        assert time.monotonic() - start < 20
         assert str(port) in str(info.value) or "grpc" in mode
         assert info.value.__cause__ is not None
 
@@ -114,6 +116,6 @@ def test_silent_peer_times_out(mode: str, silent_peer: int) -> None:
         start = time.monotonic()
         with pytest.raises((InferenceTimeout, ServerUnavailable)) as info:
             client.metadata("m")
-        assert time.monotonic() - start < 3
+        assert time.monotonic() - start < hung_after(0.5)  # ended at its timeout, not hung
         if mode.startswith("http"):
             assert isinstance(info.value, InferenceTimeout)

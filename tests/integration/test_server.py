@@ -314,7 +314,7 @@ def test_serve_command_stops_cleanly(
             proc.kill()
     assert proc.returncode == 0, err
     assert "stopped" in err
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # a bound on hanging: stubs exit late on a busy machine
     while group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert group_members(pid) == []

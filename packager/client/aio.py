@@ -314,18 +314,7 @@ class AsyncClient(ClientBase):
     ) -> AsyncIterator[str]:
         """``async for chunk in client.stream(model, prompt, max_tokens=64): ...``; leaving the
         loop early (or cancelling the task) closes the stream and stops the generation."""
-        from packager.client import genwire, streaming
-
-        v, where = version_text(version), f"stream {model!r}"
-        timeout = self._timeout(timeout_s)
-        if self.endpoint.protocol == "http":
-            body = genwire.generate_body(prompt, sampling, stream=True, include_prompt=False)
-            path = genwire.generate_path(model, v, stream=True)
-            return streaming.aio_http_texts(self, path, body, where, timeout, headers)
-        request = genwire.grpc_request(
-            model, v, prompt, sampling, stream=True, include_prompt=False
-        )
-        return streaming.aio_grpc_texts(self, request, where, timeout, headers)
+        return self._open_stream(model, prompt, version, timeout_s, headers, sampling, False, None)
 
     def stream_chunks(
         self,
@@ -345,19 +334,36 @@ class AsyncClient(ClientBase):
         and of ``build --task text-generation``); the last chunk is flagged ``final``.
         ``special_tokens=False``: the prompt is tokenized without BOS (a rendered chat prompt).
         """
+        return self._open_stream(
+            model, prompt, version, timeout_s, headers, sampling, True, special_tokens
+        )
+
+    def _open_stream(
+        self,
+        model: str,
+        prompt: str,
+        version: int | str,
+        timeout_s: float | None,
+        headers: Mapping[str, str] | None,
+        sampling: Mapping[str, Any],
+        details: bool,
+        special_tokens: bool | None,
+    ) -> AsyncIterator[Any]:
+        """The one way :meth:`stream` and :meth:`stream_chunks` open a generation stream
+        (``details``: every response as a Chunk with finish reason and token counts)."""
         from packager.client import genwire, streaming
 
         v, where = version_text(version), f"stream {model!r}"
         timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":
             body = genwire.generate_body(
-                prompt, sampling, stream=True, include_prompt=False, details=True,
+                prompt, sampling, stream=True, include_prompt=False, details=details,
                 special_tokens=special_tokens,
             )  # fmt: skip
             path = genwire.generate_path(model, v, stream=True)
-            return streaming.aio_http_texts(self, path, body, where, timeout, headers, True)
+            return streaming.aio_http_texts(self, path, body, where, timeout, headers, details)
         request = genwire.grpc_request(
-            model, v, prompt, sampling, stream=True, include_prompt=False, details=True,
+            model, v, prompt, sampling, stream=True, include_prompt=False, details=details,
             special_tokens=special_tokens,
         )  # fmt: skip
-        return streaming.aio_grpc_texts(self, request, where, timeout, headers, True)
+        return streaming.aio_grpc_texts(self, request, where, timeout, headers, details)

@@ -43,7 +43,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from transformers import AutoTokenizer
 
     root = tmp_path_factory.mktemp("openai-models")
-    llama = make_causal_lm(root / "llama", "llama")
+    # A long context: the cancellation test's stream must not finish before its cancel arrives.
+    llama = make_causal_lm(root / "llama", "llama", context=2048)
     tok = AutoTokenizer.from_pretrained(llama)
     tok.chat_template = TEMPLATE
     tok.save_pretrained(llama)  # chat_template.jinja (or tokenizer_config.json) beside it
@@ -175,16 +176,17 @@ def test_closing_a_stream_cancels_it_on_the_server(
     client: openai.OpenAI, served: tuple[LocalServer, OpenAIService]
 ) -> None:
     server = served[0]
-    before = metric(server, "tp_generation_requests_cancelled_total", "gpt2")
+    before = metric(server, "tp_generation_requests_cancelled_total", "llama")
+    # 2000 tokens: on a loaded machine a short generation can end before the close reaches it.
     stream = client.completions.create(
-        model="gpt2", prompt="Once", max_tokens=120, temperature=0, stream=True,
+        model="llama", prompt="Once", max_tokens=2000, temperature=0, stream=True,
         extra_body={"ignore_eos": True},
     )  # fmt: skip
     for _ in zip(range(2), stream, strict=False):
         pass
     stream.close()
     deadline = time.monotonic() + 20
-    while metric(server, "tp_generation_requests_cancelled_total", "gpt2") == before:
+    while metric(server, "tp_generation_requests_cancelled_total", "llama") == before:
         assert time.monotonic() < deadline, "the server did not see the cancellation"
         time.sleep(0.1)
 
@@ -302,7 +304,9 @@ def test_a_client_leaving_a_non_streamed_request_cancels_it(
 
     server, service = served
     before = metric(server, "tp_generation_requests_cancelled_total", "llama")
-    body = json.dumps({"model": "llama", "prompt": "Once", "max_tokens": 120, "temperature": 0,
+    # 2000 tokens (the llama's context is 2048): a short generation can finish before the
+    # service notices, on a loaded machine, that its client has left.
+    body = json.dumps({"model": "llama", "prompt": "Once", "max_tokens": 2000, "temperature": 0,
                        "ignore_eos": True}).encode()  # fmt: skip
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip

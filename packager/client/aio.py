@@ -14,6 +14,7 @@ from packager.client.aiotransport import AioGrpcTransport, AioHttpTransport
 from packager.client.base import (
     ClientBase,
     add_batch_dim,
+    check_headers,
     not_ready_error,
     strip_batch_dim,
     version_text,
@@ -135,7 +136,9 @@ class AsyncClient(ClientBase):
         interval_s: float = 0.1,
     ) -> None:
         """Poll until the server (or ``model``) is ready; raise a ClientError saying why not."""
-        deadline = time.monotonic() + check_seconds("timeout_s", timeout_s)
+        # 0 is allowed: one check, then the reason (evaluate does that for a model the server
+        # does not know).
+        deadline = time.monotonic() + check_seconds("timeout_s", timeout_s, zero=True)
         interval_s = check_seconds("interval_s", interval_s)
         while True:
             if await self.is_ready(model, version=version):
@@ -353,6 +356,9 @@ class AsyncClient(ClientBase):
         (``details``: every response as a Chunk with finish reason and token counts)."""
         from packager.client import genwire, streaming
 
+        # Checked now: the stream is a generator, and a bad header found while iterating would
+        # escape the method's InvalidInput boundary.
+        headers = check_headers(headers)
         v, where = version_text(version), f"stream {model!r}"
         timeout = self._timeout(timeout_s)
         if self.endpoint.protocol == "http":

@@ -26,12 +26,13 @@ CALLER_ERRORS = (TypeError, ValueError, OverflowError, LookupError, AttributeErr
 C = TypeVar("C", bound=type)
 
 
-def check_seconds(name: str, value: Any) -> float:
-    """A positive, finite number of seconds, or InvalidInput."""
+def check_seconds(name: str, value: Any, *, zero: bool = False) -> float:
+    """A positive (``zero``: or zero), finite number of seconds, or InvalidInput."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"{name} must be a number of seconds; got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidInput(f"{name} must be a positive, finite number of seconds; got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        kind = "non-negative" if zero else "positive"
+        raise InvalidInput(f"{name} must be a {kind}, finite number of seconds; got {value!r}")
     return float(value)
 
 

@@ -66,3 +66,31 @@ def test_a_call_waiting_for_a_slot_times_out_while_the_slot_is_still_taken(
     pending, error = asyncio.run(run())
     assert isinstance(error, InferenceTimeout)
     assert pending, "the queued call waited for the slot's owner to finish"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_wait_until_ready_zero_checks_once_and_says_why(protocol: str) -> None:
+    """timeout_s=0 is one check, then the reason (evaluate relies on it for an unknown model);
+    a negative time is the caller's mistake."""
+    from packager.client import Client, ClientError, InvalidInput
+    from packager.serve.embedded import free_port
+
+    with Client(f"127.0.0.1:{free_port()}", protocol=protocol) as client:  # nothing listens
+        with pytest.raises(ClientError) as gave_up:
+            client.wait_until_ready("m", timeout_s=0)
+        assert not isinstance(gave_up.value, InvalidInput)
+        with pytest.raises(InvalidInput, match="non-negative"):
+            client.wait_until_ready("m", timeout_s=-1)
+
+
+def test_async_wait_until_ready_zero_checks_once() -> None:
+    from packager.client import ClientError, InvalidInput
+    from packager.serve.embedded import free_port
+
+    async def run() -> BaseException:
+        async with AsyncClient(f"127.0.0.1:{free_port()}") as client:
+            with pytest.raises(ClientError) as gave_up:
+                await client.wait_until_ready("m", timeout_s=0)
+            return gave_up.value
+
+    assert not isinstance(asyncio.run(run()), InvalidInput)

@@ -44,7 +44,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("openai-models")
     # A long context: the cancellation test's stream must not finish before its cancel arrives.
-    llama = make_causal_lm(root / "llama", "llama", context=2048)
+    llama = make_causal_lm(root / "llama", "llama", context=16384)
     tok = AutoTokenizer.from_pretrained(llama)
     tok.chat_template = TEMPLATE
     tok.save_pretrained(llama)  # chat_template.jinja (or tokenizer_config.json) beside it
@@ -177,9 +177,9 @@ def test_closing_a_stream_cancels_it_on_the_server(
 ) -> None:
     server = served[0]
     before = metric(server, "tp_generation_requests_cancelled_total", "llama")
-    # 2000 tokens: on a loaded machine a short generation can end before the close reaches it.
+    # 16,000 tokens: on a loaded machine 2,000 (~2.5 s idle) ended before the close reached it.
     stream = client.completions.create(
-        model="llama", prompt="Once", max_tokens=2000, temperature=0, stream=True,
+        model="llama", prompt="Once", max_tokens=16000, temperature=0, stream=True,
         extra_body={"ignore_eos": True},
     )  # fmt: skip
     for _ in zip(range(2), stream, strict=False):
@@ -304,9 +304,9 @@ def test_a_client_leaving_a_non_streamed_request_cancels_it(
 
     server, service = served
     before = metric(server, "tp_generation_requests_cancelled_total", "llama")
-    # 2000 tokens (the llama's context is 2048): a short generation can finish before the
+    # 16,000 tokens (the llama's context is 16,384): a short generation can finish before the
     # service notices, on a loaded machine, that its client has left.
-    body = json.dumps({"model": "llama", "prompt": "Once", "max_tokens": 2000, "temperature": 0,
+    body = json.dumps({"model": "llama", "prompt": "Once", "max_tokens": 16000, "temperature": 0,
                        "ignore_eos": True}).encode()  # fmt: skip
     head = (f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip

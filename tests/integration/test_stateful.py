@@ -106,7 +106,9 @@ def server(start_server: StartServer, tmp_path_factory: pytest.TempPathFactory) 
     }  # fmt: skip
     (root / "acc.yaml").write_text(yaml.safe_dump({"python_steps": [step]}))
     build_manifest(root / "acc.yaml", repo)
-    return start_server(repo)
+    # Implicit state is served by Triton's own backends only (the Python runtime refuses it, as
+    # tested in tests/unit), so these tests ask for them in both suite modes.
+    return start_server(repo, native=True)
 
 
 ACCUMULATOR = """

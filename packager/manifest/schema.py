@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager.errors import SpecError
 from packager.manifest.ensemble import EnsembleStep
 from packager.manifest.yamlcheck import KeyPath, Problems, Reader, load
 from packager.options import BY_NAME, manifest_keys, read_manifest
+from packager.options.values import Policy
 from packager.scheduling import SchedulingOptions
 from packager.spec import (
     KIND_OPTIONS,
@@ -175,14 +175,9 @@ def _common(r: Reader, m: dict[str, Any], path: KeyPath, opts: dict[str, Any]) -
 
 
 def _policy(r: Reader, value: Any, path: KeyPath) -> VersionPolicy | None:
-    text = r.text(None if value is None else str(value), path)
-    if text is None:
-        return None
-    try:
-        return VersionPolicy.parse(text)
-    except SpecError:
-        r.p.add(path, f"expected latest[:N], all or specific:V1,V2, got {text!r}")
-        return None
+    """A Python step's or ensemble's version policy, read as a model's (the one declaration)."""
+    policy: VersionPolicy | None = Policy().manifest(r, value, path)
+    return policy
 
 
 def _head(
